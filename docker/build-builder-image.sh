@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds the runnerx DinD builder image from Debian packages, with no registry pull
+# (test-environment.md §2): debootstrap a Debian 13 (trixie) rootfs with dockerd,
+# the docker CLI with buildx, bash, git, iproute2 and the QEMU user emulators, then
+# `docker import` it.
+#
+# The image is tagged runnerx-builder:<hash of this recipe> and runnerx-builder:local.
+# If the hashed tag already exists the build is skipped, so tests and CI build it
+# once per machine (or once per recipe change).
+#
+# Usage: docker/build-builder-image.sh [--print-tag]
+# Env:   RUNNERX_DEBIAN_MIRROR  override the mirror (default: taken from this host's
+#                               apt sources, never hard-coded)
+#        RUNNERX_BUILDER_REPO   image repository (default runnerx-builder)
+set -euo pipefail
+
+SUITE=trixie
+PACKAGES=(
+  docker.io docker-cli docker-buildx containerd runc tini
+  iptables iproute2 ca-certificates
+  bash git git-lfs curl jq procps util-linux
+  qemu-user-static binfmt-support busybox-static
+)
+REPO="${RUNNERX_BUILDER_REPO:-runnerx-builder}"
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The hash covers this script (package list, suite, import options).
+hash="$(sha256sum "$here/build-builder-image.sh" | cut -c1-12)"
+tag="$REPO:$hash"
+
+if [[ "${1:-}" == "--print-tag" ]]; then
+  echo "$tag"
+  exit 0
+fi
+
+log() { printf '[build-builder-image] %s\n' "$*" >&2; }
+
+if docker image inspect "$tag" >/dev/null 2>&1; then
+  log "$tag already present; tagging $REPO:local"
+  docker tag "$tag" "$REPO:local"
+  echo "$tag"
+  exit 0
+fi
+
+mirror="${RUNNERX_DEBIAN_MIRROR:-}"
+if [[ -z "$mirror" ]]; then
+  # deb822 sources first, then one-line sources; the first debian (not security) URI wins.
+  mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' \
+            | grep -v security | head -n1 || true)"
+  if [[ -z "$mirror" ]]; then
+    mirror="$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+              | awk '{print $2}' | grep -v security | head -n1 || true)"
+  fi
+fi
+if [[ -z "$mirror" ]]; then
+  log "no Debian mirror found in /etc/apt/sources*; set RUNNERX_DEBIAN_MIRROR"
+  exit 1
+fi
+
+for tool in debootstrap docker; do
+  command -v "$tool" >/dev/null || { log "$tool is missing: apt-get install -y $tool"; exit 1; }
+done
+
+work="$(mktemp -d /var/tmp/runnerx-rootfs.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+rootfs="$work/rootfs"
+
+log "debootstrap $SUITE from $mirror (${#PACKAGES[@]} packages)"
+start=$SECONDS
+include="$(IFS=,; echo "${PACKAGES[*]}")"
+debootstrap --variant=minbase --include="$include" "$SUITE" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+  tail -n 30 "$work/debootstrap.log" >&2
+  log "debootstrap failed (log tail above)"
+  exit 1
+}
+log "debootstrap took $((SECONDS - start))s"
+
+# Builder defaults: the containerd image store (multi-platform with the docker driver),
+# a place for runnerx's files, and no apt caches in the image.
+mkdir -p "$rootfs/etc/docker" "$rootfs/etc/runnerx" "$rootfs/builds" "$rootfs/cache"
+cat >"$rootfs/etc/docker/daemon.json" <<'JSON'
+{"features": {"containerd-snapshotter": true}}
+JSON
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+
+start=$SECONDS
+tar -C "$rootfs" -c . | docker import \
+  -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  -c 'ENTRYPOINT ["dockerd"]' \
+  -c 'VOLUME /var/lib/docker' \
+  -m "runnerx builder ($SUITE; ${PACKAGES[*]})" - "$tag" >/dev/null
+docker tag "$tag" "$REPO:local"
+log "imported $tag in $((SECONDS - start))s ($(docker image inspect -f '{{.Size}}' "$tag") bytes)"
+echo "$tag"

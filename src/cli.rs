@@ -1,0 +1,106 @@
+//! Command-line interface (clap derive).
+//!
+//! The four GitLab custom-executor stages (`config`, `prepare`, `run SCRIPT STAGE`,
+//! `cleanup`) exactly as gitlab-runner calls them, plus operator commands. Stage names
+//! given to `run` are free text: GitLab adds new ones over time (`step_*`), so none is
+//! rejected.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// runnerx: a GitLab custom-executor driver running each job in its own
+/// docker-in-docker builder.
+#[derive(Debug, Parser)]
+#[command(name = "runnerx", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Settings file (default: $RUNNERX_CONFIG, else /etc/runnerx/runnerx.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// config_exec: print the executor's JSON configuration on stdout.
+    Config(JobArgs),
+    /// prepare_exec: create and boot the job's builder.
+    Prepare(JobArgs),
+    /// run_exec: run one stage script inside the job's builder.
+    Run(RunArgs),
+    /// cleanup_exec: remove everything created for the job.
+    Cleanup(JobArgs),
+    /// Remove builders, volumes and bridges left behind by jobs older than a duration.
+    Gc(GcArgs),
+}
+
+impl Command {
+    /// Whether this is the cleanup stage (its output goes to the runner's own log).
+    pub fn is_cleanup(&self) -> bool {
+        matches!(self, Command::Cleanup(_) | Command::Gc(_))
+    }
+}
+
+/// The job a stage works on.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Job id for manual use outside gitlab-runner (default: from the job).
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+}
+
+/// `run` arguments: gitlab-runner appends `<script_path> <stage_name>`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Job id for manual use outside gitlab-runner.
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Path of the stage script gitlab-runner wrote.
+    pub script: PathBuf,
+    /// Stage name (prepare_script, get_sources, build_script, step_*, …).
+    pub stage: String,
+}
+
+/// `gc` arguments.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only remove what was created longer ago than this (e.g. 2h, 1d).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub older_than: Duration,
+    /// Print what would be removed without removing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_accepts_any_stage_name() {
+        for stage in ["build_script", "step_script", "step_release", "some_future_stage"] {
+            let cli = Cli::try_parse_from(["runnerx", "run", "/tmp/x/script", stage]).unwrap();
+            let Command::Run(args) = cli.command else { panic!() };
+            assert_eq!(args.stage, stage);
+        }
+    }
+
+    #[test]
+    fn gc_parses_durations() {
+        let cli = Cli::try_parse_from(["runnerx", "gc", "--older-than", "2h"]).unwrap();
+        let Command::Gc(args) = cli.command else { panic!() };
+        assert_eq!(args.older_than, Duration::from_secs(7200));
+        assert!(Cli::try_parse_from(["runnerx", "gc", "--older-than", "soon"]).is_err());
+    }
+}

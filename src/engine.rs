@@ -1,0 +1,393 @@
+//! The only module that talks to the Docker engine (bollard).
+//!
+//! Thin, typed wrappers: images (inspect, pull with throttled progress), containers
+//! (create, upload, start, stop, remove, inspect, list by label, logs), volumes, and
+//! exec (attached, streaming, with stdin). "Not found" on removal is success, so every
+//! caller is idempotent. Errors carry what was being done; never a secret, because no
+//! secret is ever passed through here in argv or env.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, ContainerSummary, ExecConfig, Volume, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+
+/// A connected engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// What runnerx needs to know about an existing container.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    /// Full id.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    /// Whether its main process runs.
+    pub running: bool,
+    /// Image id it was created from.
+    pub image: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// An attached exec: its id and its output stream.
+pub struct ExecStream {
+    /// Exec id, for [`Engine::exec_exit_code`].
+    pub id: String,
+    /// stdout/stderr chunks as they arrive.
+    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>,
+    // Held so the attach connection's write half stays open while output flows.
+    _input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+}
+
+fn is_not_modified(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 304, .. })
+}
+
+/// Adds `:latest` when a reference has neither tag nor digest: the pull API would
+/// otherwise fetch every tag of the repository.
+pub fn with_default_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+impl Engine {
+    /// Connects via `DOCKER_HOST` or the local socket and negotiates the API version.
+    pub async fn connect() -> Result<Engine> {
+        let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let fix = |e: BollardError| {
+            Error::Builder(format!(
+                "cannot reach the Docker engine at {where_}: {e}; start dockerd or set DOCKER_HOST"
+            ))
+        };
+        let docker = Docker::connect_with_local_defaults().map_err(fix)?;
+        let docker = docker.negotiate_version().await.map_err(fix)?;
+        Ok(Engine { docker })
+    }
+
+    /// The engine's version string.
+    pub async fn version(&self) -> Result<String> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| Error::docker("query the engine version", e))?;
+        Ok(format!(
+            "{} (API {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
+    }
+
+    /// Whether `image` is in the engine's image store.
+    pub async fn image_exists(&self, image: &str) -> Result<bool> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(Error::docker(format!("inspect image {image}"), e)),
+        }
+    }
+
+    /// Pulls `image`, reporting progress through `progress` at most every `every`.
+    pub async fn pull(&self, image: &str, every: Duration, mut progress: impl FnMut(&str)) -> Result<()> {
+        let reference = with_default_tag(image);
+        let opts = CreateImageOptionsBuilder::default().from_image(&reference).build();
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        let mut layers: HashMap<String, (String, i64, i64)> = HashMap::new();
+        let mut last = Instant::now();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| Error::docker(format!("pull image {reference}"), e))?;
+            if let Some(id) = info.id.filter(|id| id.len() == 12) {
+                let (cur, tot) = info
+                    .progress_detail
+                    .map_or((0, 0), |d| (d.current.unwrap_or(0), d.total.unwrap_or(0)));
+                layers.insert(id, (info.status.unwrap_or_default(), cur, tot));
+            }
+            if last.elapsed() >= every {
+                last = Instant::now();
+                progress(&summarize(&layers));
+            }
+        }
+        progress(&format!("pulled {reference} ({} layers)", layers.len()));
+        Ok(())
+    }
+
+    /// Creates a container named `name`.
+    pub async fn create_container(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        let r = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| Error::docker(format!("create container {name}"), e))?;
+        Ok(r.id)
+    }
+
+    /// Extracts an uncompressed tar at `/` of a (created or running) container.
+    pub async fn upload(&self, container: &str, tar: Vec<u8>) -> Result<()> {
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
+            .await
+            .map_err(|e| Error::docker(format!("upload files into {container}"), e))
+    }
+
+    /// Starts a created container.
+    pub async fn start(&self, container: &str) -> Result<(), BollardError> {
+        match self.docker.start_container(container, None).await {
+            Err(e) if is_not_modified(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Inspects a container; `None` when it does not exist.
+    pub async fn inspect(&self, container: &str) -> Result<Option<ContainerInfo>> {
+        match self.docker.inspect_container(container, None).await {
+            Ok(c) => Ok(Some(ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+                running: c.state.and_then(|s| s.running).unwrap_or(false),
+                image: c.image.unwrap_or_default(),
+                labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::docker(format!("inspect container {container}"), e)),
+        }
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `timeout_secs`); absent is fine.
+    pub async fn stop(&self, container: &str, timeout_secs: i32) -> Result<()> {
+        let opts = StopContainerOptionsBuilder::default().t(timeout_secs).build();
+        match self.docker.stop_container(container, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
+            Err(e) => Err(Error::docker(format!("stop container {container}"), e)),
+        }
+    }
+
+    /// Removes a container and its anonymous volumes; absent is fine.
+    pub async fn remove_container(&self, container: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(container, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // "removal already in progress": someone else (a concurrent cleanup) is on it.
+            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(Error::docker(format!("remove container {container}"), e)),
+        }
+    }
+
+    /// Containers (any state) carrying `label` (`key` or `key=value`).
+    pub async fn containers_with_label(&self, label: &str) -> Result<Vec<ContainerSummary>> {
+        let filters = HashMap::from([("label", vec![label])]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| Error::docker(format!("list containers labelled {label}"), e))
+    }
+
+    /// Creates a named volume with labels (no-op if it exists).
+    pub async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()> {
+        let req = VolumeCreateRequest {
+            name: Some(name.into()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::docker(format!("create volume {name}"), e))
+    }
+
+    /// Volumes carrying `label`.
+    pub async fn volumes_with_label(&self, label: &str) -> Result<Vec<Volume>> {
+        let filters = HashMap::from([("label", vec![label])]);
+        let opts = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let r = self
+            .docker
+            .list_volumes(Some(opts))
+            .await
+            .map_err(|e| Error::docker(format!("list volumes labelled {label}"), e))?;
+        Ok(r.volumes.unwrap_or_default())
+    }
+
+    /// Removes a volume; absent is fine.
+    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+        let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
+        match self.docker.remove_volume(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::docker(format!("remove volume {name}"), e)),
+        }
+    }
+
+    /// The last `lines` lines of a container's output.
+    pub async fn logs_tail(&self, container: &str, lines: usize) -> String {
+        let n = lines.to_string();
+        let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n).build();
+        let mut out = String::new();
+        let mut s = self.docker.logs(container, Some(opts));
+        while let Some(Ok(chunk)) = s.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        out
+    }
+
+    /// Starts `cmd` in `container`, attached, writing `stdin` to it first.
+    pub async fn exec(&self, container: &str, cmd: Vec<String>, stdin: Option<&[u8]>) -> Result<ExecStream> {
+        let config = ExecConfig {
+            attach_stdin: Some(stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(cmd),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| Error::docker(format!("create exec in {container}"), e))?;
+        match self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| Error::docker(format!("start exec in {container}"), e))?
+        {
+            bollard::exec::StartExecResults::Attached { output, mut input } => {
+                if let Some(bytes) = stdin {
+                    input
+                        .write_all(bytes)
+                        .await
+                        .and(input.flush().await)
+                        .map_err(|e| Error::io("send script to", container.to_string(), e))?;
+                }
+                Ok(ExecStream {
+                    id: created.id,
+                    output,
+                    _input: input,
+                })
+            }
+            bollard::exec::StartExecResults::Detached => Err(Error::Builder(format!(
+                "exec in {container} started detached; expected an attached stream"
+            ))),
+        }
+    }
+
+    /// The exit code of a finished exec (polls briefly while the engine catches up).
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<i64> {
+        for _ in 0..50 {
+            let r = self
+                .docker
+                .inspect_exec(exec_id)
+                .await
+                .map_err(|e| Error::docker("inspect exec", e))?;
+            if r.running != Some(true) {
+                if let Some(code) = r.exit_code {
+                    return Ok(code);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(Error::Builder(format!("exec {exec_id} did not report an exit code")))
+    }
+
+    /// Runs a short-lived container to completion, removes it, returns its exit code.
+    pub async fn run_oneshot(&self, name: &str, body: ContainerCreateBody) -> Result<i64> {
+        self.remove_container(name).await?;
+        self.create_container(name, body).await?;
+        if let Err(e) = self.start(name).await {
+            let _ = self.remove_container(name).await;
+            return Err(Error::docker(format!("start container {name}"), e));
+        }
+        let mut wait = self.docker.wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>);
+        let code = match wait.next().await {
+            Some(Ok(r)) => r.status_code,
+            // A non-zero exit arrives as an error; it is data here.
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => {
+                let _ = self.remove_container(name).await;
+                return Err(Error::docker(format!("wait for container {name}"), e));
+            }
+            None => -1,
+        };
+        self.remove_container(name).await?;
+        Ok(code)
+    }
+
+    /// Runs `cmd` to completion and returns its exit code and combined output.
+    pub async fn exec_capture(&self, container: &str, cmd: Vec<String>) -> Result<(i64, String)> {
+        let mut ex = self.exec(container, cmd, None).await?;
+        let mut out = String::new();
+        while let Some(chunk) = ex.output.next().await {
+            let chunk = chunk.map_err(|e| Error::docker(format!("read exec output in {container}"), e))?;
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        Ok((self.exec_exit_code(&ex.id).await?, out))
+    }
+}
+
+fn summarize(layers: &HashMap<String, (String, i64, i64)>) -> String {
+    let done = layers
+        .values()
+        .filter(|(s, ..)| s.starts_with("Pull complete") || s.starts_with("Already exists"))
+        .count();
+    let (cur, tot) = layers
+        .values()
+        .filter(|(s, ..)| s.starts_with("Downloading"))
+        .fold((0, 0), |(c, t), (_, cur, tot)| (c + cur, t + tot));
+    format!(
+        "pulling: {done}/{} layers done, downloading {} of {} MB",
+        layers.len(),
+        cur / 1_000_000,
+        tot / 1_000_000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tag_is_added_only_when_missing() {
+        assert_eq!(with_default_tag("docker"), "docker:latest");
+        assert_eq!(with_default_tag("docker:28-dind"), "docker:28-dind");
+        assert_eq!(with_default_tag("registry.test:5000/dind"), "registry.test:5000/dind:latest");
+        assert_eq!(with_default_tag("registry.test:5000/dind:1"), "registry.test:5000/dind:1");
+        assert_eq!(with_default_tag("a/b@sha256:abc"), "a/b@sha256:abc");
+    }
+
+    #[test]
+    fn progress_summary_counts_layers() {
+        let layers = HashMap::from([
+            ("aaaaaaaaaaaa".to_string(), ("Pull complete".to_string(), 0, 0)),
+            ("bbbbbbbbbbbb".to_string(), ("Downloading".to_string(), 5_000_000, 20_000_000)),
+        ]);
+        assert_eq!(summarize(&layers), "pulling: 1/2 layers done, downloading 5 of 20 MB");
+    }
+}

@@ -1,0 +1,259 @@
+//! What GitLab tells runnerx about the job, split by trust.
+//!
+//! * Trusted: the runner-set variables (`BUILD_FAILURE_EXIT_CODE`, …) and
+//!   `JOB_RESPONSE_FILE`, the job payload gitlab-runner received from GitLab.
+//! * Untrusted: `CUSTOM_ENV_*`, which users can set from `.gitlab-ci.yml`. Values read
+//!   from there are validated, and only an allow-list may change settings.
+//!
+//! The job id names everything runnerx creates, so it comes from the response file
+//! first: a job could set `CI_JOB_ID` to another job's id, and must not be able to
+//! reach that job's builder.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::settings::BuilderSettings;
+
+/// Exit codes and files gitlab-runner passes to every driver call.
+#[derive(Debug, Clone)]
+pub struct ExitCodes {
+    /// `$BUILD_FAILURE_EXIT_CODE` (1 by default outside GitLab).
+    pub build_failure: i32,
+    /// `$SYSTEM_FAILURE_EXIT_CODE` (2 by default outside GitLab).
+    pub system_failure: i32,
+}
+
+impl ExitCodes {
+    /// Reads the codes; missing or unparsable values fall back to GitLab's 1 and 2.
+    pub fn from_env(env: &Env) -> Self {
+        let code = |name, default| {
+            env.get(name)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        ExitCodes {
+            build_failure: code("BUILD_FAILURE_EXIT_CODE", 1),
+            system_failure: code("SYSTEM_FAILURE_EXIT_CODE", 2),
+        }
+    }
+}
+
+/// Where the job id came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdSource {
+    /// `--job-id` on the command line.
+    Flag,
+    /// `id` in `JOB_RESPONSE_FILE` (trusted).
+    ResponseFile,
+    /// `CUSTOM_ENV_CI_JOB_ID` (only when there is no response file).
+    CiJobId,
+    /// Made up by a manual `runnerx prepare`.
+    Generated,
+}
+
+/// The subset of the job payload runnerx reads.
+#[derive(Debug, Default, Deserialize)]
+struct JobResponse {
+    id: Option<u64>,
+    #[serde(default)]
+    image: Option<ResponseImage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResponseImage {
+    #[serde(default)]
+    name: String,
+}
+
+/// Untrusted job variables runnerx looks at (`CUSTOM_ENV_` stripped, lower-cased).
+#[derive(Debug, Default, Deserialize)]
+struct JobVars {
+    ci_job_id: Option<String>,
+    ci_job_image: Option<String>,
+}
+
+/// One job as seen by a driver call.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Validated id; names the builder `runnerx-<id>`.
+    pub id: String,
+    /// Where `id` came from.
+    pub id_source: IdSource,
+    /// True when called by gitlab-runner (response file or `CUSTOM_ENV_*` present).
+    pub under_gitlab: bool,
+    /// `$BUILD_EXIT_CODE_FILE`.
+    pub build_exit_code_file: Option<PathBuf>,
+    /// The job's `image:` (untrusted), if any.
+    pub image: Option<String>,
+}
+
+impl Job {
+    /// Reads the job context. `flag_id` is `--job-id`; `generate` allows making an id
+    /// up when there is none (manual `prepare`).
+    pub fn from_env(env: &Env, flag_id: Option<&str>, generate: bool) -> Result<Job> {
+        let response = match env.non_empty("JOB_RESPONSE_FILE") {
+            Some(path) => Some(read_response(path)?),
+            None => None,
+        };
+        let vars: JobVars = envy::prefixed("CUSTOM_ENV_")
+            .from_iter(env.with_prefix("CUSTOM_ENV_"))
+            .unwrap_or_default();
+        let under_gitlab = response.is_some() || env.with_prefix("CUSTOM_ENV_").next().is_some();
+
+        let (id, id_source) = if let Some(id) = flag_id {
+            (id.to_string(), IdSource::Flag)
+        } else if let Some(id) = response.as_ref().and_then(|r| r.id) {
+            (id.to_string(), IdSource::ResponseFile)
+        } else if let Some(id) = vars.ci_job_id.clone().filter(|s| !s.is_empty()) {
+            (id, IdSource::CiJobId)
+        } else if generate {
+            (format!("manual-{}", random_hex(4)), IdSource::Generated)
+        } else {
+            return Err(Error::Usage(
+                "no job id: pass --job-id ID (the one `runnerx prepare` printed), or run under gitlab-runner"
+                    .into(),
+            ));
+        };
+        validate_job_id(&id).map_err(|message| match id_source {
+            IdSource::CiJobId => Error::JobInput {
+                name: "CI_JOB_ID".into(),
+                message,
+            },
+            _ => Error::Usage(format!("job id {id:?} {message}")),
+        })?;
+
+        let image = response
+            .as_ref()
+            .and_then(|r| r.image.as_ref())
+            .map(|i| i.name.clone())
+            .or(vars.ci_job_image)
+            .filter(|s| !s.trim().is_empty());
+
+        Ok(Job {
+            id,
+            id_source,
+            under_gitlab,
+            build_exit_code_file: env.non_empty("BUILD_EXIT_CODE_FILE").map(PathBuf::from),
+            image,
+        })
+    }
+
+    /// Name of the builder container (also the `hostname` reported by `config`).
+    pub fn builder_name(&self) -> String {
+        format!("runnerx-{}", self.id)
+    }
+
+    /// The builder image for this job: the settings' image, or the job's `image:` when
+    /// the settings allow it. A job image that is not allowed is ignored with a
+    /// warning: many pipelines set a global `image:` meant for other executors.
+    pub fn builder_image(&self, builder: &BuilderSettings) -> (String, Option<String>) {
+        match &self.image {
+            Some(img) if *img == builder.image => (img.clone(), None),
+            Some(img) if builder.allowed_images.iter().any(|a| a == img) => (img.clone(), None),
+            Some(img) => (
+                builder.image.clone(),
+                Some(format!(
+                    "job image {img:?} is not in builder.allowed_images; using {}",
+                    builder.image
+                )),
+            ),
+            None => (builder.image.clone(), None),
+        }
+    }
+}
+
+fn read_response(path: &str) -> Result<JobResponse> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read JOB_RESPONSE_FILE", path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Builder(format!(
+            "JOB_RESPONSE_FILE {path} is not the job JSON gitlab-runner writes: {e}"
+        ))
+    })
+}
+
+/// Job ids name containers, volumes and labels: keep them to a safe alphabet.
+pub fn validate_job_id(id: &str) -> std::result::Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 48
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1-48 characters of [A-Za-z0-9_.-], starting with a letter or digit".into())
+    }
+}
+
+/// `n` random bytes from the kernel, hex-encoded.
+pub fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
+    if filled.is_err() {
+        // Not security-relevant (names only): fall back to time and pid.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ u128::from(std::process::id());
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn response_file_id_beats_untrusted_ci_job_id() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        write!(f, r#"{{"id": 4242, "token": "secret", "image": {{"name": "docker:28-dind"}}}}"#).unwrap();
+        let env = Env::from_pairs([
+            ("JOB_RESPONSE_FILE", f.path().to_str().unwrap()),
+            ("CUSTOM_ENV_CI_JOB_ID", "1"),
+        ]);
+        let job = Job::from_env(&env, None, false).unwrap();
+        assert_eq!(job.id, "4242");
+        assert_eq!(job.id_source, IdSource::ResponseFile);
+        assert!(job.under_gitlab);
+        assert_eq!(job.image.as_deref(), Some("docker:28-dind"));
+    }
+
+    #[test]
+    fn flag_wins_and_generated_ids_are_manual() {
+        let env = Env::from_pairs([("CUSTOM_ENV_CI_JOB_ID", "7")]);
+        assert_eq!(Job::from_env(&env, Some("abc"), false).unwrap().id, "abc");
+        let job = Job::from_env(&Env::default(), None, true).unwrap();
+        assert!(job.id.starts_with("manual-"), "{}", job.id);
+        assert!(!job.under_gitlab);
+        assert!(Job::from_env(&Env::default(), None, false).is_err());
+    }
+
+    #[test]
+    fn hostile_job_id_is_a_build_failure() {
+        let env = Env::from_pairs([("CUSTOM_ENV_CI_JOB_ID", "1; rm -rf /")]);
+        let e = Job::from_env(&env, None, false).unwrap_err();
+        assert_eq!(e.fault(), crate::error::Fault::Build);
+        assert!(e.to_string().contains("CI_JOB_ID"));
+    }
+
+    #[test]
+    fn exit_codes_default_to_gitlab_values() {
+        let c = ExitCodes::from_env(&Env::default());
+        assert_eq!((c.build_failure, c.system_failure), (1, 2));
+        let c = ExitCodes::from_env(&Env::from_pairs([
+            ("BUILD_FAILURE_EXIT_CODE", "17"),
+            ("SYSTEM_FAILURE_EXIT_CODE", "18"),
+        ]));
+        assert_eq!((c.build_failure, c.system_failure), (17, 18));
+    }
+}

@@ -1,0 +1,58 @@
+//! runnerx: a GitLab custom-executor driver that runs every job inside its own
+//! docker-in-docker builder (host networking, own bridge, own /var/lib/docker).
+//!
+//! See `docs/architecture.md` for the map. Entry point: [`run`].
+
+pub mod builder;
+pub mod cancel;
+pub mod cli;
+pub mod duration;
+pub mod engine;
+pub mod env;
+pub mod error;
+pub mod hostlock;
+pub mod job;
+pub mod logging;
+pub mod settings;
+pub mod stages;
+
+use cli::{Cli, Command};
+use env::Env;
+use error::Result;
+use job::Job;
+use settings::Settings;
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli, env: Env) -> Result<()> {
+    let cancel = cancel::on_signals();
+    let settings = || Settings::load(cli.config.as_deref(), &env);
+    match &cli.command {
+        Command::Config(args) => {
+            let settings = settings()?;
+            let job = Job::from_env(&env, args.job_id.as_deref(), false).ok();
+            stages::config::config(&settings, job.as_ref())
+        }
+        Command::Prepare(args) => {
+            let settings = settings()?;
+            let job = Job::from_env(&env, args.job_id.as_deref(), true)?;
+            let engine = engine::Engine::connect().await?;
+            stages::prepare::prepare(&settings, &job, &engine, &cancel).await
+        }
+        Command::Run(args) => {
+            let job = Job::from_env(&env, args.job_id.as_deref(), false)?;
+            let engine = engine::Engine::connect().await?;
+            stages::run::run(&job, &engine, &args.script, &args.stage, &cancel).await
+        }
+        Command::Cleanup(args) => {
+            let settings = settings()?;
+            let job = Job::from_env(&env, args.job_id.as_deref(), false)?;
+            let engine = engine::Engine::connect().await?;
+            stages::cleanup::cleanup(&settings, &job, &engine).await
+        }
+        Command::Gc(args) => {
+            let settings = settings()?;
+            let engine = engine::Engine::connect().await?;
+            stages::gc::gc(&settings, &engine, args.older_than, args.dry_run).await
+        }
+    }
+}

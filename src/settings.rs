@@ -1,0 +1,501 @@
+//! The runner host's settings: what the operator wrote, validated once.
+//!
+//! Two stages, as in ripgrep's low/high args: [`RawSettings`] is exactly what the TOML
+//! file and the `RUNNERX_*` overrides say (all optional, unknown keys rejected), and
+//! [`Settings`] is the validated, typed result the rest of the program uses. Every
+//! validation error is one line that names the key, where it came from, and the fix.
+//!
+//! Job variables are *not* read here: they are untrusted and only reach the settings
+//! through the allow-list in `job` (e.g. `builder.allowed_images`).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration;
+use crate::env::Env;
+use crate::error::{Error, Result};
+
+/// Where settings are read from when neither `--config` nor `RUNNERX_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/runnerx/runnerx.toml";
+
+/// The settings file as written (stage one).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// `[builder]`
+    #[serde(default)]
+    pub builder: RawBuilder,
+}
+
+/// `[builder]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuilder {
+    /// DinD image every job runs in.
+    pub image: Option<String>,
+    /// `always | if-not-present | never`.
+    pub pull_policy: Option<String>,
+    /// `auto | always | never`.
+    pub privileged: Option<String>,
+    /// `host:ip` entries added to the builder's /etc/hosts.
+    pub extra_hosts: Option<Vec<String>>,
+    /// Platforms jobs build for, `os/arch[/variant]`.
+    pub platforms: Option<Vec<String>>,
+    /// How long the inner dockerd may take to answer.
+    pub boot_timeout: Option<String>,
+    /// IPv4 pool carved into one bridge subnet and one address pool per builder.
+    pub subnet_pool: Option<String>,
+    /// Host-wide lock file serializing inner-dockerd network set-up.
+    pub lock_file: Option<PathBuf>,
+    /// Images a job's `image:` may select instead of `image`.
+    pub allowed_images: Option<Vec<String>>,
+}
+
+/// `RUNNERX_*` overrides (flat: envy has no nesting).
+#[derive(Debug, Default, Deserialize)]
+struct EnvOverrides {
+    builder_image: Option<String>,
+    builder_pull_policy: Option<String>,
+    builder_privileged: Option<String>,
+    builder_extra_hosts: Option<Vec<String>>,
+    builder_platforms: Option<Vec<String>>,
+    builder_boot_timeout: Option<String>,
+    builder_subnet_pool: Option<String>,
+    builder_lock_file: Option<PathBuf>,
+    builder_allowed_images: Option<Vec<String>>,
+}
+
+/// When to pull the builder image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull before every job.
+    Always,
+    /// Pull only when the image is not in the engine.
+    IfNotPresent,
+    /// Never pull; a missing image is a system failure.
+    Never,
+}
+
+/// How the builder gets the rights an inner dockerd needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privileged {
+    /// `--privileged`, falling back to explicit capabilities when the engine refuses it.
+    Auto,
+    /// `--privileged` only.
+    Always,
+    /// Explicit capabilities only (test-environment.md §1).
+    Never,
+}
+
+/// A platform such as `linux/arm64` or `linux/arm/v7`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// GOARCH value: `amd64`, `arm64`, …
+    pub arch: String,
+    /// `v7`, `v8`, … if given.
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An IPv4 network, e.g. `10.213.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    /// Network address (host bits zero).
+    pub addr: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+/// Validated builder settings.
+#[derive(Debug, Clone)]
+pub struct BuilderSettings {
+    /// DinD image.
+    pub image: String,
+    /// Pull policy for `image`.
+    pub pull_policy: PullPolicy,
+    /// Privilege mode.
+    pub privileged: Privileged,
+    /// `host:ip` entries, validated.
+    pub extra_hosts: Vec<String>,
+    /// Target platforms.
+    pub platforms: Vec<Platform>,
+    /// Inner dockerd boot deadline.
+    pub boot_timeout: Duration,
+    /// Pool for per-builder subnets (prefix ≤ 23).
+    pub subnet_pool: Ipv4Net,
+    /// Host-wide lock file.
+    pub lock_file: PathBuf,
+    /// Images a job may select.
+    pub allowed_images: Vec<String>,
+}
+
+/// The validated settings (stage two).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file they came from, if any.
+    pub source: Option<PathBuf>,
+    /// `[builder]`.
+    pub builder: BuilderSettings,
+}
+
+const KNOWN_ARCHES: &[&str] = &[
+    "amd64", "arm64", "arm", "386", "riscv64", "ppc64le", "s390x", "mips64le", "mips64", "loong64",
+];
+
+impl Settings {
+    /// Reads the settings file (`--config`, else `RUNNERX_CONFIG`, else the default
+    /// path if it exists) and applies `RUNNERX_*` overrides.
+    pub fn load(flag: Option<&Path>, env: &Env) -> Result<Settings> {
+        let (path, explicit) = match (flag, env.non_empty("RUNNERX_CONFIG")) {
+            (Some(p), _) => (PathBuf::from(p), Some("--config")),
+            (None, Some(p)) => (PathBuf::from(p), Some("RUNNERX_CONFIG")),
+            (None, None) => (PathBuf::from(DEFAULT_PATH), None),
+        };
+        let (raw, source) = match std::fs::read_to_string(&path) {
+            Ok(text) => (Self::parse_toml(&text, &path)?, Some(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+                (RawSettings::default(), None)
+            }
+            Err(e) => {
+                let via = explicit.unwrap_or("default path");
+                return Err(Error::Settings(format!(
+                    "cannot read {} (from {via}): {e}; create it or point {via} at an existing file",
+                    path.display()
+                )));
+            }
+        };
+        Self::validate(raw, source, env)
+    }
+
+    /// Parses TOML text into raw settings; errors are condensed to one line.
+    pub fn parse_toml(text: &str, path: &Path) -> Result<RawSettings> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let message = e.message().replace('\n', " ");
+            Error::Settings(match line {
+                Some(l) => format!("{}:{l}: {message}", path.display()),
+                None => format!("{}: {message}", path.display()),
+            })
+        })
+    }
+
+    /// Applies env overrides to `raw` and validates everything.
+    pub fn validate(raw: RawSettings, source: Option<PathBuf>, env: &Env) -> Result<Settings> {
+        let overrides: EnvOverrides = envy::prefixed("RUNNERX_")
+            .from_iter(env.with_prefix("RUNNERX_"))
+            .map_err(|e| Error::Settings(format!("RUNNERX_* environment: {e}")))?;
+        let file = source
+            .as_ref()
+            .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+        // Names the origin of a key for error messages.
+        let origin = |key: &str, from_env: bool| {
+            if from_env {
+                format!("builder.{key} (from RUNNERX_BUILDER_{})", key.to_uppercase())
+            } else {
+                format!("builder.{key} (in {file})")
+            }
+        };
+        let b = raw.builder;
+        macro_rules! pick {
+            ($field:ident, $env:ident) => {{
+                let from_env = overrides.$env.is_some();
+                (overrides.$env.or(b.$field), from_env)
+            }};
+        }
+
+        let (image, image_env) = pick!(image, builder_image);
+        let image = image.unwrap_or_else(|| "docker:28-dind".into());
+        validate_image(&image).map_err(|m| Error::Settings(format!("{} {m}", origin("image", image_env))))?;
+
+        let (pp, pp_env) = pick!(pull_policy, builder_pull_policy);
+        let pull_policy = match pp.as_deref().unwrap_or("if-not-present") {
+            "always" => PullPolicy::Always,
+            "if-not-present" => PullPolicy::IfNotPresent,
+            "never" => PullPolicy::Never,
+            other => {
+                return Err(Error::Settings(format!(
+                    "{} = {other:?} is not valid; use always, if-not-present or never",
+                    origin("pull_policy", pp_env)
+                )));
+            }
+        };
+
+        let (pr, pr_env) = pick!(privileged, builder_privileged);
+        let privileged = match pr.as_deref().unwrap_or("auto") {
+            "auto" => Privileged::Auto,
+            "always" | "true" => Privileged::Always,
+            "never" | "false" => Privileged::Never,
+            other => {
+                return Err(Error::Settings(format!(
+                    "{} = {other:?} is not valid; use auto, always or never",
+                    origin("privileged", pr_env)
+                )));
+            }
+        };
+
+        let (hosts, hosts_env) = pick!(extra_hosts, builder_extra_hosts);
+        let extra_hosts = non_empty(hosts.unwrap_or_default());
+        for h in &extra_hosts {
+            validate_extra_host(h).map_err(|m| {
+                Error::Settings(format!("{} entry {h:?} {m}", origin("extra_hosts", hosts_env)))
+            })?;
+        }
+
+        let (plats, plats_env) = pick!(platforms, builder_platforms);
+        let plats = non_empty(
+            plats.unwrap_or_else(|| vec!["linux/amd64".into(), "linux/arm64".into()]),
+        );
+        if plats.is_empty() {
+            return Err(Error::Settings(format!(
+                "{} is empty; list at least one platform such as \"linux/amd64\"",
+                origin("platforms", plats_env)
+            )));
+        }
+        let platforms = plats
+            .iter()
+            .map(|p| {
+                parse_platform(p).map_err(|m| {
+                    Error::Settings(format!("{} entry {p:?} {m}", origin("platforms", plats_env)))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let (bt, bt_env) = pick!(boot_timeout, builder_boot_timeout);
+        let boot_timeout = duration::parse(bt.as_deref().unwrap_or("60s")).map_err(|m| {
+            Error::Settings(format!("{}: {m}", origin("boot_timeout", bt_env)))
+        })?;
+        if boot_timeout.is_zero() {
+            return Err(Error::Settings(format!(
+                "{} must be more than 0s; 60s is a good value",
+                origin("boot_timeout", bt_env)
+            )));
+        }
+
+        let (pool, pool_env) = pick!(subnet_pool, builder_subnet_pool);
+        let subnet_pool = parse_pool(pool.as_deref().unwrap_or("10.213.0.0/16")).map_err(|m| {
+            Error::Settings(format!("{} {m}", origin("subnet_pool", pool_env)))
+        })?;
+
+        let (lock, _) = pick!(lock_file, builder_lock_file);
+        let lock_file = lock.unwrap_or_else(|| PathBuf::from("/tmp/runnerx.lock"));
+
+        let (allowed, allowed_env) = pick!(allowed_images, builder_allowed_images);
+        let allowed_images = non_empty(allowed.unwrap_or_default());
+        for i in &allowed_images {
+            validate_image(i).map_err(|m| {
+                Error::Settings(format!("{} entry {m}", origin("allowed_images", allowed_env)))
+            })?;
+        }
+
+        Ok(Settings {
+            source,
+            builder: BuilderSettings {
+                image,
+                pull_policy,
+                privileged,
+                extra_hosts,
+                platforms,
+                boot_timeout,
+                subnet_pool,
+                lock_file,
+                allowed_images,
+            },
+        })
+    }
+}
+
+fn non_empty(v: Vec<String>) -> Vec<String> {
+    v.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Checks an image reference is plausible (the engine does the full parse).
+pub fn validate_image(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("is empty; set an image such as \"docker:28-dind\"".into());
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{image:?} contains whitespace; write a single image reference"));
+    }
+    if image.starts_with('-') {
+        return Err(format!("{image:?} starts with '-'; write an image reference"));
+    }
+    Ok(())
+}
+
+fn validate_extra_host(entry: &str) -> Result<(), String> {
+    let (host, ip) = entry
+        .split_once(':')
+        .ok_or("must be \"hostname:ip\", e.g. \"harbor.example.com:10.0.0.5\"")?;
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        return Err(format!("has an invalid hostname {host:?}"));
+    }
+    ip.parse::<IpAddr>()
+        .map_err(|_| format!("has an invalid IP address {ip:?}"))?;
+    Ok(())
+}
+
+/// Parses `os/arch[/variant]`.
+pub fn parse_platform(text: &str) -> Result<Platform, String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    let (os, arch, variant) = match parts.as_slice() {
+        [os, arch] => (*os, *arch, None),
+        [os, arch, v] => (*os, *arch, Some((*v).to_string())),
+        _ => return Err("must be os/arch[/variant], e.g. \"linux/arm64\"".into()),
+    };
+    if os != "linux" {
+        return Err(format!("has os {os:?}; only linux builders are supported"));
+    }
+    if !KNOWN_ARCHES.contains(&arch) {
+        return Err(format!(
+            "has unknown architecture {arch:?}; use one of {}",
+            KNOWN_ARCHES.join(", ")
+        ));
+    }
+    Ok(Platform {
+        os: os.into(),
+        arch: arch.into(),
+        variant,
+    })
+}
+
+fn parse_pool(text: &str) -> Result<Ipv4Net, String> {
+    let (addr, prefix) = text
+        .split_once('/')
+        .ok_or(format!("{text:?} must be an IPv4 CIDR such as \"10.213.0.0/16\""))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{text:?} has an invalid IPv4 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 23)
+        .ok_or(format!("{text:?} needs a prefix of /23 or shorter (two /24s per builder)"))?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    if u32::from(addr) & !mask != 0 {
+        return Err(format!("{text:?} has host bits set; write the network address"));
+    }
+    Ok(Ipv4Net { addr, prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Settings> {
+        let raw = Settings::parse_toml(toml_text, Path::new("/etc/runnerx/runnerx.toml"))?;
+        Settings::validate(raw, Some("/etc/runnerx/runnerx.toml".into()), &Env::from_pairs(env.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let s = load("", &[]).unwrap();
+        assert_eq!(s.builder.image, "docker:28-dind");
+        assert_eq!(s.builder.pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(s.builder.privileged, Privileged::Auto);
+        assert_eq!(s.builder.platforms.len(), 2);
+        assert_eq!(s.builder.platforms[1].to_string(), "linux/arm64");
+        assert_eq!(s.builder.boot_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let s = load(
+            r#"
+[builder]
+image = "registry.example.com/dind:28"
+pull_policy = "never"
+privileged = "never"
+extra_hosts = ["harbor.example.com:10.0.0.5"]
+platforms = ["linux/amd64", "linux/arm/v7"]
+boot_timeout = "2m"
+subnet_pool = "10.50.0.0/20"
+"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.builder.pull_policy, PullPolicy::Never);
+        assert_eq!(s.builder.privileged, Privileged::Never);
+        assert_eq!(s.builder.platforms[1].variant.as_deref(), Some("v7"));
+        assert_eq!(s.builder.boot_timeout, Duration::from_secs(120));
+        assert_eq!(s.builder.subnet_pool.prefix, 20);
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let s = load(
+            "[builder]\npull_policy = \"always\"\n",
+            &[
+                ("RUNNERX_BUILDER_PULL_POLICY", "never"),
+                ("RUNNERX_BUILDER_PLATFORMS", "linux/amd64,linux/s390x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.builder.pull_policy, PullPolicy::Never);
+        assert_eq!(s.builder.platforms[1].arch, "s390x");
+    }
+
+    #[test]
+    fn bad_values_name_key_origin_and_fix() {
+        let e = load("[builder]\npull_policy = \"sometimes\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("builder.pull_policy"), "{e}");
+        assert!(e.contains("/etc/runnerx/runnerx.toml"), "{e}");
+        assert!(e.contains("if-not-present"), "{e}");
+
+        let e = load("", &[("RUNNERX_BUILDER_PRIVILEGED", "maybe")]).unwrap_err().to_string();
+        assert!(e.contains("RUNNERX_BUILDER_PRIVILEGED"), "{e}");
+
+        let e = load("[builder]\nplatforms = [\"linux/sparc\"]\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown architecture \"sparc\""), "{e}");
+
+        let e = load("[builder]\nextra_hosts = [\"harbor\"]\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("hostname:ip"), "{e}");
+
+        let e = load("[builder]\nboot_timeout = \"soon\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("builder.boot_timeout"), "{e}");
+
+        let e = load("[builder]\nsubnet_pool = \"10.213.0.0/25\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("/23 or shorter"), "{e}");
+    }
+
+    #[test]
+    fn typos_and_syntax_errors_are_one_line_with_position() {
+        let e = load("[builder]\nimagee = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `imagee`"), "{e}");
+        assert!(e.contains("runnerx.toml:2"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+
+        let e = load("[builder\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("settings: /etc/runnerx/runnerx.toml:1"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_missing_default_is_not() {
+        let env = Env::from_pairs([("RUNNERX_CONFIG", "/nonexistent/runnerx.toml")]);
+        let e = Settings::load(None, &env).unwrap_err().to_string();
+        assert!(e.contains("RUNNERX_CONFIG"), "{e}");
+        let e = Settings::load(Some(Path::new("/nonexistent/x.toml")), &Env::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--config"), "{e}");
+    }
+}

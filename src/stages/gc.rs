@@ -1,0 +1,84 @@
+//! `gc --older-than D`: remove what jobs of a dead runner left behind.
+//!
+//! gitlab-runner always runs cleanup, unless the runner itself died (SIGKILL, crash,
+//! reboot). Then builders keep running and volumes and bridges stay. gc removes, per
+//! job, everything older than the given age, and host bridges named `runnerx<N>` that
+//! no existing builder claims. What it removes is printed on stdout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::builder::{LABEL_BRIDGE, LABEL_CREATED, LABEL_JOB};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::settings::Settings;
+use crate::stages::cleanup::{delete_bridge, teardown_job};
+
+/// Runs gc.
+pub async fn gc(settings: &Settings, engine: &Engine, older_than: Duration, dry_run: bool) -> Result<()> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let cutoff = now.saturating_sub(older_than.as_secs());
+    let old = |created: Option<u64>| created.is_some_and(|c| c <= cutoff);
+
+    // Job id -> newest creation time of any of its objects.
+    let mut jobs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut claimed_bridges = BTreeSet::new();
+    for c in engine.containers_with_label(LABEL_JOB).await? {
+        let labels = c.labels.unwrap_or_default();
+        let Some(job) = labels.get(LABEL_JOB) else { continue };
+        let created = labels
+            .get(LABEL_CREATED)
+            .and_then(|v| v.parse().ok())
+            .or(c.created.and_then(|v| u64::try_from(v).ok()))
+            .unwrap_or(0);
+        if let Some(b) = labels.get(LABEL_BRIDGE) {
+            claimed_bridges.insert((b.clone(), job.clone()));
+        }
+        let e = jobs.entry(job.clone()).or_insert(0);
+        *e = (*e).max(created);
+    }
+    for v in engine.volumes_with_label(LABEL_JOB).await? {
+        let Some(job) = v.labels.get(LABEL_JOB) else { continue };
+        let created = v.labels.get(LABEL_CREATED).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let e = jobs.entry(job.clone()).or_insert(0);
+        *e = (*e).max(created);
+    }
+
+    let mut removed = 0;
+    for (job, created) in &jobs {
+        if !old(Some(*created)) {
+            continue;
+        }
+        println!("job {job}: created {}s ago{}", now.saturating_sub(*created), if dry_run { " (would remove)" } else { "; removing" });
+        if !dry_run {
+            if let Err(e) = teardown_job(engine, job, &settings.builder.image).await {
+                tracing::warn!("job {job}: {e}");
+            }
+        }
+        removed += 1;
+    }
+
+    // Bridges no remaining builder claims (their builder was removed by hand).
+    let live: BTreeSet<String> = claimed_bridges
+        .iter()
+        .filter(|(_, job)| !jobs.get(job).is_some_and(|c| old(Some(*c))))
+        .map(|(b, _)| b.clone())
+        .collect();
+    if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let is_ours = name.strip_prefix("runnerx").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if !is_ours || live.contains(&name) {
+                continue;
+            }
+            println!("bridge {name}: no builder claims it{}", if dry_run { " (would delete)" } else { "; deleting" });
+            if !dry_run {
+                if let Err(e) = delete_bridge(engine, "gc", &name, &settings.builder.image).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+    println!("gc: {removed} job(s) older than {}s{}", older_than.as_secs(), if dry_run { " would be removed" } else { " removed" });
+    Ok(())
+}

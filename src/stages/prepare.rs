@@ -1,0 +1,246 @@
+//! `prepare`: create the job's builder and wait until its inner dockerd answers.
+//!
+//! Steps, each logged with its duration: reuse check (gitlab-runner retries prepare up
+//! to 3 times, so a ready builder from an earlier attempt is kept), image per pull
+//! policy, `/var/lib/docker` volume, then — under the host lock — network slot, create,
+//! upload boot files, start (privileged, or the explicit-capabilities fallback), and
+//! wait for the inner dockerd. A boot failure is a system failure with the tail of the
+//! dockerd log.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::{self, BuilderSpec, Rights, Slot};
+use crate::duration::human;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::hostlock::HostLock;
+use crate::job::Job;
+use crate::settings::{Privileged, PullPolicy, Settings};
+use crate::stages::cleanup;
+
+/// Logs each step with its duration.
+struct Steps {
+    start: Instant,
+    last: Instant,
+}
+
+impl Steps {
+    fn new() -> Self {
+        let now = Instant::now();
+        Steps { start: now, last: now }
+    }
+
+    fn done(&mut self, what: &str) {
+        tracing::info!("{what} ({})", human(self.last.elapsed()));
+        self.last = Instant::now();
+    }
+}
+
+/// Runs the prepare stage.
+pub async fn prepare(settings: &Settings, job: &Job, engine: &Engine, cancel: &CancellationToken) -> Result<()> {
+    let mut steps = Steps::new();
+    let b = &settings.builder;
+    let name = job.builder_name();
+    let (image, warning) = job.builder_image(b);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        "preparing builder {name} from {image} (engine {})",
+        engine.version().await?
+    );
+
+    if let Some(existing) = engine.inspect(&name).await? {
+        if existing.running && dockerd_answers(engine, &name, 1).await {
+            tracing::info!("builder {name} from an earlier attempt is running and ready; reusing it");
+            finish(job, &name, &steps);
+            return Ok(());
+        }
+        tracing::info!("removing the unusable builder {name} left by an earlier attempt");
+        cleanup::teardown_job(engine, &job.id, &b.image).await?;
+        steps.done("removed leftover builder");
+    }
+
+    ensure_image(engine, &image, b.pull_policy, cancel).await?;
+    steps.done(&format!("image {image} ready"));
+
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    engine
+        .create_volume(&builder::volume_name(&job.id), builder::job_labels(&job.id, created))
+        .await?;
+
+    // Serialize slot choice and dockerd network set-up with other prepares on this host.
+    let lock_wait = b.boot_timeout * 3 + Duration::from_secs(30);
+    let lock = HostLock::acquire(&b.lock_file, lock_wait, cancel).await?;
+    steps.done("host lock taken");
+    let slot = allocate_slot(engine, settings).await?;
+    let spec = BuilderSpec {
+        job_id: job.id.clone(),
+        name: name.clone(),
+        image,
+        slot,
+        extra_hosts: b.extra_hosts.clone(),
+        created,
+    };
+    let rights = start_builder(engine, &spec, b.privileged).await?;
+    steps.done(&format!(
+        "started {name} ({}, bridge {} {})",
+        match rights {
+            Rights::Privileged => "privileged",
+            Rights::Capabilities => "explicit capabilities",
+        },
+        spec.slot.bridge,
+        spec.slot.bridge_cidr
+    ));
+    wait_ready(engine, &name, b.boot_timeout, cancel).await?;
+    drop(lock);
+    steps.done("inner dockerd ready");
+    finish(job, &name, &steps);
+    Ok(())
+}
+
+fn finish(job: &Job, name: &str, steps: &Steps) {
+    let total = human(steps.start.elapsed());
+    if job.under_gitlab {
+        tracing::info!("builder {name} ready in {total}");
+        return;
+    }
+    // Manual use: the operator needs the id and what to do next (stdout, not a log).
+    println!("builder {name} is ready in {total} (job id {})", job.id);
+    println!("  shell:   docker exec -it {name} bash");
+    println!("  run:     runnerx run --job-id {} SCRIPT STAGE", job.id);
+    println!("  remove:  runnerx cleanup --job-id {}", job.id);
+}
+
+async fn ensure_image(engine: &Engine, image: &str, policy: PullPolicy, cancel: &CancellationToken) -> Result<()> {
+    let present = engine.image_exists(image).await?;
+    let pull = match policy {
+        PullPolicy::Always => true,
+        PullPolicy::IfNotPresent => !present,
+        PullPolicy::Never if present => false,
+        PullPolicy::Never => {
+            return Err(Error::Builder(format!(
+                "builder image {image} is not present and builder.pull_policy is \"never\"; \
+                 load it into the engine (docker/build-builder-image.sh builds one) or set pull_policy = \"if-not-present\""
+            )));
+        }
+    };
+    if !pull {
+        return Ok(());
+    }
+    tracing::info!("pulling {image}");
+    let pulling = engine.pull(image, Duration::from_secs(3), |line| tracing::info!("{line}"));
+    tokio::select! {
+        () = cancel.cancelled() => Err(Error::Cancelled("signal")),
+        r = pulling => r.map_err(|e| match e {
+            Error::Docker { source, .. } => Error::Builder(format!(
+                "cannot pull builder image {image}: {source}; check the name, the registry's reachability and credentials, or pre-load the image"
+            )),
+            other => other,
+        }),
+    }
+}
+
+/// Picks the lowest slot no other builder (or leftover bridge) holds.
+async fn allocate_slot(engine: &Engine, settings: &Settings) -> Result<Slot> {
+    let pool = settings.builder.subnet_pool;
+    let mut used = std::collections::BTreeSet::new();
+    for c in engine.containers_with_label(builder::LABEL_SLOT).await? {
+        if let Some(n) = c.labels.and_then(|l| l.get(builder::LABEL_SLOT).and_then(|v| v.parse::<u32>().ok())) {
+            used.insert(n);
+        }
+    }
+    for index in 0..Slot::capacity(pool) {
+        let Some(slot) = Slot::new(pool, index) else { break };
+        if used.contains(&index) || bridge_exists(&slot.bridge) {
+            continue;
+        }
+        return Ok(slot);
+    }
+    Err(Error::Builder(format!(
+        "all {} network slots of builder.subnet_pool are in use; run `runnerx gc --older-than 1h` or use a larger pool",
+        Slot::capacity(pool)
+    )))
+}
+
+/// Whether a network interface exists in our (the host's) namespace.
+pub fn bridge_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+async fn create_and_start(engine: &Engine, spec: &BuilderSpec, rights: Rights) -> Result<()> {
+    engine
+        .create_container(&spec.name, builder::container_body(spec, rights))
+        .await?;
+    engine.upload(&spec.name, builder::bundle(spec, rights)).await?;
+    engine
+        .start(&spec.name)
+        .await
+        .map_err(|e| Error::docker(format!("start builder {}", spec.name), e))
+}
+
+async fn start_builder(engine: &Engine, spec: &BuilderSpec, mode: Privileged) -> Result<Rights> {
+    let first = match mode {
+        Privileged::Never => Rights::Capabilities,
+        Privileged::Auto | Privileged::Always => Rights::Privileged,
+    };
+    match create_and_start(engine, spec, first).await {
+        Ok(()) => Ok(first),
+        Err(e) if mode == Privileged::Auto => {
+            tracing::warn!(
+                "the engine refused a privileged builder ({e}); retrying with explicit capabilities \
+                 (set builder.privileged = \"never\" to skip this attempt)"
+            );
+            engine.remove_container(&spec.name).await?;
+            create_and_start(engine, spec, Rights::Capabilities).await?;
+            Ok(Rights::Capabilities)
+        }
+        Err(e) => {
+            let _ = engine.remove_container(&spec.name).await;
+            Err(match (mode, e) {
+                (Privileged::Always, Error::Docker { source, .. }) => Error::Builder(format!(
+                    "the engine refused a privileged builder: {source}; set builder.privileged = \"auto\" to fall back to explicit capabilities"
+                )),
+                (_, e) => e,
+            })
+        }
+    }
+}
+
+async fn dockerd_answers(engine: &Engine, name: &str, secs: u64) -> bool {
+    matches!(engine.exec_capture(name, builder::wait_ready_cmd(secs)).await, Ok((0, _)))
+}
+
+async fn wait_ready(engine: &Engine, name: &str, timeout: Duration, cancel: &CancellationToken) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Each exec polls inside the builder for up to 2 s; between them we check the
+        // container is alive and honour cancellation.
+        let polled = tokio::select! {
+            () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
+            r = engine.exec_capture(name, builder::wait_ready_cmd(2)) => r,
+        };
+        if matches!(polled, Ok((0, _))) {
+            return Ok(());
+        }
+        let alive = engine.inspect(name).await?.is_some_and(|c| c.running);
+        if !alive || Instant::now() >= deadline {
+            let tail = engine.logs_tail(name, 25).await;
+            for line in tail.lines() {
+                tracing::error!("  dockerd: {line}");
+            }
+            return Err(Error::Builder(if alive {
+                format!(
+                    "inner dockerd of {name} did not answer within {}s (log tail above); raise builder.boot_timeout or check the builder image",
+                    timeout.as_secs()
+                )
+            } else {
+                format!("builder {name} exited while booting (log tail above); check the builder image and builder.privileged")
+            }));
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `run SCRIPT STAGE`: run one stage script inside the job's builder.
+//!
+//! Every stage (prepare_script, get_sources, build_script, step_*, after_script, …)
+//! runs the same way: the builder image is the job environment. The script goes in on
+//! stdin and never touches the builder's filesystem (it holds the job token); output is
+//! copied to our stdout/stderr chunk by chunk as it arrives, bytes untouched (ANSI and
+//! `\r` kept). A non-zero script exit is the job's failure: its code goes to
+//! `$BUILD_EXIT_CODE_FILE`. SIGTERM signals the script's process group in the builder
+//! and returns within a few seconds.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::builder;
+use crate::engine::{Engine, ExecStream};
+use crate::error::{Error, Result};
+use crate::job::{Job, random_hex};
+
+/// How long a cancelled script gets to exit after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_millis(2500);
+
+/// Runs the stage.
+pub async fn run(job: &Job, engine: &Engine, script: &Path, stage: &str, cancel: &CancellationToken) -> Result<()> {
+    // The file is shared by all stages: a stale code from an earlier stage must not stick.
+    if let Some(f) = &job.build_exit_code_file {
+        match std::fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", f, e)),
+        }
+    }
+    let bytes = std::fs::read(script).map_err(|e| Error::io("read stage script", script, e))?;
+    let name = job.builder_name();
+    match engine.inspect(&name).await? {
+        Some(c) if c.running => {}
+        Some(_) => {
+            return Err(Error::Builder(format!(
+                "builder {name} is not running (its dockerd exited?); see `docker logs {name}`"
+            )));
+        }
+        None => {
+            return Err(Error::Builder(format!(
+                "no builder {name}: prepare has not run for job {} or cleanup already removed it",
+                job.id
+            )));
+        }
+    }
+    tracing::debug!("running stage {stage} ({} bytes) in {name}", bytes.len());
+    let token = random_hex(8);
+    let mut ex = engine
+        .exec(&name, builder::exec_wrapper(bytes.len(), &token), Some(&bytes))
+        .await?;
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
+            cancel_script(engine, &name, &token, &mut ex).await;
+            return Err(Error::Cancelled("SIGTERM"));
+        }
+        r = forward(&mut ex) => r?,
+    }
+    let code = engine.exec_exit_code(&ex.id).await?;
+    if code == 0 {
+        return Ok(());
+    }
+    if let Some(f) = &job.build_exit_code_file {
+        std::fs::write(f, format!("{code}\n")).map_err(|e| Error::io("write", f, e))?;
+    }
+    Err(Error::Script { code })
+}
+
+/// Copies the exec's output to our stdout/stderr until it ends.
+async fn forward(ex: &mut ExecStream) -> Result<()> {
+    while let Some(item) = ex.output.next().await {
+        let chunk = item.map_err(|e| Error::docker("read script output", e))?;
+        // Write errors are ignored: if gitlab-runner stopped reading, there is no one
+        // to tell, and the script must still finish and report its exit code.
+        match chunk {
+            LogOutput::StdErr { message } => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(&message).and_then(|()| err.flush());
+            }
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&message).and_then(|()| out.flush());
+            }
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM to the script's process group, a short grace (output still forwarded),
+/// then SIGKILL.
+async fn cancel_script(engine: &Engine, name: &str, token: &str, ex: &mut ExecStream) {
+    tracing::warn!("stopping the stage script in {name}");
+    if let Err(e) = engine.exec_capture(name, builder::kill_cmd(token, "TERM")).await {
+        tracing::warn!("cannot signal the script: {e}");
+    }
+    if tokio::time::timeout(TERM_GRACE, forward(ex)).await.is_err() {
+        let _ = engine.exec_capture(name, builder::kill_cmd(token, "KILL")).await;
+    }
+}
