@@ -396,7 +396,10 @@ mod tests {
     #[test]
     fn daemon_json_uses_unix_socket_and_own_bridge() {
         let v: serde_json::Value = serde_json::from_str(&daemon_json(&spec().slot)).unwrap();
-        assert_eq!(v["hosts"], serde_json::json!(["unix:///var/run/docker.sock"]));
+        assert_eq!(
+            v["hosts"],
+            serde_json::json!(["unix:///var/run/docker.sock"])
+        );
         assert_eq!(v["bridge"], "runnerx1");
         assert_eq!(v["default-address-pools"][0]["base"], "10.213.3.0/24");
         assert_eq!(v["features"]["containerd-snapshotter"], true);
@@ -420,14 +423,18 @@ mod tests {
         }
         assert_eq!(
             seen,
-            ["etc/runnerx/boot.sh", "etc/runnerx/boot.env", "etc/runnerx/daemon.json"]
+            [
+                "etc/runnerx/boot.sh",
+                "etc/runnerx/boot.env",
+                "etc/runnerx/daemon.json"
+            ]
         );
     }
 
     #[test]
     fn exec_wrapper_never_puts_the_script_in_argv() {
         let cmd = exec_wrapper(1234, "tok");
-        assert_eq!(cmd[3], "1234");
+        assert_eq!(cmd[4], "1234");
         assert!(cmd[2].contains("head -c"));
         assert!(cmd[2].contains("setsid"));
     }

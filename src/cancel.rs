@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 pub fn on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot install signal handlers; SIGTERM will kill runnerx outright");
         return token;
     };

@@ -89,9 +89,16 @@ mod tests {
 
     #[test]
     fn run_accepts_any_stage_name() {
-        for stage in ["build_script", "step_script", "step_release", "some_future_stage"] {
+        for stage in [
+            "build_script",
+            "step_script",
+            "step_release",
+            "some_future_stage",
+        ] {
             let cli = Cli::try_parse_from(["runnerx", "run", "/tmp/x/script", stage]).unwrap();
-            let Command::Run(args) = cli.command else { panic!() };
+            let Command::Run(args) = cli.command else {
+                panic!()
+            };
             assert_eq!(args.stage, stage);
         }
     }
@@ -99,7 +106,9 @@ mod tests {
     #[test]
     fn gc_parses_durations() {
         let cli = Cli::try_parse_from(["runnerx", "gc", "--older-than", "2h"]).unwrap();
-        let Command::Gc(args) = cli.command else { panic!() };
+        let Command::Gc(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.older_than, Duration::from_secs(7200));
         assert!(Cli::try_parse_from(["runnerx", "gc", "--older-than", "soon"]).is_err());
     }

@@ -38,7 +38,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("duration {text:?} is too large"))?;
     }
     if !number.is_empty() {
-        return Err(format!("trailing number without unit in {text:?}; add s, m, h or d"));
+        return Err(format!(
+            "trailing number without unit in {text:?}; add s, m, h or d"
+        ));
     }
     Ok(Duration::from_secs(total))
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, ContainerSummary, ExecConfig, Volume, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ExecConfig, Volume, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -56,11 +58,23 @@ pub struct ExecStream {
 }
 
 fn is_not_found(e: &BollardError) -> bool {
-    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 fn is_not_modified(e: &BollardError) -> bool {
-    matches!(e, BollardError::DockerResponseServerError { status_code: 304, .. })
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
 }
 
 /// Adds `:latest` when a reference has neither tag nor digest: the pull API would
@@ -77,7 +91,8 @@ pub fn with_default_tag(image: &str) -> String {
 impl Engine {
     /// Connects via `DOCKER_HOST` or the local socket and negotiates the API version.
     pub async fn connect() -> Result<Engine> {
-        let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let where_ =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let fix = |e: BollardError| {
             Error::Builder(format!(
                 "cannot reach the Docker engine at {where_}: {e}; start dockerd or set DOCKER_HOST"
@@ -112,9 +127,16 @@ impl Engine {
     }
 
     /// Pulls `image`, reporting progress through `progress` at most every `every`.
-    pub async fn pull(&self, image: &str, every: Duration, mut progress: impl FnMut(&str)) -> Result<()> {
+    pub async fn pull(
+        &self,
+        image: &str,
+        every: Duration,
+        mut progress: impl FnMut(&str),
+    ) -> Result<()> {
         let reference = with_default_tag(image);
-        let opts = CreateImageOptionsBuilder::default().from_image(&reference).build();
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(&reference)
+            .build();
         let mut stream = self.docker.create_image(Some(opts), None, None);
         let mut layers: HashMap<String, (String, i64, i64)> = HashMap::new();
         let mut last = Instant::now();
@@ -168,7 +190,11 @@ impl Engine {
         match self.docker.inspect_container(container, None).await {
             Ok(c) => Ok(Some(ContainerInfo {
                 id: c.id.unwrap_or_default(),
-                name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+                name: c
+                    .name
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
                 running: c.state.and_then(|s| s.running).unwrap_or(false),
                 image: c.image.unwrap_or_default(),
                 labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
@@ -180,7 +206,9 @@ impl Engine {
 
     /// Stops a container (SIGTERM, then SIGKILL after `timeout_secs`); absent is fine.
     pub async fn stop(&self, container: &str, timeout_secs: i32) -> Result<()> {
-        let opts = StopContainerOptionsBuilder::default().t(timeout_secs).build();
+        let opts = StopContainerOptionsBuilder::default()
+            .t(timeout_secs)
+            .build();
         match self.docker.stop_container(container, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
@@ -190,12 +218,17 @@ impl Engine {
 
     /// Removes a container and its anonymous volumes; absent is fine.
     pub async fn remove_container(&self, container: &str) -> Result<()> {
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(container, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             // "removal already in progress": someone else (a concurrent cleanup) is on it.
-            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
             Err(e) => Err(Error::docker(format!("remove container {container}"), e)),
         }
     }
@@ -203,7 +236,10 @@ impl Engine {
     /// Containers (any state) carrying `label` (`key` or `key=value`).
     pub async fn containers_with_label(&self, label: &str) -> Result<Vec<ContainerSummary>> {
         let filters = HashMap::from([("label", vec![label])]);
-        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
         self.docker
             .list_containers(Some(opts))
             .await
@@ -227,7 +263,9 @@ impl Engine {
     /// Volumes carrying `label`.
     pub async fn volumes_with_label(&self, label: &str) -> Result<Vec<Volume>> {
         let filters = HashMap::from([("label", vec![label])]);
-        let opts = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let opts = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
         let r = self
             .docker
             .list_volumes(Some(opts))
@@ -249,7 +287,11 @@ impl Engine {
     /// The last `lines` lines of a container's output.
     pub async fn logs_tail(&self, container: &str, lines: usize) -> String {
         let n = lines.to_string();
-        let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n).build();
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&n)
+            .build();
         let mut out = String::new();
         let mut s = self.docker.logs(container, Some(opts));
         while let Some(Ok(chunk)) = s.next().await {
@@ -259,7 +301,12 @@ impl Engine {
     }
 
     /// Starts `cmd` in `container`, attached, writing `stdin` to it first.
-    pub async fn exec(&self, container: &str, cmd: Vec<String>, stdin: Option<&[u8]>) -> Result<ExecStream> {
+    pub async fn exec(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecStream> {
         let config = ExecConfig {
             attach_stdin: Some(stdin.is_some()),
             attach_stdout: Some(true),
@@ -307,14 +354,16 @@ impl Engine {
                 .inspect_exec(exec_id)
                 .await
                 .map_err(|e| Error::docker("inspect exec", e))?;
-            if r.running != Some(true) {
-                if let Some(code) = r.exit_code {
-                    return Ok(code);
-                }
+            if r.running != Some(true)
+                && let Some(code) = r.exit_code
+            {
+                return Ok(code);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(Error::Builder(format!("exec {exec_id} did not report an exit code")))
+        Err(Error::Builder(format!(
+            "exec {exec_id} did not report an exit code"
+        )))
     }
 
     /// Runs a short-lived container to completion, removes it, returns its exit code.
@@ -325,7 +374,10 @@ impl Engine {
             let _ = self.remove_container(name).await;
             return Err(Error::docker(format!("start container {name}"), e));
         }
-        let mut wait = self.docker.wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>);
+        let mut wait = self.docker.wait_container(
+            name,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
         let code = match wait.next().await {
             Some(Ok(r)) => r.status_code,
             // A non-zero exit arrives as an error; it is data here.
@@ -345,7 +397,8 @@ impl Engine {
         let mut ex = self.exec(container, cmd, None).await?;
         let mut out = String::new();
         while let Some(chunk) = ex.output.next().await {
-            let chunk = chunk.map_err(|e| Error::docker(format!("read exec output in {container}"), e))?;
+            let chunk =
+                chunk.map_err(|e| Error::docker(format!("read exec output in {container}"), e))?;
             out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
         Ok((self.exec_exit_code(&ex.id).await?, out))
@@ -377,17 +430,32 @@ mod tests {
     fn default_tag_is_added_only_when_missing() {
         assert_eq!(with_default_tag("docker"), "docker:latest");
         assert_eq!(with_default_tag("docker:28-dind"), "docker:28-dind");
-        assert_eq!(with_default_tag("registry.test:5000/dind"), "registry.test:5000/dind:latest");
-        assert_eq!(with_default_tag("registry.test:5000/dind:1"), "registry.test:5000/dind:1");
+        assert_eq!(
+            with_default_tag("registry.test:5000/dind"),
+            "registry.test:5000/dind:latest"
+        );
+        assert_eq!(
+            with_default_tag("registry.test:5000/dind:1"),
+            "registry.test:5000/dind:1"
+        );
         assert_eq!(with_default_tag("a/b@sha256:abc"), "a/b@sha256:abc");
     }
 
     #[test]
     fn progress_summary_counts_layers() {
         let layers = HashMap::from([
-            ("aaaaaaaaaaaa".to_string(), ("Pull complete".to_string(), 0, 0)),
-            ("bbbbbbbbbbbb".to_string(), ("Downloading".to_string(), 5_000_000, 20_000_000)),
+            (
+                "aaaaaaaaaaaa".to_string(),
+                ("Pull complete".to_string(), 0, 0),
+            ),
+            (
+                "bbbbbbbbbbbb".to_string(),
+                ("Downloading".to_string(), 5_000_000, 20_000_000),
+            ),
         ]);
-        assert_eq!(summarize(&layers), "pulling: 1/2 layers done, downloading 5 of 20 MB");
+        assert_eq!(
+            summarize(&layers),
+            "pulling: 1/2 layers done, downloading 5 of 20 MB"
+        );
     }
 }

@@ -23,7 +23,11 @@ pub struct HostLock {
 
 impl HostLock {
     /// Waits for the lock (polling, so cancellation is honoured) up to `timeout`.
-    pub async fn acquire(path: &Path, timeout: Duration, cancel: &CancellationToken) -> Result<HostLock> {
+    pub async fn acquire(
+        path: &Path,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<HostLock> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -69,10 +73,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         let cancel = CancellationToken::new();
-        let a = HostLock::acquire(&path, Duration::from_secs(5), &cancel).await.unwrap();
-        let e = HostLock::acquire(&path, Duration::from_millis(200), &cancel).await.unwrap_err();
+        let a = HostLock::acquire(&path, Duration::from_secs(5), &cancel)
+            .await
+            .unwrap();
+        let e = HostLock::acquire(&path, Duration::from_millis(200), &cancel)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("another prepare holds it"), "{e}");
         drop(a);
-        HostLock::acquire(&path, Duration::from_millis(200), &cancel).await.unwrap();
+        HostLock::acquire(&path, Duration::from_millis(200), &cancel)
+            .await
+            .unwrap();
     }
 }

@@ -166,7 +166,8 @@ impl Job {
 }
 
 fn read_response(path: &str) -> Result<JobResponse> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read JOB_RESPONSE_FILE", path, e))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io("read JOB_RESPONSE_FILE", path, e))?;
     serde_json::from_str(&text).map_err(|e| {
         Error::Builder(format!(
             "JOB_RESPONSE_FILE {path} is not the job JSON gitlab-runner writes: {e}"
@@ -216,7 +217,11 @@ mod tests {
     #[test]
     fn response_file_id_beats_untrusted_ci_job_id() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        write!(f, r#"{{"id": 4242, "token": "secret", "image": {{"name": "docker:28-dind"}}}}"#).unwrap();
+        write!(
+            f,
+            r#"{{"id": 4242, "token": "secret", "image": {{"name": "docker:28-dind"}}}}"#
+        )
+        .unwrap();
         let env = Env::from_pairs([
             ("JOB_RESPONSE_FILE", f.path().to_str().unwrap()),
             ("CUSTOM_ENV_CI_JOB_ID", "1"),

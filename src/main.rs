@@ -13,7 +13,10 @@ fn main() -> ExitCode {
     runnerx::logging::init();
     let env = Env::from_process();
     let codes = ExitCodes::from_env(&env);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("failed to start the async runtime: {e}");

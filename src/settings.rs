@@ -186,7 +186,7 @@ impl Settings {
         toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let message = e.message().replace('\n', " ");
             Error::Settings(match line {
                 Some(l) => format!("{}:{l}: {message}", path.display()),
@@ -206,7 +206,10 @@ impl Settings {
         // Names the origin of a key for error messages.
         let origin = |key: &str, from_env: bool| {
             if from_env {
-                format!("builder.{key} (from RUNNERX_BUILDER_{})", key.to_uppercase())
+                format!(
+                    "builder.{key} (from RUNNERX_BUILDER_{})",
+                    key.to_uppercase()
+                )
             } else {
                 format!("builder.{key} (in {file})")
             }
@@ -221,7 +224,8 @@ impl Settings {
 
         let (image, image_env) = pick!(image, builder_image);
         let image = image.unwrap_or_else(|| "docker:28-dind".into());
-        validate_image(&image).map_err(|m| Error::Settings(format!("{} {m}", origin("image", image_env))))?;
+        validate_image(&image)
+            .map_err(|m| Error::Settings(format!("{} {m}", origin("image", image_env))))?;
 
         let (pp, pp_env) = pick!(pull_policy, builder_pull_policy);
         let pull_policy = match pp.as_deref().unwrap_or("if-not-present") {
@@ -253,14 +257,16 @@ impl Settings {
         let extra_hosts = non_empty(hosts.unwrap_or_default());
         for h in &extra_hosts {
             validate_extra_host(h).map_err(|m| {
-                Error::Settings(format!("{} entry {h:?} {m}", origin("extra_hosts", hosts_env)))
+                Error::Settings(format!(
+                    "{} entry {h:?} {m}",
+                    origin("extra_hosts", hosts_env)
+                ))
             })?;
         }
 
         let (plats, plats_env) = pick!(platforms, builder_platforms);
-        let plats = non_empty(
-            plats.unwrap_or_else(|| vec!["linux/amd64".into(), "linux/arm64".into()]),
-        );
+        let plats =
+            non_empty(plats.unwrap_or_else(|| vec!["linux/amd64".into(), "linux/arm64".into()]));
         if plats.is_empty() {
             return Err(Error::Settings(format!(
                 "{} is empty; list at least one platform such as \"linux/amd64\"",
@@ -271,15 +277,17 @@ impl Settings {
             .iter()
             .map(|p| {
                 parse_platform(p).map_err(|m| {
-                    Error::Settings(format!("{} entry {p:?} {m}", origin("platforms", plats_env)))
+                    Error::Settings(format!(
+                        "{} entry {p:?} {m}",
+                        origin("platforms", plats_env)
+                    ))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
 
         let (bt, bt_env) = pick!(boot_timeout, builder_boot_timeout);
-        let boot_timeout = duration::parse(bt.as_deref().unwrap_or("60s")).map_err(|m| {
-            Error::Settings(format!("{}: {m}", origin("boot_timeout", bt_env)))
-        })?;
+        let boot_timeout = duration::parse(bt.as_deref().unwrap_or("60s"))
+            .map_err(|m| Error::Settings(format!("{}: {m}", origin("boot_timeout", bt_env))))?;
         if boot_timeout.is_zero() {
             return Err(Error::Settings(format!(
                 "{} must be more than 0s; 60s is a good value",
@@ -288,9 +296,8 @@ impl Settings {
         }
 
         let (pool, pool_env) = pick!(subnet_pool, builder_subnet_pool);
-        let subnet_pool = parse_pool(pool.as_deref().unwrap_or("10.213.0.0/16")).map_err(|m| {
-            Error::Settings(format!("{} {m}", origin("subnet_pool", pool_env)))
-        })?;
+        let subnet_pool = parse_pool(pool.as_deref().unwrap_or("10.213.0.0/16"))
+            .map_err(|m| Error::Settings(format!("{} {m}", origin("subnet_pool", pool_env))))?;
 
         let (lock, _) = pick!(lock_file, builder_lock_file);
         let lock_file = lock.unwrap_or_else(|| PathBuf::from("/tmp/runnerx.lock"));
@@ -299,7 +306,10 @@ impl Settings {
         let allowed_images = non_empty(allowed.unwrap_or_default());
         for i in &allowed_images {
             validate_image(i).map_err(|m| {
-                Error::Settings(format!("{} entry {m}", origin("allowed_images", allowed_env)))
+                Error::Settings(format!(
+                    "{} entry {m}",
+                    origin("allowed_images", allowed_env)
+                ))
             })?;
         }
 
@@ -333,10 +343,14 @@ pub fn validate_image(image: &str) -> Result<(), String> {
         return Err("is empty; set an image such as \"docker:28-dind\"".into());
     }
     if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{image:?} contains whitespace; write a single image reference"));
+        return Err(format!(
+            "{image:?} contains whitespace; write a single image reference"
+        ));
     }
     if image.starts_with('-') {
-        return Err(format!("{image:?} starts with '-'; write an image reference"));
+        return Err(format!(
+            "{image:?} starts with '-'; write an image reference"
+        ));
     }
     Ok(())
 }
@@ -345,7 +359,11 @@ fn validate_extra_host(entry: &str) -> Result<(), String> {
     let (host, ip) = entry
         .split_once(':')
         .ok_or("must be \"hostname:ip\", e.g. \"harbor.example.com:10.0.0.5\"")?;
-    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
         return Err(format!("has an invalid hostname {host:?}"));
     }
     ip.parse::<IpAddr>()
@@ -378,20 +396,20 @@ pub fn parse_platform(text: &str) -> Result<Platform, String> {
 }
 
 fn parse_pool(text: &str) -> Result<Ipv4Net, String> {
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or(format!("{text:?} must be an IPv4 CIDR such as \"10.213.0.0/16\""))?;
+    let (addr, prefix) = text.split_once('/').ok_or(format!(
+        "{text:?} must be an IPv4 CIDR such as \"10.213.0.0/16\""
+    ))?;
     let addr: Ipv4Addr = addr
         .parse()
         .map_err(|_| format!("{text:?} has an invalid IPv4 address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| *p <= 23)
-        .ok_or(format!("{text:?} needs a prefix of /23 or shorter (two /24s per builder)"))?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 23).ok_or(format!(
+        "{text:?} needs a prefix of /23 or shorter (two /24s per builder)"
+    ))?;
     let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
     if u32::from(addr) & !mask != 0 {
-        return Err(format!("{text:?} has host bits set; write the network address"));
+        return Err(format!(
+            "{text:?} has host bits set; write the network address"
+        ));
     }
     Ok(Ipv4Net { addr, prefix })
 }
@@ -402,7 +420,11 @@ mod tests {
 
     fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Settings> {
         let raw = Settings::parse_toml(toml_text, Path::new("/etc/runnerx/runnerx.toml"))?;
-        Settings::validate(raw, Some("/etc/runnerx/runnerx.toml".into()), &Env::from_pairs(env.iter().copied()))
+        Settings::validate(
+            raw,
+            Some("/etc/runnerx/runnerx.toml".into()),
+            &Env::from_pairs(env.iter().copied()),
+        )
     }
 
     #[test]
@@ -455,36 +477,53 @@ subnet_pool = "10.50.0.0/20"
 
     #[test]
     fn bad_values_name_key_origin_and_fix() {
-        let e = load("[builder]\npull_policy = \"sometimes\"\n", &[]).unwrap_err().to_string();
+        let e = load("[builder]\npull_policy = \"sometimes\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("builder.pull_policy"), "{e}");
         assert!(e.contains("/etc/runnerx/runnerx.toml"), "{e}");
         assert!(e.contains("if-not-present"), "{e}");
 
-        let e = load("", &[("RUNNERX_BUILDER_PRIVILEGED", "maybe")]).unwrap_err().to_string();
+        let e = load("", &[("RUNNERX_BUILDER_PRIVILEGED", "maybe")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("RUNNERX_BUILDER_PRIVILEGED"), "{e}");
 
-        let e = load("[builder]\nplatforms = [\"linux/sparc\"]\n", &[]).unwrap_err().to_string();
+        let e = load("[builder]\nplatforms = [\"linux/sparc\"]\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown architecture \"sparc\""), "{e}");
 
-        let e = load("[builder]\nextra_hosts = [\"harbor\"]\n", &[]).unwrap_err().to_string();
+        let e = load("[builder]\nextra_hosts = [\"harbor\"]\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("hostname:ip"), "{e}");
 
-        let e = load("[builder]\nboot_timeout = \"soon\"\n", &[]).unwrap_err().to_string();
+        let e = load("[builder]\nboot_timeout = \"soon\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("builder.boot_timeout"), "{e}");
 
-        let e = load("[builder]\nsubnet_pool = \"10.213.0.0/25\"\n", &[]).unwrap_err().to_string();
+        let e = load("[builder]\nsubnet_pool = \"10.213.0.0/25\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/23 or shorter"), "{e}");
     }
 
     #[test]
     fn typos_and_syntax_errors_are_one_line_with_position() {
-        let e = load("[builder]\nimagee = \"x\"\n", &[]).unwrap_err().to_string();
+        let e = load("[builder]\nimagee = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `imagee`"), "{e}");
         assert!(e.contains("runnerx.toml:2"), "{e}");
         assert!(!e.contains('\n'), "{e}");
 
         let e = load("[builder\n", &[]).unwrap_err().to_string();
-        assert!(e.starts_with("settings: /etc/runnerx/runnerx.toml:1"), "{e}");
+        assert!(
+            e.starts_with("settings: /etc/runnerx/runnerx.toml:1"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "{e}");
     }
 

@@ -44,7 +44,10 @@ pub async fn teardown_job(engine: &Engine, job_id: &str, fallback_image: &str) -
         note(engine.remove_container(&id).await);
         removed.0 += 1;
         if let Some(bridge) = labels.get(LABEL_BRIDGE) {
-            let image = c.image_id.clone().unwrap_or_else(|| fallback_image.to_string());
+            let image = c
+                .image_id
+                .clone()
+                .unwrap_or_else(|| fallback_image.to_string());
             match delete_bridge(engine, job_id, bridge, &image).await {
                 Ok(true) => removed.2 += 1,
                 Ok(false) => {}
@@ -60,14 +63,23 @@ pub async fn teardown_job(engine: &Engine, job_id: &str, fallback_image: &str) -
         "cleanup of job {job_id}: removed {} container(s), {} volume(s){}",
         removed.0,
         removed.1,
-        if removed.2 > 0 { ", 1 leftover bridge" } else { "" }
+        if removed.2 > 0 {
+            ", 1 leftover bridge"
+        } else {
+            ""
+        }
     );
     first_error.map_or(Ok(()), Err)
 }
 
 /// Deletes a host bridge left by a builder that could not run its teardown. Returns
 /// whether there was one.
-pub async fn delete_bridge(engine: &Engine, job_id: &str, bridge: &str, image: &str) -> Result<bool> {
+pub async fn delete_bridge(
+    engine: &Engine,
+    job_id: &str,
+    bridge: &str,
+    image: &str,
+) -> Result<bool> {
     if !bridge_exists(bridge) {
         return Ok(false);
     }

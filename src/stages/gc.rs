@@ -15,8 +15,15 @@ use crate::settings::Settings;
 use crate::stages::cleanup::{delete_bridge, teardown_job};
 
 /// Runs gc.
-pub async fn gc(settings: &Settings, engine: &Engine, older_than: Duration, dry_run: bool) -> Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+pub async fn gc(
+    settings: &Settings,
+    engine: &Engine,
+    older_than: Duration,
+    dry_run: bool,
+) -> Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let cutoff = now.saturating_sub(older_than.as_secs());
     let old = |created: Option<u64>| created.is_some_and(|c| c <= cutoff);
 
@@ -25,7 +32,9 @@ pub async fn gc(settings: &Settings, engine: &Engine, older_than: Duration, dry_
     let mut claimed_bridges = BTreeSet::new();
     for c in engine.containers_with_label(LABEL_JOB).await? {
         let labels = c.labels.unwrap_or_default();
-        let Some(job) = labels.get(LABEL_JOB) else { continue };
+        let Some(job) = labels.get(LABEL_JOB) else {
+            continue;
+        };
         let created = labels
             .get(LABEL_CREATED)
             .and_then(|v| v.parse().ok())
@@ -38,8 +47,14 @@ pub async fn gc(settings: &Settings, engine: &Engine, older_than: Duration, dry_
         *e = (*e).max(created);
     }
     for v in engine.volumes_with_label(LABEL_JOB).await? {
-        let Some(job) = v.labels.get(LABEL_JOB) else { continue };
-        let created = v.labels.get(LABEL_CREATED).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let Some(job) = v.labels.get(LABEL_JOB) else {
+            continue;
+        };
+        let created = v
+            .labels
+            .get(LABEL_CREATED)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         let e = jobs.entry(job.clone()).or_insert(0);
         *e = (*e).max(created);
     }
@@ -49,11 +64,17 @@ pub async fn gc(settings: &Settings, engine: &Engine, older_than: Duration, dry_
         if !old(Some(*created)) {
             continue;
         }
-        println!("job {job}: created {}s ago{}", now.saturating_sub(*created), if dry_run { " (would remove)" } else { "; removing" });
-        if !dry_run {
-            if let Err(e) = teardown_job(engine, job, &settings.builder.image).await {
-                tracing::warn!("job {job}: {e}");
+        println!(
+            "job {job}: created {}s ago{}",
+            now.saturating_sub(*created),
+            if dry_run {
+                " (would remove)"
+            } else {
+                "; removing"
             }
+        );
+        if !dry_run && let Err(e) = teardown_job(engine, job, &settings.builder.image).await {
+            tracing::warn!("job {job}: {e}");
         }
         removed += 1;
     }
@@ -67,18 +88,35 @@ pub async fn gc(settings: &Settings, engine: &Engine, older_than: Duration, dry_
     if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            let is_ours = name.strip_prefix("runnerx").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            let is_ours = name
+                .strip_prefix("runnerx")
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
             if !is_ours || live.contains(&name) {
                 continue;
             }
-            println!("bridge {name}: no builder claims it{}", if dry_run { " (would delete)" } else { "; deleting" });
-            if !dry_run {
-                if let Err(e) = delete_bridge(engine, "gc", &name, &settings.builder.image).await {
-                    tracing::warn!("{e}");
+            println!(
+                "bridge {name}: no builder claims it{}",
+                if dry_run {
+                    " (would delete)"
+                } else {
+                    "; deleting"
                 }
+            );
+            if !dry_run
+                && let Err(e) = delete_bridge(engine, "gc", &name, &settings.builder.image).await
+            {
+                tracing::warn!("{e}");
             }
         }
     }
-    println!("gc: {removed} job(s) older than {}s{}", older_than.as_secs(), if dry_run { " would be removed" } else { " removed" });
+    println!(
+        "gc: {removed} job(s) older than {}s{}",
+        older_than.as_secs(),
+        if dry_run {
+            " would be removed"
+        } else {
+            " removed"
+        }
+    );
     Ok(())
 }

@@ -29,7 +29,10 @@ struct Steps {
 impl Steps {
     fn new() -> Self {
         let now = Instant::now();
-        Steps { start: now, last: now }
+        Steps {
+            start: now,
+            last: now,
+        }
     }
 
     fn done(&mut self, what: &str) {
@@ -39,7 +42,12 @@ impl Steps {
 }
 
 /// Runs the prepare stage.
-pub async fn prepare(settings: &Settings, job: &Job, engine: &Engine, cancel: &CancellationToken) -> Result<()> {
+pub async fn prepare(
+    settings: &Settings,
+    job: &Job,
+    engine: &Engine,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let mut steps = Steps::new();
     let b = &settings.builder;
     let name = job.builder_name();
@@ -54,7 +62,9 @@ pub async fn prepare(settings: &Settings, job: &Job, engine: &Engine, cancel: &C
 
     if let Some(existing) = engine.inspect(&name).await? {
         if existing.running && dockerd_answers(engine, &name, 1).await {
-            tracing::info!("builder {name} from an earlier attempt is running and ready; reusing it");
+            tracing::info!(
+                "builder {name} from an earlier attempt is running and ready; reusing it"
+            );
             finish(job, &name, &steps);
             return Ok(());
         }
@@ -70,7 +80,10 @@ pub async fn prepare(settings: &Settings, job: &Job, engine: &Engine, cancel: &C
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     engine
-        .create_volume(&builder::volume_name(&job.id), builder::job_labels(&job.id, created))
+        .create_volume(
+            &builder::volume_name(&job.id),
+            builder::job_labels(&job.id, created),
+        )
         .await?;
 
     // Serialize slot choice and dockerd network set-up with other prepares on this host.
@@ -116,7 +129,12 @@ fn finish(job: &Job, name: &str, steps: &Steps) {
     println!("  remove:  runnerx cleanup --job-id {}", job.id);
 }
 
-async fn ensure_image(engine: &Engine, image: &str, policy: PullPolicy, cancel: &CancellationToken) -> Result<()> {
+async fn ensure_image(
+    engine: &Engine,
+    image: &str,
+    policy: PullPolicy,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let present = engine.image_exists(image).await?;
     let pull = match policy {
         PullPolicy::Always => true,
@@ -133,7 +151,9 @@ async fn ensure_image(engine: &Engine, image: &str, policy: PullPolicy, cancel: 
         return Ok(());
     }
     tracing::info!("pulling {image}");
-    let pulling = engine.pull(image, Duration::from_secs(3), |line| tracing::info!("{line}"));
+    let pulling = engine.pull(image, Duration::from_secs(3), |line| {
+        tracing::info!("{line}")
+    });
     tokio::select! {
         () = cancel.cancelled() => Err(Error::Cancelled("signal")),
         r = pulling => r.map_err(|e| match e {
@@ -150,12 +170,17 @@ async fn allocate_slot(engine: &Engine, settings: &Settings) -> Result<Slot> {
     let pool = settings.builder.subnet_pool;
     let mut used = std::collections::BTreeSet::new();
     for c in engine.containers_with_label(builder::LABEL_SLOT).await? {
-        if let Some(n) = c.labels.and_then(|l| l.get(builder::LABEL_SLOT).and_then(|v| v.parse::<u32>().ok())) {
+        if let Some(n) = c.labels.and_then(|l| {
+            l.get(builder::LABEL_SLOT)
+                .and_then(|v| v.parse::<u32>().ok())
+        }) {
             used.insert(n);
         }
     }
     for index in 0..Slot::capacity(pool) {
-        let Some(slot) = Slot::new(pool, index) else { break };
+        let Some(slot) = Slot::new(pool, index) else {
+            break;
+        };
         if used.contains(&index) || bridge_exists(&slot.bridge) {
             continue;
         }
@@ -176,7 +201,9 @@ async fn create_and_start(engine: &Engine, spec: &BuilderSpec, rights: Rights) -
     engine
         .create_container(&spec.name, builder::container_body(spec, rights))
         .await?;
-    engine.upload(&spec.name, builder::bundle(spec, rights)).await?;
+    engine
+        .upload(&spec.name, builder::bundle(spec, rights))
+        .await?;
     engine
         .start(&spec.name)
         .await
@@ -212,10 +239,20 @@ async fn start_builder(engine: &Engine, spec: &BuilderSpec, mode: Privileged) ->
 }
 
 async fn dockerd_answers(engine: &Engine, name: &str, secs: u64) -> bool {
-    matches!(engine.exec_capture(name, builder::wait_ready_cmd(secs)).await, Ok((0, _)))
+    matches!(
+        engine
+            .exec_capture(name, builder::wait_ready_cmd(secs))
+            .await,
+        Ok((0, _))
+    )
 }
 
-async fn wait_ready(engine: &Engine, name: &str, timeout: Duration, cancel: &CancellationToken) -> Result<()> {
+async fn wait_ready(
+    engine: &Engine,
+    name: &str,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         // Each exec polls inside the builder for up to 2 s; between them we check the
@@ -239,7 +276,9 @@ async fn wait_ready(engine: &Engine, name: &str, timeout: Duration, cancel: &Can
                     timeout.as_secs()
                 )
             } else {
-                format!("builder {name} exited while booting (log tail above); check the builder image and builder.privileged")
+                format!(
+                    "builder {name} exited while booting (log tail above); check the builder image and builder.privileged"
+                )
             }));
         }
     }

@@ -25,7 +25,13 @@ use crate::job::{Job, random_hex};
 const TERM_GRACE: Duration = Duration::from_millis(2500);
 
 /// Runs the stage.
-pub async fn run(job: &Job, engine: &Engine, script: &Path, stage: &str, cancel: &CancellationToken) -> Result<()> {
+pub async fn run(
+    job: &Job,
+    engine: &Engine,
+    script: &Path,
+    stage: &str,
+    cancel: &CancellationToken,
+) -> Result<()> {
     // The file is shared by all stages: a stale code from an earlier stage must not stick.
     if let Some(f) = &job.build_exit_code_file {
         match std::fs::remove_file(f) {
@@ -53,7 +59,11 @@ pub async fn run(job: &Job, engine: &Engine, script: &Path, stage: &str, cancel:
     tracing::debug!("running stage {stage} ({} bytes) in {name}", bytes.len());
     let token = random_hex(8);
     let mut ex = engine
-        .exec(&name, builder::exec_wrapper(bytes.len(), &token), Some(&bytes))
+        .exec(
+            &name,
+            builder::exec_wrapper(bytes.len(), &token),
+            Some(&bytes),
+        )
         .await?;
     tokio::select! {
         biased;
@@ -98,10 +108,15 @@ async fn forward(ex: &mut ExecStream) -> Result<()> {
 /// then SIGKILL.
 async fn cancel_script(engine: &Engine, name: &str, token: &str, ex: &mut ExecStream) {
     tracing::warn!("stopping the stage script in {name}");
-    if let Err(e) = engine.exec_capture(name, builder::kill_cmd(token, "TERM")).await {
+    if let Err(e) = engine
+        .exec_capture(name, builder::kill_cmd(token, "TERM"))
+        .await
+    {
         tracing::warn!("cannot signal the script: {e}");
     }
     if tokio::time::timeout(TERM_GRACE, forward(ex)).await.is_err() {
-        let _ = engine.exec_capture(name, builder::kill_cmd(token, "KILL")).await;
+        let _ = engine
+            .exec_capture(name, builder::kill_cmd(token, "KILL"))
+            .await;
     }
 }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Makes this machine ready for runnerx's tests and demo, idempotently:
+#   1. apt packages: docker.io (engine), debootstrap (builder image), iproute2,
+#      docker-registry + apache2-utils (TLS registry stand-in), curl, jq;
+#   2. a running Docker engine (started by hand: these machines have no systemd);
+#   3. the DinD builder image runnerx-builder:local (docker/build-builder-image.sh,
+#      skipped when the image for the current recipe already exists).
+# Needs root (or sudo) for steps 1-2 when they are not done yet.
+set -euo pipefail
+log() { printf '[setup-host] %s\n' "$*" >&2; }
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO="sudo"
+
+packages=(docker.io debootstrap iproute2 iptables docker-registry apache2-utils curl jq ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  if [[ -n "${DOCKER_HOST:-}" ]]; then
+    log "DOCKER_HOST=$DOCKER_HOST does not answer"; exit 1
+  fi
+  log "starting dockerd"
+  $SUDO sh -c 'nohup dockerd --host unix:///var/run/docker.sock >/var/log/runnerx-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { tail -n 20 /var/log/runnerx-dockerd.log >&2; log "dockerd did not come up"; exit 1; }
+fi
+log "docker engine $(docker version --format '{{.Server.Version}}')"
+
+"$here/docker/build-builder-image.sh" >/dev/null
+log "builder image ready: $(docker/build-builder-image.sh --print-tag 2>/dev/null || true)"

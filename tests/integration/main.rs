@@ -1,0 +1,7 @@
+//! The one integration-test binary: drives `runnerx` like gitlab-runner does, against
+//! the real Docker engine and the real DinD builder image (no mocks).
+
+mod support;
+
+mod executor;
+mod protocol;

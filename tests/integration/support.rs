@@ -1,0 +1,248 @@
+//! Drives the built `runnerx` binary the way gitlab-runner does: per-job temp dir as
+//! cwd and TMPDIR, BUILD_FAILURE_EXIT_CODE=1, SYSTEM_FAILURE_EXIT_CODE=2,
+//! BUILD_EXIT_CODE_FILE, JOB_RESPONSE_FILE, CUSTOM_ENV_* for job variables, and stage
+//! scripts of gitlab-runner's bash shape written fresh for every `run` call.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The builder image built by docker/build-builder-image.sh.
+pub(crate) const BUILDER_IMAGE: &str = "runnerx-builder:local";
+/// A fake job token: it must never show up where it should not.
+pub(crate) const JOB_TOKEN: &str = "glcbt-64_runnerxTestTokenDoNotLeak";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Path of the binary under test.
+pub(crate) fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_runnerx")
+}
+
+/// Fails loudly (never skips) when the engine or the builder image is missing.
+pub(crate) fn require_docker() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", BUILDER_IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "these tests need a running Docker engine and the image {BUILDER_IMAGE}: \
+         run scripts/test.sh (or .ci/run), which installs and builds both"
+    );
+}
+
+/// `docker …` output as a string (panics on failure to spawn).
+pub(crate) fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI")
+}
+
+/// Number of containers + volumes labelled for a job.
+pub(crate) fn labelled_objects(job_id: &str) -> usize {
+    let filter = format!("label=runnerx.job={job_id}");
+    let c = docker(&["ps", "-aq", "--filter", &filter]);
+    let v = docker(&["volume", "ls", "-q", "--filter", &filter]);
+    String::from_utf8_lossy(&c.stdout).lines().count()
+        + String::from_utf8_lossy(&v.stdout).lines().count()
+}
+
+/// One job, as gitlab-runner would run it through runnerx.
+pub(crate) struct Job {
+    /// Numeric id, like GitLab's.
+    pub(crate) id: String,
+    dir: tempfile::TempDir,
+    settings: PathBuf,
+    vars: Vec<(String, String)>,
+    cleaned: bool,
+}
+
+impl Job {
+    /// A job with a fresh id and default test settings (local builder image, never pull).
+    pub(crate) fn new() -> Job {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let id =
+            ((ms % 1_000_000_000) * 100 + COUNTER.fetch_add(1, Ordering::SeqCst) % 100).to_string();
+        let dir = tempfile::Builder::new()
+            .prefix("custom-executor")
+            .tempdir()
+            .unwrap();
+        let job = Job {
+            settings: dir.path().join("runnerx.toml"),
+            id,
+            dir,
+            vars: vec![],
+            cleaned: false,
+        };
+        job.settings(&format!(
+            "[builder]\nimage = \"{BUILDER_IMAGE}\"\npull_policy = \"never\"\nextra_hosts = [\"registry.test:127.0.0.1\"]\n"
+        ))
+    }
+
+    /// Replaces the settings file.
+    pub(crate) fn settings(self, toml: &str) -> Job {
+        std::fs::write(&self.settings, toml).unwrap();
+        self
+    }
+
+    /// Adds a job variable (CUSTOM_ENV_<k>).
+    pub(crate) fn var(mut self, k: &str, v: &str) -> Job {
+        self.vars.push((k.into(), v.into()));
+        self
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let tmp = self.dir.path();
+        let response = serde_json::json!({
+            "id": self.id.parse::<u64>().unwrap(),
+            "token": JOB_TOKEN,
+            "job_info": {"name": "build", "stage": "build", "project_id": 1, "project_name": "demo"},
+            "variables": [{"key": "CI_JOB_TOKEN", "value": JOB_TOKEN, "masked": true, "public": false}],
+        });
+        std::fs::write(tmp.join("response.json"), response.to_string()).unwrap();
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(tmp)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TMPDIR", tmp)
+            .env("RUNNERX_CONFIG", &self.settings)
+            .env("BUILD_FAILURE_EXIT_CODE", "1")
+            .env("SYSTEM_FAILURE_EXIT_CODE", "2")
+            .env("BUILD_EXIT_CODE_FILE", tmp.join("build_exit_code"))
+            .env("JOB_RESPONSE_FILE", tmp.join("response.json"))
+            .env("CUSTOM_ENV_CI_JOB_ID", &self.id)
+            .env("CUSTOM_ENV_CI_JOB_TOKEN", JOB_TOKEN)
+            .env("CUSTOM_ENV_CI_PROJECT_PATH_SLUG", "group-demo")
+            .env("CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID", "0")
+            .env("CUSTOM_ENV_CI_JOB_SERVICES", "");
+        if let Ok(h) = std::env::var("DOCKER_HOST") {
+            c.env("DOCKER_HOST", h);
+        }
+        for (k, v) in &self.vars {
+            c.env(format!("CUSTOM_ENV_{k}"), v);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// `runnerx config`.
+    pub(crate) fn config(&self) -> Output {
+        self.command(&["config"]).output().unwrap()
+    }
+
+    /// `runnerx prepare`.
+    pub(crate) fn prepare(&self) -> Output {
+        self.command(&["prepare"]).output().unwrap()
+    }
+
+    /// Writes a stage script of gitlab-runner's bash shape (`shells/bash.go`) holding
+    /// `commands`, and returns its path. Like gitlab-runner: a fresh dir per call.
+    pub(crate) fn script(&self, commands: &str) -> PathBuf {
+        let dir = self
+            .dir
+            .path()
+            .join(format!("script{}", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let project = "/builds/group/demo";
+        let mut body = format!(
+            "export CI_JOB_ID={id}\nexport CI_JOB_TOKEN={JOB_TOKEN}\nexport CI_PROJECT_DIR={project}\n\
+             export CI_JOB_STATUS=running\nmkdir -p {project}\ncd {project}\n",
+            id = self.id
+        );
+        for line in commands.lines().filter(|l| !l.trim().is_empty()) {
+            body.push_str(&format!(
+                "echo {}\n{line}\n",
+                shell_quote(&format!("$ {line}"))
+            ));
+        }
+        let script = format!(
+            "#!/usr/bin/env bash\n\ntrap 'exit 1' TERM\n\nif set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\nset +o noclobber\n( trap 'exit 1' TERM; eval {} ) < /dev/null\nexit 0\n",
+            shell_quote(&body)
+        );
+        let path = dir.join("script");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        path
+    }
+
+    /// `runnerx run <script> <stage>` with a gitlab-shaped script of `commands`.
+    pub(crate) fn run(&self, stage: &str, commands: &str) -> Output {
+        let script = self.script(commands);
+        self.command(&["run", script.to_str().unwrap(), stage])
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`Job::run`], but spawned with piped output.
+    pub(crate) fn spawn_run(&self, stage: &str, commands: &str) -> Child {
+        let script = self.script(commands);
+        self.command(&["run", script.to_str().unwrap(), stage])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `runnerx cleanup`.
+    pub(crate) fn cleanup(&mut self) -> Output {
+        self.cleaned = true;
+        self.command(&["cleanup"]).output().unwrap()
+    }
+
+    /// Runs the runnerx binary with extra args in this job's environment.
+    pub(crate) fn runnerx(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Content of BUILD_EXIT_CODE_FILE, if any.
+    pub(crate) fn build_exit_code(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("build_exit_code")).ok()
+    }
+
+    /// Name of the builder container.
+    pub(crate) fn builder(&self) -> String {
+        format!("runnerx-{}", self.id)
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.cleaned {
+            let _ = self.command(&["cleanup"]).output();
+        }
+    }
+}
+
+/// Single-quotes a string for bash.
+pub(crate) fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Asserts a command's exit code, showing its output when it differs.
+#[track_caller]
+pub(crate) fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// stdout and stderr as strings.
+pub(crate) fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
