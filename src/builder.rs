@@ -21,7 +21,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountType,
 };
 
-use crate::settings::Ipv4Net;
+use crate::settings::{Ipv4Net, Proxy, Registry};
+use crate::trust;
 
 /// Label every runnerx object carries: the job id.
 pub const LABEL_JOB: &str = "runnerx.job";
@@ -91,6 +92,10 @@ pub struct BuilderSpec {
     pub extra_hosts: Vec<String>,
     /// Unix time of creation (label).
     pub created: u64,
+    /// Registries to trust and log in to (files only; never in the spec).
+    pub registries: Vec<Registry>,
+    /// Proxy for dockerd, builds and job scripts.
+    pub proxy: Proxy,
 }
 
 impl BuilderSpec {
@@ -186,14 +191,18 @@ pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody
 }
 
 /// The inner dockerd's configuration: unix socket only, own bridge and address pool,
-/// containerd image store (multi-platform images with the `docker` buildx driver).
-pub fn daemon_json(slot: &Slot) -> String {
-    let v = serde_json::json!({
+/// containerd image store (multi-platform images with the `docker` buildx driver),
+/// plus registry options (insecure registries, Hub mirrors) and proxies.
+pub fn daemon_json(spec: &BuilderSpec) -> String {
+    let mut v = serde_json::json!({
         "hosts": ["unix:///var/run/docker.sock"],
-        "bridge": slot.bridge,
-        "default-address-pools": [{"base": slot.pool_base, "size": 28}],
+        "bridge": spec.slot.bridge,
+        "default-address-pools": [{"base": spec.slot.pool_base, "size": 28}],
         "features": {"containerd-snapshotter": true},
     });
+    if let serde_json::Value::Object(m) = &mut v {
+        m.extend(trust::daemon_options(&spec.registries, &spec.proxy));
+    }
     serde_json::to_string_pretty(&v).expect("static JSON") + "\n"
 }
 
@@ -223,6 +232,11 @@ if [ "$RUNNERX_CGROUP_NEST" = 1 ] && [ -f /sys/fs/cgroup/cgroup.controllers ]; t
   xargs -rn1 < /sys/fs/cgroup/cgroup.procs > /sys/fs/cgroup/init/cgroup.procs 2>/dev/null || :
   sed -e 's/ / +/g' -e 's/^/+/' < /sys/fs/cgroup/cgroup.controllers \
     > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || :
+fi
+# Registry CAs runnerx placed in the system store: trust them for curl, git and the
+# buildx client's token requests (buildkit.md §0).
+if ls /usr/local/share/ca-certificates/runnerx-*.crt >/dev/null 2>&1; then
+  update-ca-certificates >/dev/null 2>&1 || echo "runnerx: update-ca-certificates failed" >&2
 fi
 ip link show "$RUNNERX_BRIDGE" >/dev/null 2>&1 || ip link add "$RUNNERX_BRIDGE" type bridge
 ip addr replace "$RUNNERX_BRIDGE_CIDR" dev "$RUNNERX_BRIDGE"
@@ -256,15 +270,32 @@ pub fn wait_ready_cmd(secs: u64) -> Vec<String> {
 }
 
 /// The files uploaded into a created builder before it starts (tar, rooted at `/`).
+/// Holds registry secrets (credentials, client keys) in 0600 files: files are the one
+/// channel `docker inspect` does not show.
 pub fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
-    let env = boot_env(&spec.slot, rights);
-    let daemon = daemon_json(&spec.slot);
-    let files: [(&str, &[u8], u32); 3] = [
-        ("etc/runnerx/boot.sh", BOOT_SCRIPT.as_bytes(), 0o755),
-        ("etc/runnerx/boot.env", env.as_bytes(), 0o644),
-        ("etc/runnerx/daemon.json", daemon.as_bytes(), 0o644),
+    let mut files: Vec<trust::File> = vec![
+        (
+            "etc/runnerx/boot.sh".into(),
+            BOOT_SCRIPT.as_bytes().to_vec(),
+            0o755,
+        ),
+        (
+            "etc/runnerx/boot.env".into(),
+            boot_env(&spec.slot, rights).into_bytes(),
+            0o644,
+        ),
+        (
+            "etc/runnerx/daemon.json".into(),
+            daemon_json(spec).into_bytes(),
+            0o644,
+        ),
     ];
-    tar_of(&files)
+    files.extend(trust::files(&spec.registries, &spec.proxy));
+    let refs: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(p, c, m)| (p.as_str(), c.as_slice(), *m))
+        .collect();
+    tar_of(&refs)
 }
 
 /// An uncompressed tar of `(path, content, mode)` entries owned by root.
@@ -298,6 +329,7 @@ pub fn exec_wrapper(script_len: usize, token: &str) -> Vec<String> {
         "-c".into(),
         concat!(
             "mkdir -p /run/runnerx; pidf=/run/runnerx/$2.pid; ",
+            "if [ -r /etc/runnerx/job.env ]; then set -a; . /etc/runnerx/job.env; set +a; fi; ",
             "exec 3< <(head -c \"$1\"); ",
             "setsid bash /dev/fd/3 </dev/null & pid=$!; echo \"$pid\" > \"$pidf\"; ",
             "wait \"$pid\"; rc=$?; rm -f \"$pidf\"; exit $rc"
@@ -341,6 +373,8 @@ mod tests {
             slot: Slot::new(pool(), 1).unwrap(),
             extra_hosts: vec!["registry.test:127.0.0.1".into()],
             created: 1_700_000_000,
+            registries: vec![],
+            proxy: Proxy::default(),
         }
     }
 
@@ -395,7 +429,7 @@ mod tests {
 
     #[test]
     fn daemon_json_uses_unix_socket_and_own_bridge() {
-        let v: serde_json::Value = serde_json::from_str(&daemon_json(&spec().slot)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&daemon_json(&spec())).unwrap();
         assert_eq!(
             v["hosts"],
             serde_json::json!(["unix:///var/run/docker.sock"])
@@ -422,12 +456,16 @@ mod tests {
             seen.push(path);
         }
         assert_eq!(
-            seen,
+            &seen[..3],
             [
                 "etc/runnerx/boot.sh",
                 "etc/runnerx/boot.env",
                 "etc/runnerx/daemon.json"
             ]
+        );
+        assert!(
+            seen.contains(&"etc/buildkit/buildkitd.toml".to_string()),
+            "{seen:?}"
         );
     }
 

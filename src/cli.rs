@@ -37,6 +37,75 @@ pub enum Command {
     Cleanup(JobArgs),
     /// Remove builders, volumes and bridges left behind by jobs older than a duration.
     Gc(GcArgs),
+    /// Make a private CA and registry server/client certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Check this runner host and every configured registry; explain what fails.
+    Doctor(DoctorArgs),
+}
+
+/// `runnerx certs …`
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// A new CA: ca.crt and ca.key.
+    Ca {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Common name of the CA.
+        #[arg(long, default_value = "runnerx registry CA")]
+        cn: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A registry server certificate signed by the CA: server.crt and server.key.
+    Server {
+        /// Directory holding ca.crt and ca.key.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// DNS name or IP address the registry is reached by (repeat; all become SANs).
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A client certificate for registry mTLS: client.cert and client.key.
+    Client {
+        /// Directory holding ca.crt and ca.key.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Common name (who the client is).
+        #[arg(long)]
+        cn: String,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `doctor` arguments.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Only check this registry host (as in [[registries]] host).
+    #[arg(long, value_name = "HOST")]
+    pub registry: Option<String>,
 }
 
 impl Command {

@@ -70,6 +70,10 @@ pub enum Error {
     #[error("cancelled by {0}")]
     Cancelled(&'static str),
 
+    /// `runnerx doctor` found problems (already printed).
+    #[error("{0} check(s) failed (see above)")]
+    Checks(usize),
+
     /// Command-line usage that cannot work (e.g. no job id outside GitLab).
     #[error("{0}")]
     Usage(String),
@@ -85,6 +89,7 @@ impl Error {
             | Error::Builder(_)
             | Error::Io { .. }
             | Error::Cancelled(_)
+            | Error::Checks(_)
             | Error::Usage(_) => Fault::System,
         }
     }

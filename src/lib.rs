@@ -5,6 +5,7 @@
 
 pub mod builder;
 pub mod cancel;
+pub mod certs;
 pub mod cli;
 pub mod duration;
 pub mod engine;
@@ -13,8 +14,11 @@ pub mod error;
 pub mod hostlock;
 pub mod job;
 pub mod logging;
+pub mod ops;
+pub mod registry;
 pub mod settings;
 pub mod stages;
+pub mod trust;
 
 use cli::{Cli, Command};
 use env::Env;
@@ -48,6 +52,11 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
             let job = Job::from_env(&env, args.job_id.as_deref(), false)?;
             let engine = engine::Engine::connect().await?;
             stages::cleanup::cleanup(&settings, &job, &engine).await
+        }
+        Command::Certs(cmd) => ops::certs::run(cmd),
+        Command::Doctor(args) => {
+            let settings = settings()?;
+            ops::doctor::doctor(&settings, args.registry.as_deref()).await
         }
         Command::Gc(args) => {
             let settings = settings()?;

@@ -28,6 +28,55 @@ pub struct RawSettings {
     /// `[builder]`
     #[serde(default)]
     pub builder: RawBuilder,
+    /// `[[registries]]`
+    #[serde(default)]
+    pub registries: Vec<RawRegistry>,
+    /// `[proxy]`
+    #[serde(default)]
+    pub proxy: RawProxy,
+}
+
+/// One `[[registries]]` entry as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    /// `host[:port]` exactly as written in image references.
+    pub host: Option<String>,
+    /// PEM CA bundle that signed the registry's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mTLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// Client key for mTLS.
+    pub client_key_file: Option<PathBuf>,
+    /// Login name (e.g. a Harbor robot account).
+    pub username: Option<String>,
+    /// Name of an environment variable of runnerx's own (not the job's) holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// HTTPS without certificate verification.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Plain HTTP.
+    #[serde(default)]
+    pub http: bool,
+    /// Registries this one mirrors (pull-through), e.g. `["docker.io"]`.
+    #[serde(default)]
+    pub mirror_for: Vec<String>,
+    /// Repository `runnerx doctor` uses to check push permission, e.g. `ci/app`.
+    pub check_repository: Option<String>,
+}
+
+/// `[proxy]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// `http://proxy:3128`
+    pub http_proxy: Option<String>,
+    /// `http://proxy:3128`
+    pub https_proxy: Option<String>,
+    /// `localhost,.internal`
+    pub no_proxy: Option<String>,
 }
 
 /// `[builder]` as written.
@@ -143,6 +192,94 @@ pub struct BuilderSettings {
     pub allowed_images: Vec<String>,
 }
 
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The value, for the few places that must send or write it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Login for a registry.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: Secret,
+}
+
+/// PEM material read at validation time, so a bad file fails before any job runs.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    /// Client certificate PEM.
+    pub cert_pem: String,
+    /// Client key PEM.
+    pub key_pem: Secret,
+}
+
+/// A validated registry entry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// `host[:port]`.
+    pub host: String,
+    /// CA bundle PEM, if any.
+    pub ca_pem: Option<String>,
+    /// Where the CA came from.
+    pub ca_file: Option<PathBuf>,
+    /// mTLS identity, if any.
+    pub client: Option<ClientIdentity>,
+    /// Login, if any.
+    pub credentials: Option<Credentials>,
+    /// HTTPS without verification.
+    pub insecure: bool,
+    /// Plain HTTP.
+    pub http: bool,
+    /// Registries this one mirrors.
+    pub mirror_for: Vec<String>,
+    /// Repository doctor checks push permission on.
+    pub check_repository: Option<String>,
+}
+
+impl Registry {
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.http { "http" } else { "https" }
+    }
+}
+
+/// Validated proxy settings (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proxy {
+    /// HTTP proxy URL.
+    pub http_proxy: Option<String>,
+    /// HTTPS proxy URL.
+    pub https_proxy: Option<String>,
+    /// Comma-separated exclusions.
+    pub no_proxy: Option<String>,
+}
+
+impl Proxy {
+    /// Whether any proxy is set.
+    pub fn is_set(&self) -> bool {
+        self.http_proxy.is_some() || self.https_proxy.is_some()
+    }
+}
+
 /// The validated settings (stage two).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -150,6 +287,10 @@ pub struct Settings {
     pub source: Option<PathBuf>,
     /// `[builder]`.
     pub builder: BuilderSettings,
+    /// `[[registries]]`, hosts unique.
+    pub registries: Vec<Registry>,
+    /// `[proxy]`.
+    pub proxy: Proxy,
 }
 
 const KNOWN_ARCHES: &[&str] = &[
@@ -313,8 +454,23 @@ impl Settings {
             })?;
         }
 
+        let mut registries: Vec<Registry> = Vec::new();
+        for (i, r) in raw.registries.into_iter().enumerate() {
+            let reg = validate_registry(i, r, &file, env)?;
+            if registries.iter().any(|o| o.host == reg.host) {
+                return Err(Error::Settings(format!(
+                    "registries[{i}].host {:?} (in {file}) appears twice; merge the two entries",
+                    reg.host
+                )));
+            }
+            registries.push(reg);
+        }
+        let proxy = validate_proxy(raw.proxy, &file)?;
+
         Ok(Settings {
             source,
+            registries,
+            proxy,
             builder: BuilderSettings {
                 image,
                 pull_policy,
@@ -328,6 +484,189 @@ impl Settings {
             },
         })
     }
+}
+
+fn validate_registry(i: usize, r: RawRegistry, file: &str, env: &Env) -> Result<Registry> {
+    let key = |k: &str| format!("registries[{i}].{k} (in {file})");
+    let bad = |k: &str, m: String| Error::Settings(format!("{} {m}", key(k)));
+    let host = r.host.ok_or_else(|| {
+        bad(
+            "host",
+            "is missing; write the registry as in image references, e.g. \"harbor.example.com\""
+                .into(),
+        )
+    })?;
+    validate_registry_host(&host).map_err(|m| bad("host", format!("{host:?} {m}")))?;
+    let read = |k: &str, p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| {
+            bad(
+                k,
+                format!(
+                    "{}: {e}; fix the path or the file's permissions",
+                    p.display()
+                ),
+            )
+        })
+    };
+    let ca_pem = match &r.ca_file {
+        Some(p) => {
+            let pem = read("ca_file", p)?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(bad(
+                    "ca_file",
+                    format!(
+                        "{} holds no PEM certificate; give the CA certificate (ca.crt), not a key or DER file",
+                        p.display()
+                    ),
+                ));
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    let client = match (&r.client_cert_file, &r.client_key_file) {
+        (Some(c), Some(k)) => {
+            let cert_pem = read("client_cert_file", c)?;
+            let key_pem = read("client_key_file", k)?;
+            if !key_pem.contains("PRIVATE KEY-----") {
+                return Err(bad(
+                    "client_key_file",
+                    format!("{} holds no PEM private key", k.display()),
+                ));
+            }
+            Some(ClientIdentity {
+                cert_pem,
+                key_pem: Secret::new(key_pem),
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad(
+                "client_key_file",
+                "is missing; mTLS needs both client_cert_file and client_key_file".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "client_cert_file",
+                "is missing; mTLS needs both client_cert_file and client_key_file".into(),
+            ));
+        }
+    };
+    let password = match (&r.password_env, &r.password_file) {
+        (Some(_), Some(_)) => return Err(bad("password_env", "and password_file are both set; keep one".into())),
+        (Some(var), None) => Some(Secret::new(env.non_empty(var).ok_or_else(|| {
+            bad("password_env", format!("names {var}, which is not set in runnerx's environment; set it for gitlab-runner (e.g. its systemd unit) or use password_file"))
+        })?)),
+        (None, Some(p)) => {
+            let text = read("password_file", p)?;
+            let pw = text.trim_end_matches(['\n', '\r']).to_string();
+            if pw.is_empty() {
+                return Err(bad("password_file", format!("{} is empty", p.display())));
+            }
+            Some(Secret::new(pw))
+        }
+        (None, None) => None,
+    };
+    let credentials = match (r.username, password) {
+        (Some(username), Some(password)) if !username.is_empty() => {
+            Some(Credentials { username, password })
+        }
+        (Some(_), None) => {
+            return Err(bad(
+                "password_env",
+                "is missing: username is set but no password_env or password_file".into(),
+            ));
+        }
+        (None, Some(_)) | (Some(_), Some(_)) => {
+            return Err(bad(
+                "username",
+                "is missing: a password is set but no username".into(),
+            ));
+        }
+        (None, None) => None,
+    };
+    if r.insecure && r.http {
+        return Err(bad("insecure", "and http are both true; use http = true for plain HTTP or insecure = true for HTTPS without verification".into()));
+    }
+    for m in &r.mirror_for {
+        validate_registry_host(m).map_err(|e| bad("mirror_for", format!("entry {m:?} {e}")))?;
+    }
+    if let Some(repo) = &r.check_repository {
+        let ok = !repo.is_empty()
+            && repo.split('/').all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            });
+        if !ok {
+            return Err(bad(
+                "check_repository",
+                format!("{repo:?} is not a repository path such as \"ci/app\""),
+            ));
+        }
+    }
+    Ok(Registry {
+        host,
+        ca_pem,
+        ca_file: r.ca_file,
+        client,
+        credentials,
+        insecure: r.insecure,
+        http: r.http,
+        mirror_for: r.mirror_for,
+        check_repository: r.check_repository,
+    })
+}
+
+/// `host[:port]`: no scheme, no path, no credentials.
+pub fn validate_registry_host(host: &str) -> Result<(), String> {
+    if host.contains("://") {
+        return Err("has a scheme; write host[:port] only, e.g. \"harbor.example.com\"".into());
+    }
+    if host.contains('/') || host.contains('@') {
+        return Err("must be host[:port] only (no path, no user)".into());
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err("has an invalid host name".into());
+    }
+    if let Some(p) = port {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or("has an invalid port")?;
+    }
+    Ok(())
+}
+
+fn validate_proxy(p: RawProxy, file: &str) -> Result<Proxy> {
+    for (k, v) in [
+        ("http_proxy", &p.http_proxy),
+        ("https_proxy", &p.https_proxy),
+    ] {
+        if let Some(v) = v
+            && !(v.starts_with("http://")
+                || v.starts_with("https://")
+                || v.starts_with("socks5://"))
+        {
+            return Err(Error::Settings(format!(
+                "proxy.{k} (in {file}) must be a URL such as \"http://proxy.example.com:3128\""
+            )));
+        }
+    }
+    Ok(Proxy {
+        http_proxy: p.http_proxy.filter(|s| !s.is_empty()),
+        https_proxy: p.https_proxy.filter(|s| !s.is_empty()),
+        no_proxy: p.no_proxy.filter(|s| !s.is_empty()),
+    })
 }
 
 fn non_empty(v: Vec<String>) -> Vec<String> {
@@ -525,6 +864,65 @@ subnet_pool = "10.50.0.0/20"
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn registries_validate_and_read_secrets_from_runner_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[[registries]]\nhost = \"harbor.example.com:8443\"\nca_file = \"{}\"\nusername = \"robot$ci\"\npassword_env = \"HARBOR_PW\"\nmirror_for = [\"docker.io\"]\n[proxy]\nhttps_proxy = \"http://proxy:3128\"\n",
+            ca.display()
+        );
+        let s = load(&text, &[("HARBOR_PW", "s3cret")]).unwrap();
+        let r = &s.registries[0];
+        assert_eq!(r.host, "harbor.example.com:8443");
+        assert_eq!(r.credentials.as_ref().unwrap().password.expose(), "s3cret");
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "Debug leaks the password"
+        );
+        assert_eq!(s.proxy.https_proxy.as_deref(), Some("http://proxy:3128"));
+
+        let e = load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("registries[0].password_env") && e.contains("HARBOR_PW"),
+            "{e}"
+        );
+        let e = load("[[registries]]\nhost = \"https://harbor\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has a scheme"), "{e}");
+        let e = load(
+            "[[registries]]\nhost = \"h\"\nca_file = \"/nonexistent/ca.crt\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("registries[0].ca_file") && e.contains("/nonexistent/ca.crt"),
+            "{e}"
+        );
+        let e = load(
+            "[[registries]]\nhost = \"h\"\ninsecure = true\nhttp = true\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("both true"), "{e}");
+        let e = load("[[registries]]\nhost = \"h\"\nusername = \"u\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no password_env or password_file"), "{e}");
+        let e = load("[proxy]\nhttp_proxy = \"proxy:3128\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proxy.http_proxy"), "{e}");
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub async fn prepare(
         slot,
         extra_hosts: b.extra_hosts.clone(),
         created,
+        registries: settings.registries.clone(),
+        proxy: settings.proxy.clone(),
     };
     let rights = start_builder(engine, &spec, b.privileged).await?;
     steps.done(&format!(

@@ -1,0 +1,90 @@
+//! `runnerx certs ca|server|client`: writes the files and says where each one goes.
+
+use crate::certs::{self, OutFile};
+use crate::cli::CertsCommand;
+use crate::error::Result;
+
+/// Runs a certs subcommand; prints each written file and its destination on stdout.
+pub fn run(cmd: &CertsCommand) -> Result<()> {
+    let (dir, files, force) = match cmd {
+        CertsCommand::Ca {
+            out,
+            cn,
+            days,
+            force,
+        } => {
+            let ca = certs::make_ca(cn, *days)?;
+            let files = vec![
+                OutFile {
+                    name: "ca.crt",
+                    content: ca.cert,
+                    mode: 0o644,
+                    goes: "runner host: [[registries]] ca_file in /etc/runnerx/runnerx.toml; other Docker hosts: /etc/docker/certs.d/<host[:port]>/ca.crt".into(),
+                },
+                OutFile {
+                    name: "ca.key",
+                    content: ca.key,
+                    mode: 0o600,
+                    goes: "keep it offline; only `runnerx certs server|client --ca` needs it".into(),
+                },
+            ];
+            (out, files, *force)
+        }
+        CertsCommand::Server {
+            ca,
+            names,
+            out,
+            days,
+            force,
+        } => {
+            let issuer = certs::read_ca(ca)?;
+            let server = certs::make_server(&issuer, names, *days)?;
+            let files = vec![
+                OutFile {
+                    name: "server.crt",
+                    content: server.cert,
+                    mode: 0o644,
+                    goes: "Harbor: harbor.yml https.certificate (or the registry's http.tls.certificate)".into(),
+                },
+                OutFile {
+                    name: "server.key",
+                    content: server.key,
+                    mode: 0o600,
+                    goes: "Harbor: harbor.yml https.private_key (or the registry's http.tls.key)".into(),
+                },
+            ];
+            println!("names (SANs): {}", names.join(", "));
+            (out, files, *force)
+        }
+        CertsCommand::Client {
+            ca,
+            cn,
+            out,
+            days,
+            force,
+        } => {
+            let issuer = certs::read_ca(ca)?;
+            let client = certs::make_client(&issuer, cn, *days)?;
+            let files = vec![
+                OutFile {
+                    name: "client.cert",
+                    content: client.cert,
+                    mode: 0o644,
+                    goes: "runner host: [[registries]] client_cert_file (runnerx puts it in certs.d and buildkitd.toml)".into(),
+                },
+                OutFile {
+                    name: "client.key",
+                    content: client.key,
+                    mode: 0o600,
+                    goes: "runner host: [[registries]] client_key_file".into(),
+                },
+            ];
+            (out, files, *force)
+        }
+    };
+    let written = certs::write_all(dir, &files, force)?;
+    for (path, f) in written.iter().zip(&files) {
+        println!("wrote {} ({:o})\n  -> {}", path.display(), f.mode, f.goes);
+    }
+    Ok(())
+}

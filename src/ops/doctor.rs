@@ -1,0 +1,563 @@
+//! `runnerx doctor`: checks the runner host and every configured registry from here,
+//! and for each failure prints what the user would have seen and the fix.
+//!
+//! Host: Docker engine reachable (and its version), kernel ≥ 4.8 with binfmt_misc
+//! (QEMU's fix-binary flag), the builder image. Per registry: name resolution (honouring
+//! `builder.extra_hosts`, as the builder does), TCP connect, TLS with its `ca_file`, the
+//! `/v2/` challenge, login (Basic or the Bearer token flow), push permission on
+//! `check_repository`, and Harbor's systeminfo. Exits non-zero when anything fails.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::registry::{self, Auth, Challenge, Client, TlsOutcome, TokenError};
+use crate::settings::{Registry, Settings};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counts and prints results.
+#[derive(Default)]
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn ok(&self, what: &str, detail: impl AsRef<str>) {
+        println!("  ok    {what}: {}", detail.as_ref());
+    }
+    fn note(&self, what: &str, detail: impl AsRef<str>) {
+        println!("  --    {what}: {}", detail.as_ref());
+    }
+    fn fail(&mut self, what: &str, seen: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.failed += 1;
+        println!("  FAIL  {what}: {}", seen.as_ref());
+        println!("        fix: {}", fix.as_ref());
+    }
+}
+
+/// Runs all checks.
+pub async fn doctor(settings: &Settings, only: Option<&str>) -> Result<()> {
+    let mut r = Report::default();
+    println!("runner host");
+    host_checks(settings, &mut r).await;
+    let regs: Vec<&Registry> = settings
+        .registries
+        .iter()
+        .filter(|g| only.is_none_or(|h| g.host == h))
+        .collect();
+    if let (Some(h), true) = (only, regs.is_empty()) {
+        return Err(Error::Usage(format!(
+            "no [[registries]] entry with host {h:?} in the settings"
+        )));
+    }
+    if settings.registries.is_empty() {
+        println!("registries");
+        r.note(
+            "registries",
+            "none configured ([[registries]] in the settings)",
+        );
+    }
+    for reg in regs {
+        println!("registry {}", reg.host);
+        registry_checks(settings, reg, &mut r).await;
+    }
+    if r.failed > 0 {
+        return Err(Error::Checks(r.failed));
+    }
+    println!("all checks passed");
+    Ok(())
+}
+
+async fn host_checks(settings: &Settings, r: &mut Report) {
+    match Engine::connect().await {
+        Ok(engine) => {
+            match engine.version().await {
+                Ok(v) => r.ok("docker engine", v),
+                Err(e) => r.fail("docker engine", e.to_string(), "check that dockerd runs and this user may use its socket"),
+            }
+            let image = &settings.builder.image;
+            match engine.image_exists(image).await {
+                Ok(true) => r.ok("builder image", format!("{image} is present")),
+                Ok(false) if settings.builder.pull_policy == crate::settings::PullPolicy::Never => r.fail(
+                    "builder image",
+                    format!("{image} is not present and pull_policy is \"never\""),
+                    "load the image (docker/build-builder-image.sh or docker build docker/) or allow pulling",
+                ),
+                Ok(false) => r.note("builder image", format!("{image} is not present; the first prepare will pull it")),
+                Err(e) => r.fail("builder image", e.to_string(), "check the engine"),
+            }
+        }
+        Err(e) => r.fail(
+            "docker engine",
+            e.to_string(),
+            "start dockerd, or point DOCKER_HOST at it; the runner's user needs access to the socket",
+        ),
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    if (major, minor) >= (4, 8) {
+        r.ok(
+            "kernel",
+            format!("{release} (≥ 4.8: binfmt_misc fix-binary flag available)"),
+        );
+    } else {
+        r.fail(
+            "kernel",
+            format!("{release} is older than 4.8: QEMU emulators cannot be registered with the F flag"),
+            "upgrade the runner host's kernel to 4.8 or newer, or build each platform on a native runner",
+        );
+    }
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("binfmt_misc"))
+    {
+        r.ok("binfmt_misc", "supported by the kernel");
+    } else if std::path::Path::new("/proc/sys/fs/binfmt_misc").exists() {
+        r.ok(
+            "binfmt_misc",
+            "mount point present (module loads on demand)",
+        );
+    } else {
+        r.fail(
+            "binfmt_misc",
+            "not in /proc/filesystems: `exec format error` for foreign-platform RUN steps",
+            "load it on the runner host: modprobe binfmt_misc (and add it to /etc/modules)",
+        );
+    }
+}
+
+/// Resolves `host` as the builder would: `builder.extra_hosts` first, then DNS.
+async fn resolve(
+    settings: &Settings,
+    host: &str,
+    port: u16,
+) -> std::result::Result<(SocketAddr, &'static str), String> {
+    for entry in &settings.builder.extra_hosts {
+        if let Some((h, ip)) = entry.split_once(':')
+            && h == host
+            && let Ok(ip) = ip.parse::<IpAddr>()
+        {
+            return Ok((SocketAddr::new(ip, port), "builder.extra_hosts"));
+        }
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok((SocketAddr::new(ip, port), "literal address"));
+    }
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(mut addrs) => addrs
+            .next()
+            .map(|a| (a, "DNS"))
+            .ok_or_else(|| "no addresses".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
+    let (host, port) = registry::host_port(reg);
+    let addr = match resolve(settings, &host, port).await {
+        Ok((addr, how)) => {
+            r.ok("resolve", format!("{host} -> {} ({how})", addr.ip()));
+            addr
+        }
+        Err(e) => {
+            r.fail(
+                "resolve",
+                format!("dial tcp: lookup {host}: {e}"),
+                format!("fix DNS for {host}, or add \"{host}:<ip>\" to builder.extra_hosts"),
+            );
+            return;
+        }
+    };
+    let started = Instant::now();
+    match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => r.ok(
+            "connect",
+            format!("{addr} ({}ms)", started.elapsed().as_millis()),
+        ),
+        Ok(Err(e)) => {
+            r.fail(
+                "connect",
+                format!("dial tcp {addr}: {e}"),
+                format!("is the registry running and listening on {addr}? check the port in host = \"{}\" and firewalls", reg.host),
+            );
+            return;
+        }
+        Err(_) => {
+            r.fail(
+                "connect",
+                format!("dial tcp {addr}: i/o timeout"),
+                "check routing and firewalls between the runner and the registry",
+            );
+            return;
+        }
+    }
+
+    if !tls_checks(reg, addr, &host, r).await {
+        return;
+    }
+
+    let client = match Client::new(reg, Some(addr)) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail(
+                "http client",
+                e,
+                "fix ca_file / client_cert_file / client_key_file",
+            );
+            return;
+        }
+    };
+    let ping = match client.send(Method::GET, "/v2/", Auth::None).await {
+        Ok(a) => a,
+        Err(e) => {
+            r.fail(
+                "/v2/",
+                e,
+                "check that this is a registry endpoint reachable over the configured scheme",
+            );
+            return;
+        }
+    };
+    let challenge = match ping.status {
+        200 => {
+            r.ok("/v2/", "200: anonymous access allowed");
+            None
+        }
+        401 => match ping
+            .challenge
+            .as_deref()
+            .and_then(registry::parse_challenge)
+        {
+            Some(c) => {
+                r.ok(
+                    "/v2/",
+                    format!(
+                        "401 with {} challenge",
+                        if matches!(c, Challenge::Basic) {
+                            "Basic"
+                        } else {
+                            "Bearer"
+                        }
+                    ),
+                );
+                Some(c)
+            }
+            None => {
+                r.fail(
+                    "/v2/",
+                    format!(
+                        "401 without a usable WWW-Authenticate ({:?})",
+                        ping.challenge
+                    ),
+                    "check the registry's auth configuration",
+                );
+                return;
+            }
+        },
+        404 => {
+            r.fail(
+                "/v2/",
+                "404: not a registry API endpoint",
+                format!(
+                    "host = \"{}\" must point at the registry itself, not a web UI path",
+                    reg.host
+                ),
+            );
+            return;
+        }
+        s => {
+            r.fail(
+                "/v2/",
+                format!("unexpected status {s}"),
+                "check the registry's logs",
+            );
+            return;
+        }
+    };
+
+    let token = login_checks(reg, &client, challenge.as_ref(), r).await;
+    if !token.ok {
+        return;
+    }
+    push_check(reg, &client, challenge.as_ref(), r).await;
+    harbor_check(&client, r).await;
+}
+
+/// TLS (or, for `http = true`, the absence of it). Returns whether to go on.
+async fn tls_checks(reg: &Registry, addr: SocketAddr, host: &str, r: &mut Report) -> bool {
+    let (reg2, host2) = (reg.clone(), host.to_string());
+    if reg.http {
+        let head =
+            tokio::task::spawn_blocking(move || registry::plain_http_head(addr, &host2, TIMEOUT))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        if head.starts_with("HTTP/") && !head.contains("HTTPS server") {
+            r.ok("plain http", "the port speaks HTTP (http = true)");
+            return true;
+        }
+        r.fail(
+            "plain http",
+            "http: server gave an HTTPS (TLS) answer to an HTTP client (\"Client sent an HTTP request to an HTTPS server\")",
+            format!("the registry speaks TLS: remove http = true for {} and set ca_file", reg.host),
+        );
+        return false;
+    }
+    let outcome =
+        tokio::task::spawn_blocking(move || registry::probe_tls(addr, &host2, &reg2, TIMEOUT))
+            .await
+            .unwrap_or_else(|e| TlsOutcome::Other(e.to_string()));
+    let ca = reg.ca_file.as_ref().map_or_else(
+        || "no ca_file (system roots only)".to_string(),
+        |p| format!("ca_file {}", p.display()),
+    );
+    let soft = reg.insecure;
+    let mut fail = |what: &str, seen: String, fix: String| {
+        if soft {
+            r.note(what, format!("{seen} (ignored: insecure = true)"));
+        } else {
+            r.fail(what, seen, fix);
+        }
+    };
+    match outcome {
+        TlsOutcome::Ok(v) => {
+            r.ok("tls", format!("verified with {ca} ({v})"));
+            return true;
+        }
+        TlsOutcome::UnknownIssuer => fail(
+            "tls",
+            "x509: certificate signed by unknown authority".into(),
+            format!(
+                "set ca_file for {} to the CA that signed the registry's certificate (now: {ca}); make one with `runnerx certs ca`",
+                reg.host
+            ),
+        ),
+        TlsOutcome::NameMismatch(names) => fail(
+            "tls",
+            format!("x509: certificate is valid for {}, not {host}", if names.is_empty() { "no DNS/IP names (legacy CN only)".into() } else { names.join(", ") }),
+            format!("reissue the registry certificate with {host} as a SAN: runnerx certs server --ca DIR --name {host} --out DIR"),
+        ),
+        TlsOutcome::Expired(not_after) => fail(
+            "tls",
+            format!("x509: certificate has expired or is not yet valid (notAfter {not_after})"),
+            "renew the registry certificate (runnerx certs server …) and check the clocks".into(),
+        ),
+        TlsOutcome::CaAsLeaf => fail(
+            "tls",
+            "the registry serves a CA certificate (CA:TRUE) as its server certificate; rustls rejects it (CaUsedAsEndEntity)".into(),
+            format!("serve a leaf certificate signed by the CA: runnerx certs server --ca DIR --name {host} --out DIR"),
+        ),
+        TlsOutcome::PlainHttp => fail(
+            "tls",
+            "http: server gave HTTP response to HTTPS client".into(),
+            format!("the port speaks plain HTTP: enable TLS on the registry, or set http = true for {} (not recommended)", reg.host),
+        ),
+        TlsOutcome::Other(m) => fail("tls", m, "check the registry's TLS configuration".into()),
+    }
+    soft
+}
+
+struct LoginResult {
+    ok: bool,
+}
+
+async fn login_checks(
+    reg: &Registry,
+    client: &Client,
+    challenge: Option<&Challenge>,
+    r: &mut Report,
+) -> LoginResult {
+    let Some(creds) = &reg.credentials else {
+        r.note("login", "no username configured: anonymous access only");
+        return LoginResult { ok: true };
+    };
+    match challenge {
+        None => {
+            r.note(
+                "login",
+                "the registry allows anonymous access; credentials not needed to read",
+            );
+            LoginResult { ok: true }
+        }
+        Some(Challenge::Basic) => match client.send(Method::GET, "/v2/", Auth::Basic).await {
+            Ok(a) if a.status == 200 => {
+                r.ok("login", format!("Basic as {}", creds.username));
+                LoginResult { ok: true }
+            }
+            Ok(a) => {
+                r.fail(
+                    "login",
+                    format!("Error response from daemon: login attempt to https://{}/v2/ failed with status: {} (unauthorized: incorrect username or password)", reg.host, a.status),
+                    "check username and the password in password_env/password_file",
+                );
+                LoginResult { ok: false }
+            }
+            Err(e) => {
+                r.fail("login", e, "check the registry");
+                LoginResult { ok: false }
+            }
+        },
+        Some(Challenge::Bearer { realm, service }) => {
+            match client.token(realm, service.as_deref(), &[]).await {
+                Ok(token) => match client.send(Method::GET, "/v2/", Auth::Bearer(&token)).await {
+                    Ok(a) if a.status == 200 => {
+                        r.ok(
+                            "login",
+                            format!("Bearer token from {realm} as {}", creds.username),
+                        );
+                        LoginResult { ok: true }
+                    }
+                    Ok(a) => {
+                        r.fail("login", format!("the token from {realm} was refused by /v2/ ({})", a.status), "check the token service and registry share the same signing certificate");
+                        LoginResult { ok: false }
+                    }
+                    Err(e) => {
+                        r.fail("login", e, "check the registry");
+                        LoginResult { ok: false }
+                    }
+                },
+                Err(TokenError::Denied(s)) => {
+                    r.fail(
+                    "login",
+                    format!("failed to authorize: failed to fetch oauth token: unexpected status from GET request to {realm}: {s} Unauthorized"),
+                    "check username and the password in password_env/password_file (Harbor OIDC users: use the CLI secret)",
+                );
+                    LoginResult { ok: false }
+                }
+                Err(TokenError::Other(m)) => {
+                    r.fail(
+                    "login",
+                    format!("failed to fetch oauth token from {realm}: {m}"),
+                    "the token service must be reachable from the runner and builders, and trusted (same CA)",
+                );
+                    LoginResult { ok: false }
+                }
+            }
+        }
+    }
+}
+
+async fn push_check(
+    reg: &Registry,
+    client: &Client,
+    challenge: Option<&Challenge>,
+    r: &mut Report,
+) {
+    let Some(repo) = &reg.check_repository else {
+        r.note(
+            "push",
+            "not checked: set check_repository (e.g. \"ci/app\") for this registry",
+        );
+        return;
+    };
+    let token = match challenge {
+        Some(Challenge::Bearer { realm, service }) => {
+            let scope = format!("repository:{repo}:pull,push");
+            match client
+                .token(realm, service.as_deref(), std::slice::from_ref(&scope))
+                .await
+            {
+                Ok(t) => {
+                    let actions = registry::jwt_actions(&t, repo);
+                    if !actions.is_empty() && !actions.iter().any(|a| a == "push" || a == "*") {
+                        r.fail(
+                            "push",
+                            format!("denied: requested access to the resource is denied (token grants {repo}: {})", actions.join(",")),
+                            format!("give {} push permission on {repo}", reg.credentials.as_ref().map_or("the account", |c| c.username.as_str())),
+                        );
+                        return;
+                    }
+                    Some(t)
+                }
+                Err(_) => {
+                    r.fail(
+                        "push",
+                        "failed to fetch a push token",
+                        "fix the login first",
+                    );
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    let auth = match &token {
+        Some(t) => Auth::Bearer(t),
+        None if reg.credentials.is_some() => Auth::Basic,
+        None => Auth::None,
+    };
+    match client.send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), auth).await {
+        Ok(a) if a.status == 202 => {
+            if let Some(loc) = a.location {
+                let _ = client.send(Method::DELETE, &loc, auth).await;
+            }
+            r.ok("push", format!("may push to {repo} (upload opened and cancelled)"));
+        }
+        Ok(a) if a.status == 401 || a.status == 403 => r.fail(
+            "push",
+            format!("denied: requested access to the resource is denied ({} on POST /v2/{repo}/blobs/uploads/)", a.status),
+            format!("give {} push permission on {repo}", reg.credentials.as_ref().map_or("the account", |c| c.username.as_str())),
+        ),
+        Ok(a) => r.fail("push", format!("POST /v2/{repo}/blobs/uploads/ answered {}", a.status), "check that the project exists and is not read-only"),
+        Err(e) => r.fail("push", e, "check the registry"),
+    }
+}
+
+async fn harbor_check(client: &Client, r: &mut Report) {
+    let Ok(a) = client
+        .send(Method::GET, "/api/v2.0/systeminfo", Auth::Basic)
+        .await
+    else {
+        return;
+    };
+    if a.status != 200 {
+        r.note(
+            "harbor",
+            "no /api/v2.0/systeminfo: not Harbor (plain OCI registry)",
+        );
+        return;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.body) else {
+        r.note("harbor", "no Harbor systeminfo JSON: not Harbor");
+        return;
+    };
+    match v["harbor_version"].as_str() {
+        Some(ver) => {
+            let major: u32 = ver
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major < 2 {
+                r.fail(
+                    "harbor",
+                    format!("Harbor {ver}: manifest lists are not supported before 2.0"),
+                    "upgrade Harbor to 2.x",
+                );
+            } else if v["read_only"].as_bool() == Some(true) {
+                r.fail(
+                    "harbor",
+                    format!("Harbor {ver} is in read-only mode: pushes fail"),
+                    "turn off read-only in Harbor's configuration",
+                );
+            } else {
+                r.ok("harbor", format!("Harbor {ver}, writable"));
+            }
+        }
+        None => r.note(
+            "harbor",
+            "Harbor found; its version is shown only to logged-in users",
+        ),
+    }
+}

@@ -1,0 +1,4 @@
+//! Operator commands (not part of the GitLab protocol): certificates and diagnosis.
+
+pub mod certs;
+pub mod doctor;
