@@ -365,10 +365,19 @@ impl Client {
         if reg.insecure {
             b = b.tls_danger_accept_invalid_certs(true);
         }
-        if !reg.http {
-            // Never fall back to plain HTTP for an HTTPS registry.
-            b = b.https_only(true);
-        }
+        // Never fall back to plain HTTP: follow redirects, but not from https to http.
+        b = b.redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade = attempt
+                .previous()
+                .last()
+                .is_some_and(|u| u.scheme() == "https")
+                && attempt.url().scheme() == "http";
+            if downgrade || attempt.previous().len() > 5 {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }));
         let (host, _) = host_port(reg);
         if let Some(addr) = resolve {
             b = b.resolve(&host, addr);

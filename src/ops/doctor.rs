@@ -184,9 +184,13 @@ async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
             format!("{addr} ({}ms)", started.elapsed().as_millis()),
         ),
         Ok(Err(e)) => {
+            let why = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
+                _ => e.to_string(),
+            };
             r.fail(
                 "connect",
-                format!("dial tcp {addr}: {e}"),
+                format!("dial tcp {addr}: {why}"),
                 format!("is the registry running and listening on {addr}? check the port in host = \"{}\" and firewalls", reg.host),
             );
             return;

@@ -1,7 +1,9 @@
 //! The one integration-test binary: drives `runnerx` like gitlab-runner does, against
 //! the real Docker engine and the real DinD builder image (no mocks).
 
+mod registry;
 mod support;
 
 mod executor;
 mod protocol;
+mod trust;

@@ -58,6 +58,7 @@ pub(crate) struct Job {
     dir: tempfile::TempDir,
     settings: PathBuf,
     vars: Vec<(String, String)>,
+    host_env: Vec<(String, String)>,
     cleaned: bool,
 }
 
@@ -79,11 +80,10 @@ impl Job {
             id,
             dir,
             vars: vec![],
+            host_env: vec![],
             cleaned: false,
         };
-        job.settings(&format!(
-            "[builder]\nimage = \"{BUILDER_IMAGE}\"\npull_policy = \"never\"\nextra_hosts = [\"registry.test:127.0.0.1\"]\n"
-        ))
+        job.with_settings("")
     }
 
     /// Replaces the settings file.
@@ -96,6 +96,19 @@ impl Job {
     pub(crate) fn var(mut self, k: &str, v: &str) -> Job {
         self.vars.push((k.into(), v.into()));
         self
+    }
+
+    /// Adds a variable to runnerx's own environment (as gitlab-runner's would be).
+    pub(crate) fn env(mut self, k: &str, v: &str) -> Job {
+        self.host_env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Default test settings plus `extra` TOML.
+    pub(crate) fn with_settings(self, extra: &str) -> Job {
+        self.settings(&format!(
+            "[builder]\nimage = \"{BUILDER_IMAGE}\"\npull_policy = \"never\"\nextra_hosts = [\"registry.test:127.0.0.1\"]\n\n{extra}"
+        ))
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -128,6 +141,9 @@ impl Job {
         }
         for (k, v) in &self.vars {
             c.env(format!("CUSTOM_ENV_{k}"), v);
+        }
+        for (k, v) in &self.host_env {
+            c.env(k, v);
         }
         c.stdin(Stdio::null());
         c

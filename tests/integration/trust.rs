@@ -1,0 +1,201 @@
+//! Registry trust and credentials: real TLS registries (htpasswd and token auth) with
+//! certificates made by `runnerx certs`; jobs use them with no login step, and
+//! `runnerx doctor` tells each misconfiguration apart.
+
+use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls, free_port};
+use crate::support::{Job, assert_code, docker, require_docker, text};
+
+const PUSH_PULL: &str = r#"
+mkdir -p ctx && cp /bin/busybox ctx/ && printf 'FROM scratch\nCOPY busybox /bin/busybox\n' > ctx/Dockerfile
+docker build -q -t $REG/demo/app:1 ctx
+docker push -q $REG/demo/app:1
+docker rmi -f $REG/demo/app:1
+docker pull -q $REG/demo/app:1
+docker buildx build -q --push -t $REG/demo/app:buildx ctx
+echo "curl status: $(curl -s -o /dev/null -w '%{http_code}' https://$REG/v2/)"
+"#;
+
+fn job_for(reg: &TestRegistry) -> Job {
+    Job::new()
+        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
+        .env("REG_PW", PASSWORD)
+        .var("REG", &reg.host())
+}
+
+fn run_push_pull(reg: &TestRegistry) {
+    let mut job = job_for(reg);
+    let prepare = job.prepare();
+    assert_code(&prepare, 0);
+    let script = format!("export REG={}\n{PUSH_PULL}", reg.host());
+    let run = job.run("build_script", &script);
+    assert_code(&run, 0);
+    let (stdout, stderr) = text(&run);
+    assert!(
+        stdout.contains("curl status: 401"),
+        "system store must trust the CA: {stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("x509"), "{stderr}");
+
+    // The password is nowhere in runnerx's output or the builder's inspect data.
+    let inspect = docker(&["inspect", &job.builder()]);
+    assert!(inspect.status.success());
+    let cleanup = job.cleanup();
+    assert_code(&cleanup, 0);
+    for (what, bytes) in [
+        ("prepare output", [prepare.stdout, prepare.stderr].concat()),
+        ("run output", [run.stdout, run.stderr].concat()),
+        ("cleanup output", [cleanup.stdout, cleanup.stderr].concat()),
+        ("docker inspect", inspect.stdout),
+    ] {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(PASSWORD),
+            "password leaked into {what}"
+        );
+    }
+}
+
+#[test]
+fn job_pushes_and_pulls_to_an_htpasswd_tls_registry_without_login() {
+    require_docker();
+    run_push_pull(&TestRegistry::start(Tls::Good, AuthMode::Htpasswd));
+}
+
+#[test]
+fn job_pushes_and_pulls_to_a_token_auth_registry_without_login() {
+    require_docker();
+    run_push_pull(&TestRegistry::start(Tls::Good, AuthMode::Token));
+}
+
+fn doctor(job: &Job) -> (i32, String) {
+    let out = job.runnerx(&["doctor"]);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !stdout.contains(PASSWORD) && !stderr.contains(PASSWORD),
+        "doctor leaked the password"
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+fn failing_line(stdout: &str, check: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("FAIL  {check}:")))
+        .unwrap_or_else(|| panic!("no failing {check} check in:\n{stdout}"))
+        .to_string()
+}
+
+#[test]
+fn doctor_passes_a_healthy_token_registry_with_push_permission() {
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Token);
+    let (code, out) = doctor(&job_for(&reg));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok    tls: verified"), "{out}");
+    assert!(out.contains("401 with Bearer challenge"), "{out}");
+    assert!(out.contains("ok    login: Bearer token"), "{out}");
+    assert!(out.contains("ok    push: may push to demo/app"), "{out}");
+}
+
+#[test]
+fn doctor_diagnoses_a_wrong_ca() {
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["certs", "ca", "--out", other.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let job = Job::new()
+        .with_settings(&reg.settings_block(&other.path().join("ca.crt"), ""))
+        .env("REG_PW", PASSWORD);
+    let (code, out) = doctor(&job);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        failing_line(&out, "tls").contains("x509: certificate signed by unknown authority"),
+        "{out}"
+    );
+    assert!(out.contains("fix: set ca_file"), "{out}");
+}
+
+#[test]
+fn doctor_diagnoses_a_certificate_without_the_name() {
+    let reg = TestRegistry::start(Tls::WrongName, AuthMode::Htpasswd);
+    let (code, out) = doctor(&job_for(&reg));
+    assert_eq!(code, 2, "{out}");
+    let line = failing_line(&out, "tls");
+    assert!(
+        line.contains("valid for other.test, not registry.test"),
+        "{out}"
+    );
+    assert!(out.contains("--name registry.test"), "{out}");
+}
+
+#[test]
+fn doctor_diagnoses_a_wrong_password() {
+    for mode in [AuthMode::Htpasswd, AuthMode::Token] {
+        let reg = TestRegistry::start(Tls::Good, mode);
+        let job = Job::new()
+            .with_settings(&reg.settings_block(&reg.ca_file(), ""))
+            .env("REG_PW", "wrong-password");
+        let (code, out) = doctor(&job);
+        assert_eq!(code, 2, "{out}");
+        let line = failing_line(&out, "login");
+        match mode {
+            AuthMode::Htpasswd => assert!(line.contains("incorrect username or password"), "{out}"),
+            AuthMode::Token => assert!(
+                line.contains("failed to fetch oauth token") && line.contains("401"),
+                "{out}"
+            ),
+        }
+        assert!(out.contains("check username and the password"), "{out}");
+    }
+}
+
+#[test]
+fn doctor_diagnoses_a_registry_that_is_down() {
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let ca = reg.ca_file();
+    let settings = format!(
+        "[[registries]]\nhost = \"registry.test:{}\"\nca_file = \"{}\"\n",
+        free_port(),
+        ca.display()
+    );
+    let (code, out) = doctor(&Job::new().with_settings(&settings));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        failing_line(&out, "connect").contains("connection refused"),
+        "{out}"
+    );
+    assert!(out.contains("is the registry running"), "{out}");
+}
+
+#[test]
+fn doctor_diagnoses_tls_spoken_to_a_plain_http_port_and_the_reverse() {
+    let plain = TestRegistry::start(Tls::None, AuthMode::Htpasswd);
+    let (code, out) = doctor(&job_for(&plain));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        failing_line(&out, "tls").contains("server gave HTTP response to HTTPS client"),
+        "{out}"
+    );
+    assert!(out.contains("set http = true"), "{out}");
+
+    // http = true against a TLS port.
+    let tls = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let settings = format!("[[registries]]\nhost = \"{}\"\nhttp = true\n", tls.host());
+    let (code, out) = doctor(&Job::new().with_settings(&settings));
+    assert_eq!(code, 2, "{out}");
+    assert!(failing_line(&out, "plain http").contains("HTTPS"), "{out}");
+    assert!(out.contains("remove http = true"), "{out}");
+}
+
+#[test]
+fn doctor_diagnoses_a_ca_served_as_the_server_certificate() {
+    let reg = TestRegistry::start(Tls::CaAsLeaf, AuthMode::Htpasswd);
+    let (code, out) = doctor(&job_for(&reg));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        failing_line(&out, "tls").contains("CA certificate (CA:TRUE)"),
+        "{out}"
+    );
+    assert!(out.contains("runnerx certs server"), "{out}");
+}
