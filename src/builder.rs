@@ -96,6 +96,8 @@ pub struct BuilderSpec {
     pub registries: Vec<Registry>,
     /// Proxy for dockerd, builds and job scripts.
     pub proxy: Proxy,
+    /// QEMU handlers the boot script registers from the image's binfmt.d (builtin/auto).
+    pub binfmt: Vec<String>,
 }
 
 impl BuilderSpec {
@@ -207,12 +209,13 @@ pub fn daemon_json(spec: &BuilderSpec) -> String {
 }
 
 /// Values the boot script sources (`/etc/runnerx/boot.env`).
-pub fn boot_env(slot: &Slot, rights: Rights) -> String {
+pub fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
     format!(
-        "RUNNERX_BRIDGE={}\nRUNNERX_BRIDGE_CIDR={}\nRUNNERX_CGROUP_NEST={}\n",
-        slot.bridge,
-        slot.bridge_cidr,
+        "RUNNERX_BRIDGE={}\nRUNNERX_BRIDGE_CIDR={}\nRUNNERX_CGROUP_NEST={}\nRUNNERX_BINFMT=\"{}\"\n",
+        spec.slot.bridge,
+        spec.slot.bridge_cidr,
         u8::from(rights == Rights::Privileged),
+        spec.binfmt.join(" "),
     )
 }
 
@@ -238,6 +241,18 @@ fi
 if ls /usr/local/share/ca-certificates/runnerx-*.crt >/dev/null 2>&1; then
   update-ca-certificates >/dev/null 2>&1 || echo "runnerx: update-ca-certificates failed" >&2
 fi
+# QEMU handlers from the image (binfmt builtin/auto), before dockerd starts so its
+# BuildKit sees the emulated platforms; already-registered handlers are kept.
+if [ -n "$RUNNERX_BINFMT" ]; then
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || :
+  for a in $RUNNERX_BINFMT; do
+    [ -e "/proc/sys/fs/binfmt_misc/qemu-$a" ] && continue
+    conf="/usr/lib/binfmt.d/qemu-$a.conf"
+    [ -r "$conf" ] || continue
+    grep -h "^:qemu-$a:" "$conf" > /proc/sys/fs/binfmt_misc/register 2>/dev/null \
+      || echo "runnerx: cannot register qemu-$a from $conf" >&2
+  done
+fi
 ip link show "$RUNNERX_BRIDGE" >/dev/null 2>&1 || ip link add "$RUNNERX_BRIDGE" type bridge
 ip addr replace "$RUNNERX_BRIDGE_CIDR" dev "$RUNNERX_BRIDGE"
 ip link set "$RUNNERX_BRIDGE" up
@@ -255,6 +270,46 @@ ip link del "$RUNNERX_BRIDGE" 2>/dev/null || :
 echo "runnerx: dockerd exited" >&2
 exit 1
 "#;
+
+/// Name of the buildx builder runnerx creates for the docker-container driver.
+pub const BUILDX_BUILDER: &str = "runnerx";
+
+/// `docker buildx create` for the docker-container driver: the rendered buildkitd.toml
+/// (registry CAs, mirrors), host networking (resolves registries as the builder does),
+/// a pinned BuildKit image, the configured platforms, and `--use` so plain
+/// `docker buildx build` in job scripts picks it.
+pub fn buildx_create_cmd(
+    buildkit_image: &str,
+    platforms: &[crate::settings::Platform],
+) -> Vec<String> {
+    let platforms = platforms
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    [
+        "docker",
+        "buildx",
+        "create",
+        "--name",
+        BUILDX_BUILDER,
+        "--driver",
+        "docker-container",
+        "--driver-opt",
+        "network=host",
+        "--driver-opt",
+        &format!("image={buildkit_image}"),
+        "--buildkitd-config",
+        trust::BUILDKITD_TOML,
+        "--platform",
+        &platforms,
+        "--use",
+        "--bootstrap",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect()
+}
 
 /// Command that succeeds once the inner dockerd answers, polling for up to `secs`.
 /// One exec for the whole wait instead of one per poll: an exec costs tens of ms.
@@ -281,7 +336,7 @@ pub fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
         ),
         (
             "etc/runnerx/boot.env".into(),
-            boot_env(&spec.slot, rights).into_bytes(),
+            boot_env(spec, rights).into_bytes(),
             0o644,
         ),
         (
@@ -375,6 +430,7 @@ mod tests {
             created: 1_700_000_000,
             registries: vec![],
             proxy: Proxy::default(),
+            binfmt: vec!["aarch64".into()],
         }
     }
 
@@ -452,6 +508,7 @@ mod tests {
             if path.ends_with("boot.env") {
                 assert!(s.contains("RUNNERX_BRIDGE=runnerx1\n"));
                 assert!(s.contains("RUNNERX_CGROUP_NEST=0\n"));
+                assert!(s.contains("RUNNERX_BINFMT=\"aarch64\"\n"), "{s}");
             }
             seen.push(path);
         }
@@ -466,6 +523,22 @@ mod tests {
         assert!(
             seen.contains(&"etc/buildkit/buildkitd.toml".to_string()),
             "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn buildx_create_uses_rendered_config_host_network_and_pinned_image() {
+        let platforms: Vec<_> = ["linux/amd64", "linux/arm64"]
+            .iter()
+            .map(|p| crate::settings::parse_platform(p).unwrap())
+            .collect();
+        let cmd =
+            buildx_create_cmd("harbor.example.com/mirror/buildkit:v0.23.2", &platforms).join(" ");
+        assert_eq!(
+            cmd,
+            "docker buildx create --name runnerx --driver docker-container --driver-opt network=host \
+             --driver-opt image=harbor.example.com/mirror/buildkit:v0.23.2 \
+             --buildkitd-config /etc/buildkit/buildkitd.toml --platform linux/amd64,linux/arm64 --use --bootstrap"
         );
     }
 

@@ -42,6 +42,31 @@ pub enum Command {
     Certs(CertsCommand),
     /// Check this runner host and every configured registry; explain what fails.
     Doctor(DoctorArgs),
+    /// Multi-platform manifests: join per-arch images into an index, or list one.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+/// `runnerx manifest …`
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Push an index TARGET made of the images SRC… (per-arch tags, or indexes to
+    /// flatten), copying children from other repositories of the same registry.
+    Create {
+        /// The index to push, e.g. harbor.example.com/ci/maven:3.8.5
+        target: String,
+        /// Source images, e.g. …/maven:3.8.5-amd64 …/maven:3.8.5-arm64
+        #[arg(required = true)]
+        sources: Vec<String>,
+        /// Platform of each single-platform SRC, in order (default: from its config).
+        #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
+        platforms: Vec<String>,
+    },
+    /// List the platforms and digests of an image or index.
+    Inspect {
+        /// Image reference.
+        reference: String,
+    },
 }
 
 /// `runnerx certs …`

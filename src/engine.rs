@@ -117,6 +117,16 @@ impl Engine {
         ))
     }
 
+    /// The engine's CPU architecture as a GOARCH (`amd64`, `arm64`).
+    pub async fn native_arch(&self) -> Result<String> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| Error::docker("query engine info", e))?;
+        Ok(crate::binfmt::goarch(&info.architecture.unwrap_or_default()).to_string())
+    }
+
     /// Whether `image` is in the engine's image store.
     pub async fn image_exists(&self, image: &str) -> Result<bool> {
         match self.docker.inspect_image(image).await {

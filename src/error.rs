@@ -50,6 +50,10 @@ pub enum Error {
         source: bollard::errors::Error,
     },
 
+    /// A registry refused or failed a request (message names the fix where known).
+    #[error("registry: {0}")]
+    Registry(String),
+
     /// The builder container misbehaved (did not boot, vanished, …).
     #[error("builder: {0}")]
     Builder(String),
@@ -87,6 +91,7 @@ impl Error {
             Error::Settings(_)
             | Error::Docker { .. }
             | Error::Builder(_)
+            | Error::Registry(_)
             | Error::Io { .. }
             | Error::Cancelled(_)
             | Error::Checks(_)

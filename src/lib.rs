@@ -3,6 +3,7 @@
 //!
 //! See `docs/architecture.md` for the map. Entry point: [`run`].
 
+pub mod binfmt;
 pub mod builder;
 pub mod cancel;
 pub mod certs;
@@ -57,6 +58,19 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::Doctor(args) => {
             let settings = settings()?;
             ops::doctor::doctor(&settings, args.registry.as_deref()).await
+        }
+        Command::Manifest(cmd) => {
+            let settings = settings()?;
+            match cmd {
+                cli::ManifestCommand::Create {
+                    target,
+                    sources,
+                    platforms,
+                } => ops::manifest::create(&settings, target, sources, platforms).await,
+                cli::ManifestCommand::Inspect { reference } => {
+                    ops::manifest::inspect(&settings, reference).await
+                }
+            }
         }
         Command::Gc(args) => {
             let settings = settings()?;

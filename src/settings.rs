@@ -34,6 +34,19 @@ pub struct RawSettings {
     /// `[proxy]`
     #[serde(default)]
     pub proxy: RawProxy,
+    /// `[binfmt]`
+    #[serde(default)]
+    pub binfmt: RawBinfmt,
+}
+
+/// `[binfmt]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBinfmt {
+    /// `auto | builtin | image | none`.
+    pub mode: Option<String>,
+    /// Pinned tonistiigi/binfmt image for `image` mode.
+    pub image: Option<String>,
 }
 
 /// One `[[registries]]` entry as written.
@@ -101,6 +114,10 @@ pub struct RawBuilder {
     pub lock_file: Option<PathBuf>,
     /// Images a job's `image:` may select instead of `image`.
     pub allowed_images: Option<Vec<String>>,
+    /// buildx driver jobs build with: `docker` or `docker-container`.
+    pub driver: Option<String>,
+    /// Pinned BuildKit image for the docker-container driver.
+    pub buildkit_image: Option<String>,
 }
 
 /// `RUNNERX_*` overrides (flat: envy has no nesting).
@@ -115,7 +132,47 @@ struct EnvOverrides {
     builder_subnet_pool: Option<String>,
     builder_lock_file: Option<PathBuf>,
     builder_allowed_images: Option<Vec<String>>,
+    builder_driver: Option<String>,
+    builder_buildkit_image: Option<String>,
+    binfmt_mode: Option<String>,
+    binfmt_image: Option<String>,
 }
+
+/// How QEMU emulators get registered for non-native platforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinfmtMode {
+    /// `builtin` when the builder image has the handlers, else `image`.
+    Auto,
+    /// Register `/usr/lib/binfmt.d/qemu-*.conf` from the builder image.
+    Builtin,
+    /// Run the pinned binfmt image inside the builder.
+    Image,
+    /// Leave it to the operator (no registration, no check).
+    None,
+}
+
+/// `[binfmt]`, validated.
+#[derive(Debug, Clone)]
+pub struct BinfmtSettings {
+    /// Mode.
+    pub mode: BinfmtMode,
+    /// Image for `image` mode.
+    pub image: String,
+}
+
+/// The buildx driver jobs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// The inner dockerd's own BuildKit (containerd image store): the default.
+    Docker,
+    /// A named docker-container builder with the rendered buildkitd.toml.
+    DockerContainer,
+}
+
+/// Default pins: known-good tags (buildkit.md §4 on QEMU regressions).
+pub const DEFAULT_BINFMT_IMAGE: &str = "tonistiigi/binfmt:qemu-v7.0.0-28";
+/// Default BuildKit image for the docker-container driver.
+pub const DEFAULT_BUILDKIT_IMAGE: &str = "moby/buildkit:v0.23.2";
 
 /// When to pull the builder image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +247,10 @@ pub struct BuilderSettings {
     pub lock_file: PathBuf,
     /// Images a job may select.
     pub allowed_images: Vec<String>,
+    /// buildx driver.
+    pub driver: Driver,
+    /// BuildKit image for the docker-container driver.
+    pub buildkit_image: String,
 }
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -291,6 +352,8 @@ pub struct Settings {
     pub registries: Vec<Registry>,
     /// `[proxy]`.
     pub proxy: Proxy,
+    /// `[binfmt]`.
+    pub binfmt: BinfmtSettings,
 }
 
 const KNOWN_ARCHES: &[&str] = &[
@@ -467,10 +530,72 @@ impl Settings {
         }
         let proxy = validate_proxy(raw.proxy, &file)?;
 
+        let (drv, drv_env) = pick!(driver, builder_driver);
+        let driver = match drv.as_deref().unwrap_or("docker") {
+            "docker" => Driver::Docker,
+            "docker-container" => Driver::DockerContainer,
+            other => {
+                return Err(Error::Settings(format!(
+                    "{} = {other:?} is not valid; use docker or docker-container",
+                    origin("driver", drv_env)
+                )));
+            }
+        };
+        let (bk, bk_env) = pick!(buildkit_image, builder_buildkit_image);
+        let buildkit_image = bk.unwrap_or_else(|| DEFAULT_BUILDKIT_IMAGE.into());
+        validate_image(&buildkit_image)
+            .map_err(|m| Error::Settings(format!("{} {m}", origin("buildkit_image", bk_env))))?;
+
+        let bin_origin = |key: &str, from_env: bool| {
+            if from_env {
+                format!("binfmt.{key} (from RUNNERX_BINFMT_{})", key.to_uppercase())
+            } else {
+                format!("binfmt.{key} (in {file})")
+            }
+        };
+        let mode_env = overrides.binfmt_mode.is_some();
+        let binfmt_mode = match overrides
+            .binfmt_mode
+            .or(raw.binfmt.mode)
+            .as_deref()
+            .unwrap_or("auto")
+        {
+            "auto" => BinfmtMode::Auto,
+            "builtin" => BinfmtMode::Builtin,
+            "image" => BinfmtMode::Image,
+            "none" => BinfmtMode::None,
+            other => {
+                return Err(Error::Settings(format!(
+                    "{} = {other:?} is not valid; use auto, builtin, image or none",
+                    bin_origin("mode", mode_env)
+                )));
+            }
+        };
+        let img_env = overrides.binfmt_image.is_some();
+        let binfmt_image = overrides
+            .binfmt_image
+            .or(raw.binfmt.image)
+            .unwrap_or_else(|| DEFAULT_BINFMT_IMAGE.into());
+        validate_image(&binfmt_image)
+            .map_err(|m| Error::Settings(format!("{} {m}", bin_origin("image", img_env))))?;
+        if binfmt_image.ends_with(":latest")
+            || !binfmt_image.rsplit('/').next().unwrap_or("").contains(':')
+                && !binfmt_image.contains('@')
+        {
+            return Err(Error::Settings(format!(
+                "{} = {binfmt_image:?} is not pinned; QEMU regressions break builds (buildkit.md §4): use a fixed tag such as {DEFAULT_BINFMT_IMAGE}",
+                bin_origin("image", img_env)
+            )));
+        }
+
         Ok(Settings {
             source,
             registries,
             proxy,
+            binfmt: BinfmtSettings {
+                mode: binfmt_mode,
+                image: binfmt_image,
+            },
             builder: BuilderSettings {
                 image,
                 pull_policy,
@@ -481,6 +606,8 @@ impl Settings {
                 subnet_pool,
                 lock_file,
                 allowed_images,
+                driver,
+                buildkit_image,
             },
         })
     }
@@ -864,6 +991,32 @@ subnet_pool = "10.50.0.0/20"
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn binfmt_and_driver_settings() {
+        let s = load("", &[]).unwrap();
+        assert_eq!(s.binfmt.mode, BinfmtMode::Auto);
+        assert_eq!(s.builder.driver, Driver::Docker);
+        let s = load(
+            "[builder]\ndriver = \"docker-container\"\nbuildkit_image = \"harbor.example.com/mirror/buildkit:v0.23.2\"\n[binfmt]\nmode = \"image\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.builder.driver, Driver::DockerContainer);
+        assert_eq!(s.binfmt.mode, BinfmtMode::Image);
+        let e = load("[binfmt]\nimage = \"tonistiigi/binfmt:latest\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not pinned"), "{e}");
+        let e = load("[binfmt]\nmode = \"qemu\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("binfmt.mode") && e.contains("builtin"), "{e}");
+        let e = load("", &[("RUNNERX_BUILDER_DRIVER", "kubernetes")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RUNNERX_BUILDER_DRIVER"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `/v2/` challenge, login (Basic or the Bearer token flow), push permission on
 //! `check_repository`, and Harbor's systeminfo. Exits non-zero when anything fails.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -135,35 +135,9 @@ async fn host_checks(settings: &Settings, r: &mut Report) {
     }
 }
 
-/// Resolves `host` as the builder would: `builder.extra_hosts` first, then DNS.
-async fn resolve(
-    settings: &Settings,
-    host: &str,
-    port: u16,
-) -> std::result::Result<(SocketAddr, &'static str), String> {
-    for entry in &settings.builder.extra_hosts {
-        if let Some((h, ip)) = entry.split_once(':')
-            && h == host
-            && let Ok(ip) = ip.parse::<IpAddr>()
-        {
-            return Ok((SocketAddr::new(ip, port), "builder.extra_hosts"));
-        }
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok((SocketAddr::new(ip, port), "literal address"));
-    }
-    match tokio::net::lookup_host((host, port)).await {
-        Ok(mut addrs) => addrs
-            .next()
-            .map(|a| (a, "DNS"))
-            .ok_or_else(|| "no addresses".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
     let (host, port) = registry::host_port(reg);
-    let addr = match resolve(settings, &host, port).await {
+    let addr = match registry::resolve(&settings.builder.extra_hosts, &host, port).await {
         Ok((addr, how)) => {
             r.ok("resolve", format!("{host} -> {} ({how})", addr.ip()));
             addr

@@ -2,3 +2,4 @@
 
 pub mod certs;
 pub mod doctor;
+pub mod manifest;

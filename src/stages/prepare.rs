@@ -11,13 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::binfmt::{self, Handler};
 use crate::builder::{self, BuilderSpec, Rights, Slot};
 use crate::duration::human;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::hostlock::HostLock;
 use crate::job::Job;
-use crate::settings::{Privileged, PullPolicy, Settings};
+use crate::settings::{BinfmtMode, Driver, Privileged, PullPolicy, Settings};
 use crate::stages::cleanup;
 
 /// Logs each step with its duration.
@@ -86,6 +87,10 @@ pub async fn prepare(
         )
         .await?;
 
+    let native = engine.native_arch().await?;
+    let needed = binfmt::needed(&b.platforms, &native);
+    let register_at_boot = matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
+
     // Serialize slot choice and dockerd network set-up with other prepares on this host.
     let lock_wait = b.boot_timeout * 3 + Duration::from_secs(30);
     let lock = HostLock::acquire(&b.lock_file, lock_wait, cancel).await?;
@@ -100,6 +105,11 @@ pub async fn prepare(
         created,
         registries: settings.registries.clone(),
         proxy: settings.proxy.clone(),
+        binfmt: if register_at_boot {
+            needed.iter().map(|s| (*s).to_string()).collect()
+        } else {
+            vec![]
+        },
     };
     let rights = start_builder(engine, &spec, b.privileged).await?;
     steps.done(&format!(
@@ -114,6 +124,19 @@ pub async fn prepare(
     wait_ready(engine, &name, b.boot_timeout, cancel).await?;
     drop(lock);
     steps.done("inner dockerd ready");
+    setup_platforms(settings, engine, &name, &native, &needed, cancel).await?;
+    steps.done(&format!(
+        "platforms {} ready",
+        b.platforms
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    if b.driver == Driver::DockerContainer {
+        create_buildx_builder(settings, engine, &name, cancel).await?;
+        steps.done("buildx docker-container builder ready");
+    }
     finish(job, &name, &steps);
     Ok(())
 }
@@ -284,4 +307,116 @@ async fn wait_ready(
             }));
         }
     }
+}
+
+/// Registers (image mode) and checks the QEMU handlers every non-native platform needs.
+async fn setup_platforms(
+    settings: &Settings,
+    engine: &Engine,
+    name: &str,
+    native: &str,
+    needed: &[&str],
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let mode = settings.binfmt.mode;
+    if needed.is_empty() {
+        return Ok(());
+    }
+    if mode == BinfmtMode::None {
+        tracing::info!(
+            "binfmt.mode = \"none\": not registering or checking qemu-{}",
+            needed.join(", qemu-")
+        );
+        return Ok(());
+    }
+    let check = || async {
+        let (_, out) = engine.exec_capture(name, binfmt::check_cmd(needed)).await?;
+        Ok::<_, Error>(binfmt::parse_check(needed, &out))
+    };
+    let mut states = check().await?;
+    let missing = states.iter().any(|(_, s)| *s == Handler::Missing);
+    if missing && matches!(mode, BinfmtMode::Image | BinfmtMode::Auto) {
+        let image = &settings.binfmt.image;
+        tracing::info!("registering qemu-{} with {image}", needed.join(", qemu-"));
+        let installed = tokio::select! {
+            () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
+            r = engine.exec_capture(name, binfmt::install_cmd(image, needed)) => r?,
+        };
+        if installed.0 != 0 {
+            let last = installed
+                .1
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            return Err(Error::Builder(format!(
+                "binfmt image {image} failed in the builder ({last}); mirror it into a reachable registry and set binfmt.image, or use a builder image with qemu-user-static and binfmt.mode = \"builtin\""
+            )));
+        }
+        states = check().await?;
+    }
+    let platform_of = |qemu: &str| {
+        settings
+            .builder
+            .platforms
+            .iter()
+            .find(|p| binfmt::qemu_name(&p.arch) == Some(qemu))
+            .map_or_else(|| qemu.to_string(), ToString::to_string)
+    };
+    for (qemu, state) in &states {
+        let p = platform_of(qemu);
+        let problem = match state {
+            Handler::Ok => continue,
+            Handler::Missing => format!(
+                "qemu-{qemu} is not registered in the builder ({}); use a builder image with qemu-user-static (/usr/lib/binfmt.d/qemu-{qemu}.conf) or set binfmt.mode = \"image\"",
+                match mode {
+                    BinfmtMode::Builtin =>
+                        "binfmt.mode = \"builtin\" found no handler in the image",
+                    _ => "neither the image's handlers nor the binfmt image registered it",
+                }
+            ),
+            Handler::Disabled => format!(
+                "qemu-{qemu} is registered but disabled; enable it on the host: echo 1 > /proc/sys/fs/binfmt_misc/qemu-{qemu}"
+            ),
+            Handler::NoFixBinary => format!(
+                "qemu-{qemu} is registered without the F (fix-binary) flag, so RUN steps fail with `exec format error`; remove it on the host (echo -1 > /proc/sys/fs/binfmt_misc/qemu-{qemu}) and runnerx registers it with F"
+            ),
+        };
+        return Err(Error::Builder(format!(
+            "platform {p} (non-native on {native}) has no working emulator: {problem}"
+        )));
+    }
+    Ok(())
+}
+
+/// `builder.driver = "docker-container"`: a named buildx builder in the builder, using
+/// the rendered buildkitd.toml and the host network, made the default for job scripts.
+async fn create_buildx_builder(
+    settings: &Settings,
+    engine: &Engine,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let b = &settings.builder;
+    let cmd = builder::buildx_create_cmd(&b.buildkit_image, &b.platforms);
+    let (code, out) = tokio::select! {
+        () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
+        r = engine.exec_capture(name, cmd) => r?,
+    };
+    if code != 0 {
+        let last = out
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        return Err(Error::Builder(format!(
+            "buildx could not start the docker-container builder with BuildKit image {} ({last}); mirror that image into a registry the builder can reach and set builder.buildkit_image, or use builder.driver = \"docker\"",
+            b.buildkit_image
+        )));
+    }
+    Ok(())
 }

@@ -23,6 +23,9 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use crate::settings::{Credentials, Registry};
 
+pub mod oci;
+pub mod session;
+
 /// Where Debian-family systems keep the system CA bundle.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -32,6 +35,52 @@ pub fn host_port(reg: &Registry) -> (String, u16) {
     match reg.host.rsplit_once(':') {
         Some((h, p)) => (h.to_string(), p.parse().unwrap_or(default)),
         None => (reg.host.clone(), default),
+    }
+}
+
+/// The settings entry for `host`, or an anonymous one trusting only system roots.
+pub fn registry_for(settings: &crate::settings::Settings, host: &str) -> Registry {
+    settings
+        .registries
+        .iter()
+        .find(|r| r.host == host)
+        .cloned()
+        .unwrap_or_else(|| Registry {
+            host: host.to_string(),
+            ca_pem: None,
+            ca_file: None,
+            client: None,
+            credentials: None,
+            insecure: false,
+            http: false,
+            mirror_for: vec![],
+            check_repository: None,
+        })
+}
+
+/// Resolves `host` as a builder would: `builder.extra_hosts` first, then DNS.
+pub async fn resolve(
+    extra_hosts: &[String],
+    host: &str,
+    port: u16,
+) -> Result<(SocketAddr, &'static str), String> {
+    for entry in extra_hosts {
+        if let Some((h, ip)) = entry.split_once(':')
+            && h == host
+            && let Ok(ip) = ip.parse::<std::net::IpAddr>()
+        {
+            return Ok((SocketAddr::new(ip, port), "builder.extra_hosts"));
+        }
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok((SocketAddr::new(ip, port), "literal address"));
+    }
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(mut addrs) => addrs
+            .next()
+            .map(|a| (a, "DNS"))
+            .ok_or_else(|| "no addresses".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -328,7 +377,7 @@ pub struct Client {
     creds: Option<Credentials>,
 }
 
-/// An HTTP answer reduced to what the checks need.
+/// An HTTP answer reduced to what the checks and the OCI client need.
 #[derive(Debug)]
 pub struct Answer {
     /// Status code.
@@ -337,8 +386,23 @@ pub struct Answer {
     pub challenge: Option<String>,
     /// `Location`, if any.
     pub location: Option<String>,
-    /// Body (truncated to 64 KiB).
+    /// `Content-Type` without parameters, if any.
+    pub content_type: Option<String>,
+    /// `Docker-Content-Digest`, if any.
+    pub digest: Option<String>,
+    /// Body as text (lossy), for errors and JSON answers.
     pub body: String,
+    /// Body bytes, exactly as received (manifests are hashed as sent).
+    pub bytes: Vec<u8>,
+}
+
+/// What to send besides method, URL and auth.
+#[derive(Debug, Default)]
+pub struct Extra<'a> {
+    /// `Accept` header.
+    pub accept: Option<&'a str>,
+    /// Body and its `Content-Type`.
+    pub body: Option<(Vec<u8>, &'a str)>,
 }
 
 impl Client {
@@ -398,12 +462,29 @@ impl Client {
         path: &str,
         auth: Auth<'_>,
     ) -> Result<Answer, String> {
+        self.send_with(method, path, auth, Extra::default()).await
+    }
+
+    /// Like [`Client::send`], with an `Accept` header and/or a body.
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: Auth<'_>,
+        extra: Extra<'_>,
+    ) -> Result<Answer, String> {
         let url = if path.starts_with("http") {
             path.to_string()
         } else {
             format!("{}{path}", self.base)
         };
         let mut req = self.http.request(method, &url);
+        if let Some(a) = extra.accept {
+            req = req.header(reqwest::header::ACCEPT, a);
+        }
+        if let Some((body, ct)) = extra.body {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct).body(body);
+        }
         req = match auth {
             Auth::None => req,
             Auth::Basic => match &self.creds {
@@ -422,13 +503,19 @@ impl Client {
         };
         let challenge = header("www-authenticate");
         let location = header("location");
-        let mut body = resp.text().await.unwrap_or_default();
-        body.truncate(65_536);
+        let content_type =
+            header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_string());
+        let digest = header("docker-content-digest");
+        let bytes = resp.bytes().await.map_err(|e| describe(&e))?.to_vec();
+        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(65_536)]).into_owned();
         Ok(Answer {
             status,
             challenge,
             location,
+            content_type,
+            digest,
             body,
+            bytes,
         })
     }
 
@@ -467,6 +554,14 @@ impl Client {
             .and_then(|t| t.as_str())
             .map(String::from)
             .ok_or_else(|| TokenError::Other("token endpoint answered without a token".into()))
+    }
+}
+
+/// The registry's URL base, `https://host[:port]`.
+impl Client {
+    /// `https://host[:port]` (or `http://`).
+    pub fn base(&self) -> &str {
+        &self.base
     }
 }
 

@@ -1,0 +1,315 @@
+//! An authenticated conversation with one registry: learns the `/v2/` challenge once,
+//! sends Basic credentials or fetches (and caches) Bearer tokens per scope set, and
+//! offers the few distribution-API calls runnerx needs: manifests and blobs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use reqwest::Method;
+
+use super::oci::{self, ACCEPT_ALL};
+use super::{Answer, Auth, Challenge, Client, Extra, TokenError, parse_challenge};
+use crate::settings::Registry;
+
+/// A session with one registry.
+pub struct Session {
+    client: Client,
+    host: String,
+    challenge: Option<Challenge>,
+    tokens: HashMap<Vec<String>, String>,
+}
+
+/// Turns a distribution error body into one line (`CODE: message`).
+pub fn registry_error(a: &Answer) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&a.bytes).ok();
+    let errors: Vec<String> = parsed
+        .as_ref()
+        .and_then(|v| v["errors"].as_array())
+        .map(|errs| {
+            errs.iter()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e["code"].as_str().unwrap_or("?"),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if errors.is_empty() {
+        format!("HTTP {}", a.status)
+    } else {
+        format!("HTTP {} {}", a.status, errors.join("; "))
+    }
+}
+
+impl Session {
+    /// Pings `/v2/` to learn how to authenticate.
+    pub async fn open(reg: &Registry, resolve: Option<SocketAddr>) -> Result<Session, String> {
+        let client = Client::new(reg, resolve)?;
+        let ping = client
+            .send(Method::GET, "/v2/", Auth::None)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot reach {}: {e}; `runnerx doctor --registry {}` explains why",
+                    client.base(),
+                    reg.host
+                )
+            })?;
+        let challenge = match ping.status {
+            200 => None,
+            401 => Some(
+                ping.challenge
+                    .as_deref()
+                    .and_then(parse_challenge)
+                    .ok_or_else(|| {
+                        format!("{} answered 401 without a usable challenge", reg.host)
+                    })?,
+            ),
+            _ => {
+                return Err(format!(
+                    "{}/v2/ answered {}: not a registry endpoint",
+                    client.base(),
+                    ping.status
+                ));
+            }
+        };
+        if challenge.is_some() && reg.credentials.is_none() {
+            tracing::debug!(
+                "{} wants authentication and no credentials are configured",
+                reg.host
+            );
+        }
+        Ok(Session {
+            client,
+            host: reg.host.clone(),
+            challenge,
+            tokens: HashMap::new(),
+        })
+    }
+
+    async fn auth(&mut self, scopes: &[String]) -> Result<Option<String>, String> {
+        let Some(Challenge::Bearer { realm, service }) = &self.challenge else {
+            return Ok(None);
+        };
+        let key = scopes.to_vec();
+        if let Some(t) = self.tokens.get(&key) {
+            return Ok(Some(t.clone()));
+        }
+        let token = self.client.token(realm, service.as_deref(), scopes).await.map_err(|e| match e {
+            TokenError::Denied(s) => format!(
+                "failed to fetch oauth token from {realm}: {s}; check [[registries]] username/password for {}",
+                self.host
+            ),
+            TokenError::Other(m) => format!("failed to fetch oauth token from {realm}: {m}"),
+        })?;
+        self.tokens.insert(key, token.clone());
+        Ok(Some(token))
+    }
+
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        scopes: &[String],
+        extra: Extra<'_>,
+    ) -> Result<Answer, String> {
+        let token = self.auth(scopes).await?;
+        let auth = match (&self.challenge, &token) {
+            (Some(Challenge::Basic), _) => Auth::Basic,
+            (_, Some(t)) => Auth::Bearer(t),
+            _ => Auth::None,
+        };
+        self.client.send_with(method, path, auth, extra).await
+    }
+
+    fn pull(repo: &str) -> Vec<String> {
+        vec![format!("repository:{repo}:pull")]
+    }
+
+    fn push(repo: &str) -> Vec<String> {
+        vec![format!("repository:{repo}:pull,push")]
+    }
+
+    /// GETs a manifest: (exact bytes, media type, digest).
+    pub async fn get_manifest(
+        &mut self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, String), String> {
+        let a = self
+            .call(
+                Method::GET,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                &Self::pull(repo),
+                Extra {
+                    accept: Some(ACCEPT_ALL),
+                    body: None,
+                },
+            )
+            .await?;
+        if a.status != 200 {
+            return Err(format!(
+                "{}/{repo}:{reference}: {}",
+                self.host,
+                registry_error(&a)
+            ));
+        }
+        let computed = oci::digest(&a.bytes);
+        if reference.starts_with("sha256:") && computed != reference {
+            return Err(format!(
+                "{}/{repo}@{reference}: the registry returned content with digest {computed}",
+                self.host
+            ));
+        }
+        let media = a
+            .content_type
+            .clone()
+            .filter(|c| !c.is_empty() && c != "application/json")
+            .or_else(|| {
+                serde_json::from_slice::<serde_json::Value>(&a.bytes)
+                    .ok()
+                    .and_then(|v| v["mediaType"].as_str().map(String::from))
+            })
+            .unwrap_or_else(|| oci::OCI_MANIFEST.to_string());
+        Ok((a.bytes, media, computed))
+    }
+
+    /// GETs a blob (small ones: configs).
+    pub async fn get_blob(&mut self, repo: &str, digest: &str) -> Result<Vec<u8>, String> {
+        let a = self
+            .call(
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &Self::pull(repo),
+                Extra::default(),
+            )
+            .await?;
+        if a.status != 200 {
+            return Err(format!(
+                "{}/{repo} blob {digest}: {}",
+                self.host,
+                registry_error(&a)
+            ));
+        }
+        Ok(a.bytes)
+    }
+
+    /// Whether `repo` has blob `digest`.
+    pub async fn has_blob(&mut self, repo: &str, digest: &str) -> Result<bool, String> {
+        let a = self
+            .call(
+                Method::HEAD,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &Self::pull(repo),
+                Extra::default(),
+            )
+            .await?;
+        Ok(a.status == 200)
+    }
+
+    /// Makes blob `digest` of `source` available in `target`: a cross-repository mount,
+    /// or, when the registry opens an upload instead, a copy.
+    pub async fn mount_blob(
+        &mut self,
+        target: &str,
+        source: &str,
+        digest: &str,
+    ) -> Result<(), String> {
+        if self.has_blob(target, digest).await? {
+            return Ok(());
+        }
+        // The token must cover both repositories (pull on the source).
+        let scopes = vec![
+            format!("repository:{target}:pull,push"),
+            format!("repository:{source}:pull"),
+        ];
+        let a = self
+            .call(
+                Method::POST,
+                &format!("/v2/{target}/blobs/uploads/?mount={digest}&from={source}"),
+                &scopes,
+                Extra::default(),
+            )
+            .await?;
+        match a.status {
+            201 => Ok(()),
+            202 => {
+                let location = a.location.ok_or("upload opened without a Location")?;
+                let bytes = self.get_blob(source, digest).await?;
+                self.finish_upload(target, &location, digest, bytes).await
+            }
+            _ => Err(format!(
+                "mount {digest} from {source} into {target}: {}",
+                registry_error(&a)
+            )),
+        }
+    }
+
+    async fn finish_upload(
+        &mut self,
+        repo: &str,
+        location: &str,
+        digest: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), String> {
+        let url = if location.starts_with("http") {
+            location.to_string()
+        } else {
+            format!("{}{location}", self.client.base())
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let a = self
+            .call(
+                Method::PUT,
+                &format!("{url}{sep}digest={digest}"),
+                &Self::push(repo),
+                Extra {
+                    accept: None,
+                    body: Some((bytes, "application/octet-stream")),
+                },
+            )
+            .await?;
+        if a.status != 201 {
+            return Err(format!("upload {digest} to {repo}: {}", registry_error(&a)));
+        }
+        Ok(())
+    }
+
+    /// PUTs manifest bytes under `reference`; returns the registry's digest.
+    pub async fn put_manifest(
+        &mut self,
+        repo: &str,
+        reference: &str,
+        bytes: Vec<u8>,
+        media: &str,
+    ) -> Result<String, String> {
+        let local = oci::digest(&bytes);
+        let a = self
+            .call(
+                Method::PUT,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                &Self::push(repo),
+                Extra {
+                    accept: None,
+                    body: Some((bytes, media)),
+                },
+            )
+            .await?;
+        if a.status != 201 {
+            return Err(format!(
+                "push manifest {}/{repo}:{reference}: {}",
+                self.host,
+                registry_error(&a)
+            ));
+        }
+        if let Some(d) = &a.digest
+            && *d != local
+        {
+            return Err(format!("registry stored {d} but runnerx sent {local}"));
+        }
+        Ok(local)
+    }
+}
