@@ -1,57 +1,89 @@
 #!/usr/bin/env bash
-# The demo: sets the machine up, builds runnerx, and runs one GitLab-style job through
-# it exactly as gitlab-runner's custom executor would (config → prepare → run per
-# stage → cleanup, with gitlab-runner's env and bash script shape). The job builds an
-# image inside its own DinD builder and runs it on the builder's own bridge.
-# (The multi-arch build into a TLS registry arrives with `runnerx local`, issue 4.)
+# The demo: a real multi-arch build through runnerx into a local TLS registry.
+#   1. set the machine up (Docker engine, builder image, static busybox debs);
+#   2. make a CA and a registry certificate with `runnerx certs`, start a TLS registry
+#      with a password (Debian's docker-registry) as the Harbor stand-in;
+#   3. `runnerx doctor` against it;
+#   4. seed a multi-arch base image: per-arch tags pushed by a job (`runnerx local`),
+#      joined with `runnerx manifest create`;
+#   5. build the example project (ci-templates/examples/hello) for linux/amd64 and
+#      linux/arm64 through the CI template with `runnerx local`, push it, and
+#   6. list the pushed index and run the image for both platforms (arm64 under QEMU).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$here/scripts/setup-host.sh"
 cd "$here"
 cargo build --release --locked -q
 RUNNERX="$here/target/release/runnerx"
+say() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
-tmp="$(mktemp -d /tmp/custom-executor.XXXXXX)"
-trap 'rm -rf "$tmp"' EXIT
-job_id=$(( $(date +%s) % 100000000 ))
-cat >"$tmp/runnerx.toml" <<TOML
+work="$(mktemp -d /tmp/runnerx-demo.XXXXXX)"
+reg_pid=""
+trap '[ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null; rm -rf "$work"' EXIT
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+REG="registry.test:$port"
+
+say "certificates (runnerx certs)"
+"$RUNNERX" certs ca --out "$work/pki/ca" --cn "runnerx demo CA"
+"$RUNNERX" certs server --ca "$work/pki/ca" --name registry.test --name 127.0.0.1 --out "$work/pki/registry"
+
+say "TLS registry with a password on $REG"
+export REGISTRY_PASSWORD="demo-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+htpasswd -Bbn ci "$REGISTRY_PASSWORD" >"$work/htpasswd"
+cat >"$work/registry.yml" <<YAML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $work/data}}
+http:
+  addr: 127.0.0.1:$port
+  secret: demo
+  tls: {certificate: $work/pki/registry/server.crt, key: $work/pki/registry/server.key}
+auth:
+  htpasswd: {realm: demo, path: $work/htpasswd}
+YAML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+reg_pid=$!
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+
+cat >"$work/runnerx.toml" <<TOML
 [builder]
 image = "runnerx-builder:local"
 pull_policy = "never"
+extra_hosts = ["registry.test:127.0.0.1"]
+platforms = ["linux/amd64", "linux/arm64"]
+
+[[registries]]
+host = "$REG"
+ca_file = "$work/pki/ca/ca.crt"
+username = "ci"
+password_env = "REGISTRY_PASSWORD"
+check_repository = "demo/hello"
 TOML
-printf '{"id": %s, "token": "demo-token"}' "$job_id" >"$tmp/response.json"
-export TMPDIR="$tmp" RUNNERX_CONFIG="$tmp/runnerx.toml" \
-  BUILD_FAILURE_EXIT_CODE=1 SYSTEM_FAILURE_EXIT_CODE=2 \
-  BUILD_EXIT_CODE_FILE="$tmp/build_exit_code" JOB_RESPONSE_FILE="$tmp/response.json" \
-  CUSTOM_ENV_CI_JOB_ID="$job_id" CUSTOM_ENV_CI_PROJECT_DIR=/builds/demo/app
+export RUNNERX_CONFIG="$work/runnerx.toml"
 
-# A stage script in gitlab-runner's bash shape (shells/bash.go).
-stage() {
-  local name=$1 body=$2 dir="$tmp/script$RANDOM"
-  mkdir -p "$dir"
-  {
-    printf '#!/usr/bin/env bash\n\ntrap exit 1 TERM\n\n'
-    printf 'if set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\nset +o noclobber\n'
-    printf '( trap %q TERM; eval %q ) < /dev/null\nexit 0\n' 'exit 1' \
-      "mkdir -p /builds/demo/app && cd /builds/demo/app
-$(while IFS= read -r line; do [[ -n "$line" ]] && printf 'echo %q\n%s\n' "\$ $line" "$line"; done <<<"$body")"
-  } >"$dir/script"
-  chmod 700 "$dir/script"
-  printf '\n\033[1;36m== run %s\033[0m\n' "$name"
-  "$RUNNERX" run "$dir/script" "$name"
-}
+say "runnerx doctor"
+"$RUNNERX" doctor
 
-cleanup() { printf '\n\033[1;36m== cleanup\033[0m\n'; "$RUNNERX" cleanup; rm -rf "$tmp"; }
-trap cleanup EXIT
+say "seed a multi-arch base image (per-arch tags from static busybox)"
+mkdir -p "$work/seed"
+cp scripts/seed-base/.gitlab-ci.yml "$work/seed/"
+for arch in amd64 arm64; do
+  dpkg-deb -x /var/cache/runnerx/busybox/busybox-static_*_"$arch".deb "$work/x-$arch"
+  cp "$work/x-$arch/bin/busybox" "$work/seed/busybox-$arch"
+done
+"$RUNNERX" local seed -f "$work/seed/.gitlab-ci.yml" --var "REGISTRY=$REG"
+"$RUNNERX" manifest create "$REG/base/busybox:1" "$REG/base/busybox:1-amd64" "$REG/base/busybox:1-arm64"
 
-printf '\033[1;36m== config\033[0m\n'; "$RUNNERX" config
-printf '\n\033[1;36m== prepare\033[0m\n'; "$RUNNERX" prepare
-stage prepare_script 'echo "Running on $(hostname) with $(docker version --format "docker {{.Server.Version}}")"'
-stage get_sources 'git init -q . && git --version'
-stage build_script '
-cp /bin/busybox . && printf "FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\n" > Dockerfile
-docker build -q -t demo/hello:1 .
-docker run --rm demo/hello:1 uname -m
-docker run --rm demo/hello:1 ip -4 -o addr show eth0'
-stage after_script 'docker image ls demo/hello'
-echo; echo "demo job $job_id passed"
+say "build the example project for linux/amd64 + linux/arm64 (runnerx local, CI template)"
+"$RUNNERX" local build -f ci-templates/examples/hello/.gitlab-ci.yml \
+  --var "RUNNERX_IMAGE=$REG/demo/hello" --var "BASE_IMAGE=$REG/base/busybox:1" --var "RUNNERX_TAGS=1.0"
+
+say "the pushed index"
+"$RUNNERX" manifest inspect "$REG/demo/hello:1.0"
+
+say "run it per platform in a builder"
+"$RUNNERX" prepare --job-id "demo-$port" >/dev/null
+printf 'for p in linux/amd64 linux/arm64; do echo "$p: $(docker run --rm --platform $p %s/demo/hello:1.0)"; done\n' "$REG" >"$work/run.sh"
+"$RUNNERX" run --job-id "demo-$port" "$work/run.sh" build_script
+"$RUNNERX" cleanup --job-id "demo-$port" 2>/dev/null
+say "demo passed"

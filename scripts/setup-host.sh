@@ -34,5 +34,19 @@ if ! docker info >/dev/null 2>&1; then
 fi
 log "docker engine $(docker version --format '{{.Server.Version}}')"
 
+# Static busybox for amd64 and arm64: the seed of multi-arch base images in tests and
+# the demo (no container registry is reachable).
+cache=/var/cache/runnerx/busybox
+if ! ls "$cache"/busybox-static_*_arm64.deb >/dev/null 2>&1 || ! ls "$cache"/busybox-static_*_amd64.deb >/dev/null 2>&1; then
+  log "downloading busybox-static for amd64 and arm64"
+  $SUDO mkdir -p "$cache"
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $SUDO dpkg --add-architecture arm64
+    $SUDO apt-get update -qq
+  fi
+  (cd "$cache" && $SUDO apt-get download -qq busybox-static:amd64 busybox-static:arm64 2>/dev/null) \
+    || { $SUDO apt-get update -qq; (cd "$cache" && $SUDO apt-get download -qq busybox-static:amd64 busybox-static:arm64); }
+fi
+
 "$here/docker/build-builder-image.sh" >/dev/null
 log "builder image ready: $(docker/build-builder-image.sh --print-tag 2>/dev/null || true)"

@@ -42,6 +42,9 @@ pub enum Command {
     Certs(CertsCommand),
     /// Check this runner host and every configured registry; explain what fails.
     Doctor(DoctorArgs),
+    /// Run one job of a .gitlab-ci.yml on this host through a runnerx builder
+    /// (config → prepare → each stage → cleanup), like the removed `gitlab-runner exec`.
+    Local(LocalArgs),
     /// Multi-platform manifests: join per-arch images into an index, or list one.
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -123,6 +126,22 @@ pub enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `local` arguments.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// The job to run.
+    pub job: String,
+    /// Pipeline file.
+    #[arg(short = 'f', long = "file", default_value = ".gitlab-ci.yml")]
+    pub file: PathBuf,
+    /// Directory copied into the builder as the project (default: the file's directory).
+    #[arg(long, value_name = "DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Extra or overriding variable (repeat).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
 }
 
 /// `doctor` arguments.

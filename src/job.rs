@@ -141,6 +141,18 @@ impl Job {
         })
     }
 
+    /// A job run by `runnerx local` (no gitlab-runner): a generated id, the pipeline
+    /// job's `image:`, logs like under GitLab.
+    pub fn local(image: Option<String>) -> Job {
+        Job {
+            id: format!("local-{}", random_hex(4)),
+            id_source: IdSource::Generated,
+            under_gitlab: true,
+            build_exit_code_file: None,
+            image,
+        }
+    }
+
     /// Name of the builder container (also the `hostname` reported by `config`).
     pub fn builder_name(&self) -> String {
         format!("runnerx-{}", self.id)

@@ -16,6 +16,7 @@ pub mod hostlock;
 pub mod job;
 pub mod logging;
 pub mod ops;
+pub mod pipeline;
 pub mod registry;
 pub mod settings;
 pub mod stages;
@@ -58,6 +59,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::Doctor(args) => {
             let settings = settings()?;
             ops::doctor::doctor(&settings, args.registry.as_deref()).await
+        }
+        Command::Local(args) => {
+            let settings = settings()?;
+            ops::local::local(&settings, args, &cancel).await
         }
         Command::Manifest(cmd) => {
             let settings = settings()?;

@@ -2,4 +2,5 @@
 
 pub mod certs;
 pub mod doctor;
+pub mod local;
 pub mod manifest;

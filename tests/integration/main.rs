@@ -5,5 +5,7 @@ mod registry;
 mod support;
 
 mod executor;
+mod multiarch;
 mod protocol;
+mod templates;
 mod trust;

@@ -1,0 +1,260 @@
+//! `runnerx local JOB [-f .gitlab-ci.yml]`: one pipeline job on this host through the
+//! executor's own stages — the replacement for the removed `gitlab-runner exec`.
+//!
+//! The job is resolved (`pipeline`), predefined `CI_*` variables are added, the project
+//! directory is copied into the builder as the checkout (get_sources), and each stage
+//! script, in gitlab-runner's bash shape, goes through the same `prepare`, `run` and
+//! `cleanup` code gitlab-runner drives. after_script runs even when the build fails;
+//! cleanup always runs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::LocalArgs;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::pipeline::{self, Pipeline};
+use crate::settings::Settings;
+use crate::stages;
+
+/// Runs the job.
+pub async fn local(
+    settings: &Settings,
+    args: &LocalArgs,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let pipeline = Pipeline::load(&args.file).map_err(Error::Usage)?;
+    let def = pipeline.job(&args.job).map_err(Error::Usage)?;
+    let project = match &args.project_dir {
+        Some(d) => d.clone(),
+        None => args
+            .file
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    let project = std::fs::canonicalize(&project)
+        .map_err(|e| Error::io("open project directory", &project, e))?;
+    let name = project
+        .file_name()
+        .map_or_else(|| "project".into(), |n| n.to_string_lossy().to_lowercase());
+    let project_dir = format!("{}/local/{name}", stages::config::BUILDS_DIR);
+
+    let job = Job::local(def.image.clone());
+    let vars = variables(&def, &job, &name, &project_dir, &project, &args.vars)?;
+    let engine = Engine::connect().await?;
+    let tmp = tempdir()?;
+
+    let config = stages::config::output(Some(&job));
+    tracing::info!(
+        "running job {:?} as {} with {} {}",
+        def.name,
+        job.id,
+        config.driver.name,
+        config.driver.version
+    );
+    let result = async {
+        stages::prepare::prepare(settings, &job, &engine, cancel).await?;
+        let run = |stage: &'static str, commands: Vec<String>, vars: Vec<(String, String)>| {
+            let tmp = tmp.clone();
+            let job = job.clone();
+            let engine = engine.clone();
+            let project_dir = project_dir.clone();
+            async move {
+                let path = tmp.join(format!("{stage}.sh"));
+                let cd = (stage != "prepare_script").then_some(project_dir.as_str());
+                write_private(&path, &pipeline::bash_script(&vars, cd, &commands))?;
+                section(stage);
+                stages::run::run(&job, &engine, &path, stage, cancel).await
+            }
+        };
+        run(
+            "prepare_script",
+            vec!["echo \"Running on $(hostname) via runnerx local...\"".into()],
+            vars.clone(),
+        )
+        .await?;
+        section("get_sources");
+        get_sources(&engine, &job, &project, &project_dir).await?;
+        let mut build = def.before_script.clone();
+        build.extend(def.script.clone());
+        let outcome = run("build_script", build, vars.clone()).await;
+        if !def.after_script.is_empty() {
+            let status = if outcome.is_ok() { "success" } else { "failed" };
+            let mut after_vars = vars.clone();
+            after_vars.push(("CI_JOB_STATUS".into(), status.into()));
+            if let Err(e) = run("after_script", def.after_script.clone(), after_vars).await {
+                tracing::warn!("after_script failed (ignored, as in GitLab): {e}");
+            }
+        }
+        outcome
+    }
+    .await;
+    section("cleanup");
+    if let Err(e) = stages::cleanup::cleanup(settings, &job, &engine).await {
+        tracing::warn!("cleanup: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    match &result {
+        Ok(()) => println!("\x1b[32;1mJob succeeded\x1b[0;m"),
+        Err(Error::Script { code }) => {
+            println!("\x1b[31;1mERROR: Job failed: exit code {code}\x1b[0;m")
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+fn section(stage: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\x1b[36;1m== {stage}\x1b[0;m");
+    let _ = out.flush();
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("runnerx-local-{}", crate::job::random_hex(6)));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    Ok(dir)
+}
+
+/// Stage scripts hold every variable: owner-only, like gitlab-runner's 0700 scripts.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o700)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| Error::io("write", path, e))
+}
+
+fn git(project: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(project)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Predefined variables, then the pipeline's, then `--var`s; values expanded in order.
+fn variables(
+    def: &pipeline::JobDef,
+    job: &Job,
+    name: &str,
+    project_dir: &str,
+    project: &Path,
+    overrides: &[String],
+) -> Result<Vec<(String, String)>> {
+    let sha = git(project, &["rev-parse", "HEAD"]).unwrap_or_else(|| "0".repeat(40));
+    let branch =
+        git(project, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|| "local".into());
+    let slug: String = branch
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut ordered: Vec<(String, String)> = vec![
+        ("CI".into(), "true".into()),
+        ("GITLAB_CI".into(), "true".into()),
+        ("CI_JOB_ID".into(), job.id.clone()),
+        ("CI_JOB_NAME".into(), def.name.clone()),
+        ("CI_JOB_STAGE".into(), "build".into()),
+        ("CI_PIPELINE_SOURCE".into(), "runnerx-local".into()),
+        ("CI_PROJECT_NAME".into(), name.into()),
+        ("CI_PROJECT_DIR".into(), project_dir.into()),
+        ("CI_BUILDS_DIR".into(), stages::config::BUILDS_DIR.into()),
+        ("CI_COMMIT_SHA".into(), sha.clone()),
+        ("CI_COMMIT_SHORT_SHA".into(), sha[..8.min(sha.len())].into()),
+        ("CI_COMMIT_REF_NAME".into(), branch),
+        ("CI_COMMIT_REF_SLUG".into(), slug.trim_matches('-').into()),
+    ];
+    // A later definition (job over global, --var over both) replaces the value in
+    // place, before expansion, as GitLab's precedence does.
+    let mut set = |k: &str, v: &str| match ordered.iter_mut().find(|(o, _)| o == k) {
+        Some(slot) => slot.1 = v.to_string(),
+        None => ordered.push((k.to_string(), v.to_string())),
+    };
+    for (k, v) in &def.variables {
+        set(k, v);
+    }
+    for kv in overrides {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--var {kv:?} must be KEY=VALUE")))?;
+        set(k, v);
+    }
+    let mut known: BTreeMap<String, String> = BTreeMap::new();
+    let mut out: Vec<(String, String)> = vec![];
+    for (k, v) in ordered {
+        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.is_empty() {
+            return Err(Error::Usage(format!(
+                "variable name {k:?} must be letters, digits and _"
+            )));
+        }
+        let v = pipeline::expand(&v, &known);
+        known.insert(k.clone(), v.clone());
+        out.retain(|(o, _)| *o != k);
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// Copies the project into the builder (git-tracked and untracked-not-ignored files
+/// when it is a git work tree, else everything but `.git` and `target`).
+async fn get_sources(engine: &Engine, job: &Job, project: &Path, project_dir: &str) -> Result<()> {
+    let files: Vec<PathBuf> = match git(project, &["ls-files", "-co", "--exclude-standard", "-z"]) {
+        Some(list) => list
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        None => walk(project, Path::new("")),
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    let root = project_dir.trim_start_matches('/');
+    for rel in &files {
+        let full = project.join(rel);
+        if full.is_file() || full.is_symlink() {
+            b.append_path_with_name(&full, Path::new(root).join(rel))
+                .map_err(|e| Error::io("read project file", &full, e))?;
+        }
+    }
+    let tar = b.into_inner().map_err(|e| Error::io("pack", project, e))?;
+    println!(
+        "copying {} files of {} into {project_dir}",
+        files.len(),
+        project.display()
+    );
+    engine.upload(&job.builder_name(), tar).await
+}
+
+fn walk(root: &Path, rel: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name == ".git" || name == "target" {
+            continue;
+        }
+        let r = rel.join(&name);
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(walk(root, &r)),
+            Ok(_) => out.push(r),
+            Err(_) => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,499 @@
+//! `.gitlab-ci.yml` for `runnerx local` (and the template checks): load a pipeline
+//! file with its `include: local:` files, validate its shape, and resolve one job
+//! (`extends`, `default`, variables) into what gitlab-runner would hand the executor.
+//! Also renders stage scripts in gitlab-runner's bash shape (`shells/bash.go`).
+//!
+//! Only the subset a build job uses is supported: `include: local`, `variables`,
+//! `default`, `extends`, `image`, `before_script`, `script`, `after_script`. Anything
+//! else is kept but ignored; unsupported `include` kinds are an error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// Top-level keys that are not jobs.
+const RESERVED: &[&str] = &[
+    "default",
+    "include",
+    "stages",
+    "variables",
+    "workflow",
+    "image",
+    "services",
+    "cache",
+    "before_script",
+    "after_script",
+];
+
+/// A loaded pipeline: the merged top level of the file and its includes.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    doc: Map<String, Value>,
+    /// Files read, in include order (the main file last).
+    pub files: Vec<PathBuf>,
+}
+
+/// One job, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDef {
+    /// Job name.
+    pub name: String,
+    /// `image:` name, if any.
+    pub image: Option<String>,
+    /// Global then job variables, unexpanded, in order.
+    pub variables: Vec<(String, String)>,
+    /// `before_script` lines.
+    pub before_script: Vec<String>,
+    /// `script` lines.
+    pub script: Vec<String>,
+    /// `after_script` lines.
+    pub after_script: Vec<String>,
+}
+
+fn parse_yaml(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let v: Value = serde_saphyr::from_str(&text).map_err(|e| {
+        format!(
+            "{}: {}",
+            path.display(),
+            e.to_string().lines().next().unwrap_or("invalid YAML")
+        )
+    })?;
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(format!(
+            "{}: the top level must be a mapping of keywords and jobs",
+            path.display()
+        )),
+    }
+}
+
+/// The repository root for `include: local:` paths: the nearest ancestor holding `.git`,
+/// else the pipeline file's directory.
+pub fn repo_root(file: &Path) -> PathBuf {
+    let dir = file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    dir.ancestors()
+        .find(|a| a.join(".git").exists())
+        .map_or(dir.clone(), Path::to_path_buf)
+}
+
+/// Deep merge as GitLab does for `extends` and includes: mappings merge key by key,
+/// everything else (arrays included) is replaced by `over`.
+fn merge(base: &Value, over: &Value) -> Value {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            let mut out = b.clone();
+            for (k, v) in o {
+                let merged = match out.get(k) {
+                    Some(bv) => merge(bv, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        _ => over.clone(),
+    }
+}
+
+impl Pipeline {
+    /// Loads `file` and its local includes (relative to [`repo_root`]).
+    pub fn load(file: &Path) -> Result<Pipeline, String> {
+        let root = repo_root(file);
+        let main = parse_yaml(file)?;
+        let mut merged = Map::new();
+        let mut files = vec![];
+        let includes = match main.get("include") {
+            None => vec![],
+            Some(Value::Array(a)) => a.clone(),
+            Some(other) => vec![other.clone()],
+        };
+        for inc in includes {
+            let local = match &inc {
+                Value::String(s) if !s.starts_with("http") => s.clone(),
+                Value::Object(m) if m.get("local").is_some() => {
+                    m["local"].as_str().unwrap_or_default().to_string()
+                }
+                other => {
+                    return Err(format!(
+                        "{}: include {other} is not supported by runnerx local (only `local:` files)",
+                        file.display()
+                    ));
+                }
+            };
+            let path = root.join(local.trim_start_matches('/'));
+            let doc = parse_yaml(&path).map_err(|e| format!("include {local:?}: {e}"))?;
+            if doc.contains_key("include") {
+                return Err(format!(
+                    "{}: nested includes are not supported by runnerx local",
+                    path.display()
+                ));
+            }
+            merged = match merge(&Value::Object(merged), &Value::Object(doc)) {
+                Value::Object(m) => m,
+                _ => unreachable!("merging mappings gives a mapping"),
+            };
+            files.push(path);
+        }
+        let mut main = main;
+        main.remove("include");
+        let doc = match merge(&Value::Object(merged), &Value::Object(main)) {
+            Value::Object(m) => m,
+            _ => unreachable!("merging mappings gives a mapping"),
+        };
+        files.push(file.to_path_buf());
+        let p = Pipeline { doc, files };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the GitLab CI shape: jobs are mappings; visible jobs have a script after
+    /// `extends`; `extends` targets exist; scripts are strings or lists of strings.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in &self.doc {
+            if RESERVED.contains(&name.as_str()) {
+                if name == "variables" {
+                    variables_of(v).map_err(|e| format!("variables: {e}"))?;
+                }
+                continue;
+            }
+            if !v.is_object() {
+                return Err(format!("job {name:?} must be a mapping"));
+            }
+            let resolved = self.resolve(name, 0)?;
+            if !name.starts_with('.')
+                && resolved.get("script").is_none()
+                && resolved.get("trigger").is_none()
+            {
+                return Err(format!(
+                    "job {name:?} has no script (directly or through extends)"
+                ));
+            }
+            for key in ["before_script", "script", "after_script"] {
+                if let Some(s) = resolved.get(key) {
+                    lines(s).map_err(|e| format!("job {name:?} {key}: {e}"))?;
+                }
+            }
+            if let Some(v) = resolved.get("variables") {
+                variables_of(v).map_err(|e| format!("job {name:?} variables: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Visible job names.
+    pub fn jobs(&self) -> Vec<String> {
+        self.doc
+            .iter()
+            .filter(|(k, v)| {
+                !RESERVED.contains(&k.as_str()) && !k.starts_with('.') && v.is_object()
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn resolve(&self, name: &str, depth: usize) -> Result<Map<String, Value>, String> {
+        if depth > 11 {
+            return Err(format!(
+                "job {name:?}: extends nests deeper than 11 levels (a cycle?)"
+            ));
+        }
+        let Some(Value::Object(job)) = self.doc.get(name) else {
+            return Err(format!("no job {name:?}; jobs: {}", self.jobs().join(", ")));
+        };
+        let parents = match job.get("extends") {
+            None => vec![],
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            Some(_) => {
+                return Err(format!(
+                    "job {name:?}: extends must be a job name or a list of them"
+                ));
+            }
+        };
+        let mut base = Value::Object(Map::new());
+        for p in parents {
+            if !self.doc.contains_key(&p) {
+                return Err(format!("job {name:?} extends {p:?}, which is not defined"));
+            }
+            base = merge(&base, &Value::Object(self.resolve(&p, depth + 1)?));
+        }
+        let mut own = job.clone();
+        own.remove("extends");
+        match merge(&base, &Value::Object(own)) {
+            Value::Object(m) => Ok(m),
+            _ => unreachable!("merging mappings gives a mapping"),
+        }
+    }
+
+    /// Resolves one visible job.
+    pub fn job(&self, name: &str) -> Result<JobDef, String> {
+        if name.starts_with('.') {
+            return Err(format!(
+                "{name:?} is a hidden job (template); run a job that extends it"
+            ));
+        }
+        let job = self.resolve(name, 0)?;
+        let default = self
+            .doc
+            .get("default")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let pick = |k: &str| {
+            job.get(k)
+                .or_else(|| default.get(k))
+                .or_else(|| self.doc.get(k))
+        };
+        let script_of = |k: &str| {
+            pick(k)
+                .map(lines)
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let image = match pick("image") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(m)) => m.get("name").and_then(Value::as_str).map(String::from),
+            _ => None,
+        };
+        let mut variables = match self.doc.get("variables") {
+            Some(v) => variables_of(v)?,
+            None => vec![],
+        };
+        if let Some(v) = job.get("variables") {
+            variables.extend(variables_of(v)?);
+        }
+        Ok(JobDef {
+            name: name.to_string(),
+            image,
+            variables,
+            before_script: script_of("before_script")?,
+            script: script_of("script")?,
+            after_script: script_of("after_script")?,
+        })
+    }
+}
+
+/// Script lines: a string or a list of strings (nested lists, as `!reference` gives,
+/// are flattened one level).
+fn lines(v: &Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(a) => {
+            let mut out = vec![];
+            for item in a {
+                match item {
+                    Value::String(s) => out.push(s.clone()),
+                    Value::Array(inner) if inner.iter().all(Value::is_string) => {
+                        out.extend(inner.iter().filter_map(|s| s.as_str().map(String::from)));
+                    }
+                    other => return Err(format!("script lines must be strings, found {other}")),
+                }
+            }
+            Ok(out)
+        }
+        other => Err(format!(
+            "must be a string or a list of strings, found {other}"
+        )),
+    }
+}
+
+/// `variables:` entries: scalars, or mappings with `value` (and `description`).
+fn variables_of(v: &Value) -> Result<Vec<(String, String)>, String> {
+    let Value::Object(m) = v else {
+        return Err("must be a mapping".into());
+    };
+    m.iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => String::new(),
+                Value::Object(o) => match o.get("value") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                },
+                Value::Array(_) => return Err(format!("{k} must be a string, not a list")),
+            };
+            Ok((k.clone(), value))
+        })
+        .collect()
+}
+
+/// Expands `$VAR` and `${VAR}` from `known` (unknown ones become empty, `$$` is `$`),
+/// as GitLab expands variable values before the job starts.
+pub fn expand(value: &str, known: &BTreeMap<String, String>) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '$' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'$') {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        let (name, next) = if chars.get(i + 1) == Some(&'{') {
+            match chars[i + 2..].iter().position(|c| *c == '}') {
+                Some(end) => (
+                    chars[i + 2..i + 2 + end].iter().collect::<String>(),
+                    i + 3 + end,
+                ),
+                None => (String::new(), i + 1),
+            }
+        } else {
+            let len = chars[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                .count();
+            (chars[i + 1..i + 1 + len].iter().collect(), i + 1 + len)
+        };
+        if name.is_empty() {
+            out.push('$');
+            i += 1;
+        } else {
+            out.push_str(known.get(&name).map_or("", String::as_str));
+            i = next;
+        }
+    }
+    out
+}
+
+fn single_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A stage script in gitlab-runner's bash shape: shebang, `trap exit 1 TERM`, pipefail
+/// and errexit, then the body (variables exported, `cd` into the project, each command
+/// echoed in green before it runs) evaluated in a subshell reading /dev/null.
+/// `project_dir` is `None` for stages that run before the checkout exists.
+pub fn bash_script(
+    vars: &[(String, String)],
+    project_dir: Option<&str>,
+    commands: &[String],
+) -> String {
+    let mut body = String::new();
+    for (k, v) in vars {
+        body.push_str(&format!("export {k}={}\n", single_quote(v)));
+    }
+    if let Some(dir) = project_dir {
+        body.push_str(&format!("cd {}\n", single_quote(dir)));
+    }
+    for c in commands {
+        let first = c.lines().next().unwrap_or("");
+        let shown = if c.trim_end().contains('\n') {
+            format!("{first} # collapsed multi-line command")
+        } else {
+            first.to_string()
+        };
+        body.push_str(&format!(
+            "echo {}\n{c}\n",
+            single_quote(&format!("\x1b[32;1m$ {shown}\x1b[0;m"))
+        ));
+    }
+    format!(
+        "#!/usr/bin/env bash\n\ntrap exit 1 TERM\n\nif set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\nset +o noclobber\n( trap 'exit 1' TERM; eval {} ) < /dev/null\nexit 0\n",
+        single_quote(&body)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn includes_extends_default_and_variables_resolve() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join(".git")).unwrap();
+        write(
+            d.path(),
+            "t/template.yml",
+            "variables:\n  PLATFORMS: linux/amd64\n  TAGS: latest\n.build:\n  before_script: [echo before]\n  script:\n    - echo build $IMAGE\n  variables:\n    MODE: template\n",
+        );
+        let main = write(
+            d.path(),
+            "app/.gitlab-ci.yml",
+            "include:\n  - local: /t/template.yml\nvariables:\n  IMAGE: reg/app\n  TAGS: v1\ndefault:\n  after_script: [echo after]\nbuild:\n  extends: .build\n  variables:\n    MODE: job\n",
+        );
+        let p = Pipeline::load(&main).unwrap();
+        assert_eq!(p.jobs(), ["build"]);
+        let j = p.job("build").unwrap();
+        assert_eq!(j.before_script, ["echo before"]);
+        assert_eq!(j.script, ["echo build $IMAGE"]);
+        assert_eq!(j.after_script, ["echo after"]);
+        let vars: BTreeMap<_, _> = j.variables.iter().cloned().collect();
+        assert_eq!(vars["TAGS"], "v1", "the project overrides the template");
+        assert_eq!(vars["PLATFORMS"], "linux/amd64");
+        assert_eq!(vars["MODE"], "job");
+        assert!(p.job(".build").is_err());
+        assert!(p.job("nope").unwrap_err().contains("jobs: build"));
+    }
+
+    #[test]
+    fn shape_errors_are_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(d.path(), "a.yml", "build:\n  image: x\n");
+        assert!(Pipeline::load(&f).unwrap_err().contains("has no script"));
+        let f = write(d.path(), "b.yml", "build:\n  extends: .missing\n");
+        assert!(Pipeline::load(&f).unwrap_err().contains("not defined"));
+        let f = write(d.path(), "c.yml", "build:\n  script: [1, 2]\n");
+        assert!(Pipeline::load(&f).unwrap_err().contains("must be strings"));
+        let f = write(d.path(), "d.yml", "build: [\n");
+        assert!(
+            Pipeline::load(&f)
+                .unwrap_err()
+                .starts_with(&format!("{}:", f.display()))
+        );
+        let f = write(
+            d.path(),
+            "e.yml",
+            "include:\n  - remote: https://x/y.yml\nb:\n  script: [x]\n",
+        );
+        assert!(Pipeline::load(&f).unwrap_err().contains("only `local:`"));
+    }
+
+    #[test]
+    fn variables_expand_like_gitlab() {
+        let known = BTreeMap::from([
+            ("A".to_string(), "x".to_string()),
+            ("B_1".to_string(), "y".to_string()),
+        ]);
+        assert_eq!(expand("$A/${B_1}:$NOPE-$$A", &known), "x/y:-$A");
+        assert_eq!(expand("cost: 5$", &known), "cost: 5$");
+    }
+
+    #[test]
+    fn bash_script_has_gitlab_runner_shape() {
+        let s = bash_script(
+            &[("K".into(), "it's".into())],
+            Some("/builds/app"),
+            &["echo hi".into()],
+        );
+        assert!(s.starts_with("#!/usr/bin/env bash\n\ntrap exit 1 TERM\n"));
+        assert!(s.contains("set -o errexit"));
+        assert!(s.contains("( trap 'exit 1' TERM; eval '"));
+        assert!(s.ends_with(") < /dev/null\nexit 0\n"));
+        assert!(s.contains(r"export K='\''it'\''\'\'''\''s'\''"), "{s}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Multi-platform builds end to end: a multi-arch base seeded into a real TLS registry
+//! (per-arch tags joined by `runnerx manifest create`), the example project built for
+//! linux/amd64 + linux/arm64 through the CI template by `runnerx local`, and the images
+//! run per platform under real QEMU.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls};
+use crate::support::{Job, assert_code, require_docker, text};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Extracts the static busybox of `arch` from the deb scripts/setup-host.sh caches.
+fn busybox(arch: &str, into: &Path) {
+    let cache = Path::new("/var/cache/runnerx/busybox");
+    let deb = std::fs::read_dir(cache)
+        .ok()
+        .and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(&format!("_{arch}.deb")))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no busybox-static {arch} deb in {}: run scripts/setup-host.sh",
+                cache.display()
+            )
+        });
+    let x = tempfile::tempdir().unwrap();
+    let ok = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(x.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "dpkg-deb -x {}", deb.display());
+    std::fs::copy(
+        x.path().join("bin/busybox"),
+        into.join(format!("busybox-{arch}")),
+    )
+    .unwrap();
+}
+
+#[test]
+fn example_project_builds_both_platforms_through_the_template() {
+    require_docker();
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let host = reg.host();
+    let job = Job::new()
+        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
+        .env("REG_PW", PASSWORD);
+
+    // 1. Seed: per-arch tags from static busyboxes, through `runnerx local`.
+    let seed = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("scripts/seed-base/.gitlab-ci.yml"),
+        seed.path().join(".gitlab-ci.yml"),
+    )
+    .unwrap();
+    busybox("amd64", seed.path());
+    busybox("arm64", seed.path());
+    let pipeline = seed.path().join(".gitlab-ci.yml");
+    let out = job.runnerx(&[
+        "local",
+        "seed",
+        "-f",
+        pipeline.to_str().unwrap(),
+        "--var",
+        &format!("REGISTRY={host}"),
+    ]);
+    assert_code(&out, 0);
+    assert!(text(&out).0.contains("Job succeeded"), "{}", text(&out).0);
+
+    // 2. Join them: the seed workflow of `runnerx manifest create`.
+    let base = format!("{host}/base/busybox:1");
+    let out = job.runnerx(&[
+        "manifest",
+        "create",
+        &base,
+        &format!("{base}-amd64"),
+        &format!("{base}-arm64"),
+    ]);
+    assert_code(&out, 0);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("linux/amd64") && stdout.contains("linux/arm64"),
+        "{stdout}"
+    );
+    // Into another repository too (children copied by blob mount).
+    let copy = format!("{host}/mirror/busybox:1");
+    assert_code(
+        &job.runnerx(&[
+            "manifest",
+            "create",
+            &copy,
+            &format!("{base}-amd64"),
+            &format!("{base}-arm64"),
+        ]),
+        0,
+    );
+
+    // 3. The example project, through the template: FROM the base, RUN per platform.
+    let example = repo().join("ci-templates/examples/hello/.gitlab-ci.yml");
+    let out = job.runnerx(&[
+        "local",
+        "build",
+        "-f",
+        example.to_str().unwrap(),
+        "--var",
+        &format!("RUNNERX_IMAGE={host}/demo/hello"),
+        "--var",
+        &format!("BASE_IMAGE={base}"),
+        "--var",
+        "RUNNERX_TAGS=1.0",
+    ]);
+    assert_code(&out, 0);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.contains(&format!(
+            "index {host}/demo/hello:1.0 has: linux/amd64 linux/arm64"
+        )),
+        "{stdout}\n{stderr}"
+    );
+
+    // 4. The registry holds an index with both platforms.
+    let out = job.runnerx(&["manifest", "inspect", &format!("{host}/demo/hello:1.0")]);
+    assert_code(&out, 0);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("linux/amd64") && stdout.contains("linux/arm64"),
+        "{stdout}"
+    );
+
+    // 5. Both images run per platform in a builder: natively and under QEMU.
+    let mut runner = Job::new()
+        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
+        .env("REG_PW", PASSWORD);
+    assert_code(&runner.prepare(), 0);
+    let out = runner.run(
+        "build_script",
+        &format!(
+            "docker run --rm --platform linux/arm64 {host}/demo/hello:1.0 cat /etc/arch\n\
+             docker run --rm --platform linux/amd64 {host}/demo/hello:1.0 cat /etc/arch\n\
+             echo base-arm64=$(docker run --rm --platform linux/arm64 {base} uname -m)\n\
+             echo base-amd64=$(docker run --rm --platform linux/amd64 {base} uname -m)\n\
+             echo copy-arm64=$(docker run --rm --platform linux/arm64 {copy} uname -m)\n\
+             grep -E '^(enabled|flags)' /proc/sys/fs/binfmt_misc/qemu-aarch64"
+        ),
+    );
+    assert_code(&out, 0);
+    let (stdout, _) = text(&out);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.contains("$ ")).collect();
+    assert!(lines.contains(&"aarch64"), "{stdout}");
+    assert!(lines.contains(&"x86_64"), "{stdout}");
+    assert!(
+        lines.contains(&"base-arm64=aarch64") && lines.contains(&"base-amd64=x86_64"),
+        "{stdout}"
+    );
+    assert!(lines.contains(&"copy-arm64=aarch64"), "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("flags:") && l.contains('F')),
+        "{stdout}"
+    );
+    assert_code(&runner.cleanup(), 0);
+}
+
+#[test]
+fn docker_container_driver_with_a_missing_buildkit_image_fails_clearly() {
+    require_docker();
+    let mut job = Job::new().with_settings("").settings(&format!(
+        "[builder]\nimage = \"{}\"\npull_policy = \"never\"\ndriver = \"docker-container\"\nbuildkit_image = \"registry.invalid/mirror/buildkit:v0.23.2\"\n",
+        crate::support::BUILDER_IMAGE
+    ));
+    let out = job.prepare();
+    assert_code(&out, 2);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("registry.invalid/mirror/buildkit:v0.23.2"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("builder.buildkit_image"), "{stderr}");
+    assert_code(&job.cleanup(), 0);
+}
+
+#[test]
+fn binfmt_image_mode_with_a_missing_image_names_the_emulator_fix() {
+    require_docker();
+    let mut job = Job::new().settings(&format!(
+        "[builder]\nimage = \"{}\"\npull_policy = \"never\"\n[binfmt]\nmode = \"image\"\nimage = \"registry.invalid/tonistiigi/binfmt:qemu-v7.0.0-28\"\n",
+        crate::support::BUILDER_IMAGE
+    ));
+    let out = job.prepare();
+    assert_code(&out, 2);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("registry.invalid/tonistiigi/binfmt:qemu-v7.0.0-28"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("binfmt.mode = \"builtin\""), "{stderr}");
+    assert_code(&job.cleanup(), 0);
+}
