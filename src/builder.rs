@@ -28,6 +28,10 @@ use crate::trust;
 pub const LABEL_JOB: &str = "runnerx.job";
 /// Unix time the object was created (for `gc`).
 pub const LABEL_CREATED: &str = "runnerx.created";
+/// On a builder: the cache volume it mounts. On a cache volume: its key.
+pub const LABEL_CACHE: &str = "runnerx.cache";
+/// On a cache volume: the project it belongs to.
+pub const LABEL_CACHE_PROJECT: &str = "runnerx.cache-project";
 /// The network slot a builder holds.
 pub const LABEL_SLOT: &str = "runnerx.slot";
 /// The host bridge a builder owns.
@@ -98,19 +102,21 @@ pub struct BuilderSpec {
     pub proxy: Proxy,
     /// QEMU handlers the boot script registers from the image's binfmt.d (builtin/auto).
     pub binfmt: Vec<String>,
+    /// The volume mounted at /var/lib/docker: the job's own, or a project cache.
+    pub volume: String,
+    /// The cache key when `volume` is a project cache.
+    pub cache_key: Option<String>,
 }
 
 impl BuilderSpec {
-    /// Name of the builder's `/var/lib/docker` volume.
-    pub fn volume_name(&self) -> String {
-        volume_name(&self.job_id)
-    }
-
     /// Labels for the container and its volume.
     pub fn labels(&self) -> HashMap<String, String> {
         let mut l = job_labels(&self.job_id, self.created);
         l.insert(LABEL_SLOT.into(), self.slot.index.to_string());
         l.insert(LABEL_BRIDGE.into(), self.slot.bridge.clone());
+        if let Some(k) = &self.cache_key {
+            l.insert(LABEL_CACHE.into(), k.clone());
+        }
         l
     }
 }
@@ -118,6 +124,20 @@ impl BuilderSpec {
 /// Name of a job's `/var/lib/docker` volume.
 pub fn volume_name(job_id: &str) -> String {
     format!("runnerx-{job_id}-docker")
+}
+
+/// Name of a project's cache volume in `slot`.
+pub fn cache_volume_name(project: &str, slot: u32) -> String {
+    format!("runnerx-cache-p{project}-{slot}")
+}
+
+/// The labels of a cache volume: no job label, so cleanup keeps it.
+pub fn cache_labels(project: &str, key: &str, created: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_CACHE.to_string(), key.to_string()),
+        (LABEL_CACHE_PROJECT.to_string(), project.to_string()),
+        (LABEL_CREATED.to_string(), created.to_string()),
+    ])
 }
 
 /// The labels every object of a job carries.
@@ -143,7 +163,7 @@ pub enum Rights {
 pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody {
     let mut mounts = vec![Mount {
         typ: Some(MountType::VOLUME),
-        source: Some(spec.volume_name()),
+        source: Some(spec.volume.clone()),
         target: Some("/var/lib/docker".into()),
         ..Default::default()
     }];
@@ -431,6 +451,8 @@ mod tests {
             registries: vec![],
             proxy: Proxy::default(),
             binfmt: vec!["aarch64".into()],
+            volume: volume_name("42"),
+            cache_key: None,
         }
     }
 
@@ -481,6 +503,23 @@ mod tests {
         assert_eq!(h["DeviceCgroupRules"], serde_json::json!(["a *:* rwm"]));
         assert_eq!(h["CgroupnsMode"], "host");
         assert_eq!(h["Mounts"][1]["Target"], "/sys/fs/cgroup");
+    }
+
+    #[test]
+    fn cache_volumes_carry_no_job_label() {
+        let l = cache_labels("77", "runnerx-cache-p77-0", 1);
+        assert!(!l.contains_key(LABEL_JOB));
+        assert_eq!(l[LABEL_CACHE_PROJECT], "77");
+        let mut s = spec();
+        s.volume = cache_volume_name("77", 0);
+        s.cache_key = Some(s.volume.clone());
+        let v = serde_json::to_value(container_body(&s, Rights::Privileged)).unwrap();
+        assert_eq!(
+            v["HostConfig"]["Mounts"][0]["Source"],
+            "runnerx-cache-p77-0"
+        );
+        assert_eq!(v["Labels"]["runnerx.cache"], "runnerx-cache-p77-0");
+        assert_eq!(v["Labels"]["runnerx.job"], "42");
     }
 
     #[test]

@@ -284,6 +284,39 @@ impl Engine {
         Ok(r.volumes.unwrap_or_default())
     }
 
+    /// Size in bytes of a volume no container uses, measured by `du` in a short-lived
+    /// container of `image` (the df API's shape differs across engine versions).
+    pub async fn volume_size(&self, volume: &str, image: &str) -> Result<u64> {
+        let name = format!("runnerx-du-{}", crate::job::random_hex(4));
+        let body = ContainerCreateBody {
+            image: Some(image.into()),
+            entrypoint: Some(vec!["du".into(), "-sk".into(), "/v".into()]),
+            host_config: Some(bollard::models::HostConfig {
+                binds: Some(vec![format!("{volume}:/v:ro")]),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.create_container(&name, body).await?;
+        let started = self.start(&name).await;
+        let mut wait = self.docker.wait_container(
+            &name,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
+        let _ = wait.next().await;
+        let out = self.logs_tail(&name, 5).await;
+        self.remove_container(&name).await?;
+        started.map_err(|e| Error::docker(format!("measure volume {volume}"), e))?;
+        out.split_whitespace()
+            .next()
+            .and_then(|k| k.parse::<u64>().ok())
+            .map(|k| k * 1024)
+            .ok_or_else(|| {
+                Error::Builder(format!("cannot measure volume {volume}: {}", out.trim()))
+            })
+    }
+
     /// Removes a volume; absent is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<()> {
         let opts = RemoveVolumeOptionsBuilder::default().force(true).build();

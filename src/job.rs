@@ -60,6 +60,13 @@ struct JobResponse {
     id: Option<u64>,
     #[serde(default)]
     image: Option<ResponseImage>,
+    #[serde(default)]
+    job_info: Option<JobInfo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct JobInfo {
+    project_id: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +95,9 @@ pub struct Job {
     pub build_exit_code_file: Option<PathBuf>,
     /// The job's `image:` (untrusted), if any.
     pub image: Option<String>,
+    /// The project, for the per-project cache; only from trusted input (the job
+    /// response file, or `runnerx local`), so no job can reach another project's cache.
+    pub project: Option<String>,
 }
 
 impl Job {
@@ -132,9 +142,15 @@ impl Job {
             .or(vars.ci_job_image)
             .filter(|s| !s.trim().is_empty());
 
+        let project = response
+            .as_ref()
+            .and_then(|r| r.job_info.as_ref())
+            .and_then(|i| i.project_id)
+            .map(|p| p.to_string());
         Ok(Job {
             id,
             id_source,
+            project,
             under_gitlab,
             build_exit_code_file: env.non_empty("BUILD_EXIT_CODE_FILE").map(PathBuf::from),
             image,
@@ -143,9 +159,21 @@ impl Job {
 
     /// A job run by `runnerx local` (no gitlab-runner): a generated id, the pipeline
     /// job's `image:`, logs like under GitLab.
-    pub fn local(image: Option<String>) -> Job {
+    pub fn local(image: Option<String>, project: &str) -> Job {
+        let slug: String = project
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(32)
+            .collect();
         Job {
             id: format!("local-{}", random_hex(4)),
+            project: Some(format!("local-{slug}")),
             id_source: IdSource::Generated,
             under_gitlab: true,
             build_exit_code_file: None,
@@ -231,7 +259,7 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         write!(
             f,
-            r#"{{"id": 4242, "token": "secret", "image": {{"name": "docker:28-dind"}}}}"#
+            r#"{{"id": 4242, "token": "secret", "image": {{"name": "docker:28-dind"}}, "job_info": {{"project_id": 77}}}}"#
         )
         .unwrap();
         let env = Env::from_pairs([
@@ -243,6 +271,7 @@ mod tests {
         assert_eq!(job.id_source, IdSource::ResponseFile);
         assert!(job.under_gitlab);
         assert_eq!(job.image.as_deref(), Some("docker:28-dind"));
+        assert_eq!(job.project.as_deref(), Some("77"));
     }
 
     #[test]

@@ -37,6 +37,23 @@ pub struct RawSettings {
     /// `[binfmt]`
     #[serde(default)]
     pub binfmt: RawBinfmt,
+    /// `[cache]`
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `[cache]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// `none | per-project`.
+    pub mode: Option<String>,
+    /// Concurrent cache volumes per project (jobs beyond that build cold).
+    pub slots: Option<u32>,
+    /// A cache volume older than this is dropped and rebuilt (bounds staleness).
+    pub max_age: Option<String>,
+    /// `runnerx gc` drops unused cache volumes larger than this (`20GB`, `500MB`).
+    pub max_size: Option<String>,
 }
 
 /// `[binfmt]` as written.
@@ -136,6 +153,57 @@ struct EnvOverrides {
     builder_buildkit_image: Option<String>,
     binfmt_mode: Option<String>,
     binfmt_image: Option<String>,
+    cache_mode: Option<String>,
+}
+
+/// Where the builder's /var/lib/docker lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// A fresh volume per job, removed at cleanup.
+    None,
+    /// A kept volume per project and slot: warm layer cache for the next job.
+    PerProject,
+}
+
+/// `[cache]`, validated.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Mode.
+    pub mode: CacheMode,
+    /// Volumes per project.
+    pub slots: u32,
+    /// Maximum age of a cache volume.
+    pub max_age: Duration,
+    /// Size above which gc drops an unused cache volume (bytes).
+    pub max_size: u64,
+}
+
+/// Parses `20GB`, `512MB`, `1.5GiB`, or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as \"20GB\""))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?}; use MB, GB, MiB or GiB"
+            ));
+        }
+    };
+    Ok((n * mult) as u64)
 }
 
 /// How QEMU emulators get registered for non-native platforms.
@@ -354,6 +422,8 @@ pub struct Settings {
     pub proxy: Proxy,
     /// `[binfmt]`.
     pub binfmt: BinfmtSettings,
+    /// `[cache]`.
+    pub cache: CacheSettings,
 }
 
 const KNOWN_ARCHES: &[&str] = &[
@@ -588,8 +658,49 @@ impl Settings {
             )));
         }
 
+        let cache_env = overrides.cache_mode.is_some();
+        let cache_key = |k: &str, from_env: bool| {
+            if from_env {
+                format!("cache.{k} (from RUNNERX_CACHE_{})", k.to_uppercase())
+            } else {
+                format!("cache.{k} (in {file})")
+            }
+        };
+        let cache_mode = match overrides
+            .cache_mode
+            .or(raw.cache.mode)
+            .as_deref()
+            .unwrap_or("none")
+        {
+            "none" => CacheMode::None,
+            "per-project" => CacheMode::PerProject,
+            other => {
+                return Err(Error::Settings(format!(
+                    "{} = {other:?} is not valid; use none or per-project",
+                    cache_key("mode", cache_env)
+                )));
+            }
+        };
+        let slots = raw.cache.slots.unwrap_or(4);
+        if slots == 0 || slots > 64 {
+            return Err(Error::Settings(format!(
+                "{} = {slots} must be 1 to 64",
+                cache_key("slots", false)
+            )));
+        }
+        let max_age = duration::parse(raw.cache.max_age.as_deref().unwrap_or("7d"))
+            .map_err(|m| Error::Settings(format!("{}: {m}", cache_key("max_age", false))))?;
+        let max_size = parse_size(raw.cache.max_size.as_deref().unwrap_or("20GB"))
+            .map_err(|m| Error::Settings(format!("{}: {m}", cache_key("max_size", false))))?;
+
         Ok(Settings {
             source,
+            cache: CacheSettings {
+                mode: cache_mode,
+                slots,
+                max_age,
+                max_size,
+            },
             registries,
             proxy,
             binfmt: BinfmtSettings {
@@ -991,6 +1102,29 @@ subnet_pool = "10.50.0.0/20"
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn cache_settings() {
+        let s = load("", &[]).unwrap();
+        assert_eq!(s.cache.mode, CacheMode::None);
+        let s = load(
+            "[cache]\nmode = \"per-project\"\nslots = 2\nmax_age = \"2d\"\nmax_size = \"1.5GiB\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.cache.mode, CacheMode::PerProject);
+        assert_eq!(s.cache.slots, 2);
+        assert_eq!(s.cache.max_size, 1_610_612_736);
+        let e = load("[cache]\nmax_size = \"lots\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cache.max_size"), "{e}");
+        let e = load("", &[("RUNNERX_CACHE_MODE", "global")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RUNNERX_CACHE_MODE"), "{e}");
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub async fn local(
         .map_or_else(|| "project".into(), |n| n.to_string_lossy().to_lowercase());
     let project_dir = format!("{}/local/{name}", stages::config::BUILDS_DIR);
 
-    let job = Job::local(def.image.clone());
+    let job = Job::local(def.image.clone(), &name);
     let vars = variables(&def, &job, &name, &project_dir, &project, &args.vars)?;
     let engine = Engine::connect().await?;
     let tmp = tempdir()?;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::builder::{LABEL_BRIDGE, LABEL_CREATED, LABEL_JOB};
+use crate::builder::{LABEL_BRIDGE, LABEL_CACHE, LABEL_CREATED, LABEL_JOB};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::settings::Settings;
@@ -109,6 +109,7 @@ pub async fn gc(
             }
         }
     }
+    prune_caches(settings, engine, now, dry_run).await?;
     println!(
         "gc: {removed} job(s) older than {}s{}",
         older_than.as_secs(),
@@ -118,5 +119,58 @@ pub async fn gc(
             " removed"
         }
     );
+    Ok(())
+}
+
+/// Drops project cache volumes no builder mounts that are older than `cache.max_age`
+/// or larger than `cache.max_size`.
+async fn prune_caches(settings: &Settings, engine: &Engine, now: u64, dry_run: bool) -> Result<()> {
+    let caches = engine.volumes_with_label(LABEL_CACHE).await?;
+    if caches.is_empty() {
+        return Ok(());
+    }
+    let in_use: BTreeSet<String> = engine
+        .containers_with_label(LABEL_CACHE)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.labels.and_then(|l| l.get(LABEL_CACHE).cloned()))
+        .collect();
+    for v in caches {
+        if in_use.contains(&v.name) {
+            continue;
+        }
+        let created: u64 = v
+            .labels
+            .get(LABEL_CREATED)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let age = now.saturating_sub(created);
+        let why = if age > settings.cache.max_age.as_secs() {
+            format!("{age}s old > cache.max_age")
+        } else {
+            match engine.volume_size(&v.name, &settings.builder.image).await {
+                Ok(size) if size > settings.cache.max_size => {
+                    format!("{size} bytes > cache.max_size")
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
+            }
+        };
+        println!(
+            "cache {}: {why}{}",
+            v.name,
+            if dry_run {
+                " (would remove)"
+            } else {
+                "; removing"
+            }
+        );
+        if !dry_run && let Err(e) = engine.remove_volume(&v.name).await {
+            tracing::warn!("{e}");
+        }
+    }
     Ok(())
 }

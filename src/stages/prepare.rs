@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::hostlock::HostLock;
 use crate::job::Job;
-use crate::settings::{BinfmtMode, Driver, Privileged, PullPolicy, Settings};
+use crate::settings::{BinfmtMode, CacheMode, Driver, Privileged, PullPolicy, Settings};
 use crate::stages::cleanup;
 
 /// Logs each step with its duration.
@@ -95,6 +95,7 @@ pub async fn prepare(
     let lock_wait = b.boot_timeout * 3 + Duration::from_secs(30);
     let lock = HostLock::acquire(&b.lock_file, lock_wait, cancel).await?;
     steps.done("host lock taken");
+    let (volume, cache_key, warm) = choose_volume(settings, job, engine, created).await?;
     let slot = allocate_slot(engine, settings).await?;
     let spec = BuilderSpec {
         job_id: job.id.clone(),
@@ -110,6 +111,8 @@ pub async fn prepare(
         } else {
             vec![]
         },
+        volume,
+        cache_key,
     };
     let rights = start_builder(engine, &spec, b.privileged).await?;
     steps.done(&format!(
@@ -124,6 +127,25 @@ pub async fn prepare(
     wait_ready(engine, &name, b.boot_timeout, cancel).await?;
     drop(lock);
     steps.done("inner dockerd ready");
+    if warm {
+        // Keep images and build cache; drop what the last job left running or
+        // networked (its networks came from another slot's address pool).
+        let (code, out) = engine
+            .exec_capture(
+                &name,
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "docker container prune -f >/dev/null && docker network prune -f >/dev/null"
+                        .into(),
+                ],
+            )
+            .await?;
+        if code != 0 {
+            tracing::warn!("could not tidy the warm cache: {}", out.trim());
+        }
+        steps.done(&format!("warm cache {} tidied", spec.volume));
+    }
     setup_platforms(settings, engine, &name, &native, &needed, cancel).await?;
     steps.done(&format!(
         "platforms {} ready",
@@ -419,4 +441,71 @@ async fn create_buildx_builder(
         )));
     }
     Ok(())
+}
+
+/// The builder's /var/lib/docker: the job's own volume, or — with per-project caching —
+/// the first of the project's cache volumes no other builder mounts (chosen under the
+/// host lock, so two running builders never share one). Returns (volume, cache key,
+/// whether it is warm).
+async fn choose_volume(
+    settings: &Settings,
+    job: &Job,
+    engine: &Engine,
+    now: u64,
+) -> Result<(String, Option<String>, bool)> {
+    let own = || async {
+        let name = builder::volume_name(&job.id);
+        engine
+            .create_volume(&name, builder::job_labels(&job.id, now))
+            .await?;
+        Ok::<_, Error>((name, None, false))
+    };
+    let (CacheMode::PerProject, Some(project)) = (settings.cache.mode, job.project.as_deref())
+    else {
+        return own().await;
+    };
+    let in_use: std::collections::BTreeSet<String> = engine
+        .containers_with_label(builder::LABEL_CACHE)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.labels.and_then(|l| l.get(builder::LABEL_CACHE).cloned()))
+        .collect();
+    let existing = engine
+        .volumes_with_label(&format!("{}={project}", builder::LABEL_CACHE_PROJECT))
+        .await?;
+    for slot in 0..settings.cache.slots {
+        let name = builder::cache_volume_name(project, slot);
+        if in_use.contains(&name) {
+            continue;
+        }
+        let mut warm = false;
+        if let Some(v) = existing.iter().find(|v| v.name == name) {
+            let created: u64 = v
+                .labels
+                .get(builder::LABEL_CREATED)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            if now.saturating_sub(created) > settings.cache.max_age.as_secs() {
+                tracing::info!("cache {name} is older than cache.max_age; starting it afresh");
+                engine.remove_volume(&name).await?;
+            } else {
+                warm = true;
+            }
+        }
+        if !warm {
+            engine
+                .create_volume(&name, builder::cache_labels(project, &name, now))
+                .await?;
+        }
+        tracing::info!(
+            "{} cache {name} for project {project}",
+            if warm { "using warm" } else { "creating" }
+        );
+        return Ok((name.clone(), Some(name), warm));
+    }
+    tracing::warn!(
+        "all {} cache slots of project {project} are in use; this job builds without cache (raise cache.slots)",
+        settings.cache.slots
+    );
+    own().await
 }

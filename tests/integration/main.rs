@@ -4,6 +4,7 @@
 mod registry;
 mod support;
 
+mod cache;
 mod executor;
 mod multiarch;
 mod protocol;

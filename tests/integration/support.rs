@@ -59,6 +59,7 @@ pub(crate) struct Job {
     settings: PathBuf,
     vars: Vec<(String, String)>,
     host_env: Vec<(String, String)>,
+    project: u64,
     cleaned: bool,
 }
 
@@ -81,6 +82,7 @@ impl Job {
             dir,
             vars: vec![],
             host_env: vec![],
+            project: 1,
             cleaned: false,
         };
         job.with_settings("")
@@ -95,6 +97,12 @@ impl Job {
     /// Adds a job variable (CUSTOM_ENV_<k>).
     pub(crate) fn var(mut self, k: &str, v: &str) -> Job {
         self.vars.push((k.into(), v.into()));
+        self
+    }
+
+    /// Sets the project id in the job payload (the per-project cache key).
+    pub(crate) fn project(mut self, id: u64) -> Job {
+        self.project = id;
         self
     }
 
@@ -116,7 +124,7 @@ impl Job {
         let response = serde_json::json!({
             "id": self.id.parse::<u64>().unwrap(),
             "token": JOB_TOKEN,
-            "job_info": {"name": "build", "stage": "build", "project_id": 1, "project_name": "demo"},
+            "job_info": {"name": "build", "stage": "build", "project_id": self.project, "project_name": "demo"},
             "variables": [{"key": "CI_JOB_TOKEN", "value": JOB_TOKEN, "masked": true, "public": false}],
         });
         std::fs::write(tmp.join("response.json"), response.to_string()).unwrap();
