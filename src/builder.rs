@@ -258,8 +258,11 @@ if [ "$RUNNERX_CGROUP_NEST" = 1 ] && [ -f /sys/fs/cgroup/cgroup.controllers ]; t
 fi
 # Registry CAs runnerx placed in the system store: trust them for curl, git and the
 # buildx client's token requests (buildkit.md §0).
+# Appending to the bundle is instant; the full update-ca-certificates (hash links for
+# CApath users) costs ~0.6 s, so it runs in the background.
 if ls /usr/local/share/ca-certificates/runnerx-*.crt >/dev/null 2>&1; then
-  update-ca-certificates >/dev/null 2>&1 || echo "runnerx: update-ca-certificates failed" >&2
+  cat /usr/local/share/ca-certificates/runnerx-*.crt >> /etc/ssl/certs/ca-certificates.crt 2>/dev/null || :
+  (update-ca-certificates >/dev/null 2>&1 || echo "runnerx: update-ca-certificates failed" >&2) &
 fi
 # QEMU handlers from the image (binfmt builtin/auto), before dockerd starts so its
 # BuildKit sees the emulated platforms; already-registered handlers are kept.
@@ -273,6 +276,11 @@ if [ -n "$RUNNERX_BINFMT" ]; then
       || echo "runnerx: cannot register qemu-$a from $conf" >&2
   done
 fi
+# A kept /var/lib/docker (per-project cache) holds the last builder's network store.
+# Its stale default "bridge" network makes dockerd delete the interface named docker0
+# on start (moby initBridgeDriver + default-address-pools) -- on the host network that
+# is the HOST's docker0. Networks never carry over between slots anyway: drop them.
+rm -f /var/lib/docker/network/files/local-kv.db
 ip link show "$RUNNERX_BRIDGE" >/dev/null 2>&1 || ip link add "$RUNNERX_BRIDGE" type bridge
 ip addr replace "$RUNNERX_BRIDGE_CIDR" dev "$RUNNERX_BRIDGE"
 ip link set "$RUNNERX_BRIDGE" up

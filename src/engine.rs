@@ -117,6 +117,16 @@ impl Engine {
         ))
     }
 
+    /// The engine's unique id (stable across restarts).
+    pub async fn id(&self) -> Result<String> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| Error::docker("query engine info", e))?;
+        Ok(info.id.unwrap_or_default())
+    }
+
     /// The engine's CPU architecture as a GOARCH (`amd64`, `arm64`).
     pub async fn native_arch(&self) -> Result<String> {
         let info = self

@@ -114,7 +114,7 @@ pub async fn prepare(
         volume,
         cache_key,
     };
-    let rights = start_builder(engine, &spec, b.privileged).await?;
+    let rights = start_builder(engine, &spec, settings).await?;
     steps.done(&format!(
         "started {name} ({}, bridge {} {})",
         match rights {
@@ -128,16 +128,15 @@ pub async fn prepare(
     drop(lock);
     steps.done("inner dockerd ready");
     if warm {
-        // Keep images and build cache; drop what the last job left running or
-        // networked (its networks came from another slot's address pool).
+        // Keep images and build cache; drop the last job's containers (its networks
+        // are already gone: the boot script drops the network store).
         let (code, out) = engine
             .exec_capture(
                 &name,
                 vec![
                     "sh".into(),
                     "-c".into(),
-                    "docker container prune -f >/dev/null && docker network prune -f >/dev/null"
-                        .into(),
+                    "docker container prune -f >/dev/null".into(),
                 ],
             )
             .await?;
@@ -257,20 +256,42 @@ async fn create_and_start(engine: &Engine, spec: &BuilderSpec, rights: Rights) -
         .map_err(|e| Error::docker(format!("start builder {}", spec.name), e))
 }
 
-async fn start_builder(engine: &Engine, spec: &BuilderSpec, mode: Privileged) -> Result<Rights> {
+/// Where `auto` remembers that an engine refuses privileged builders, so later
+/// prepares skip the failing attempt (keyed by engine id; next to the host lock).
+fn refusal_marker(settings: &Settings) -> std::path::PathBuf {
+    let lock = &settings.builder.lock_file;
+    lock.with_file_name(format!(
+        "{}.privileged-refused",
+        lock.file_name()
+            .map_or_else(|| "runnerx".into(), |n| n.to_string_lossy().to_string())
+    ))
+}
+
+async fn start_builder(engine: &Engine, spec: &BuilderSpec, settings: &Settings) -> Result<Rights> {
+    let mode = settings.builder.privileged;
+    let marker = refusal_marker(settings);
+    let engine_id = engine.id().await.unwrap_or_default();
+    let known_refused = mode == Privileged::Auto
+        && !engine_id.is_empty()
+        && std::fs::read_to_string(&marker).is_ok_and(|id| id.trim() == engine_id);
     let first = match mode {
         Privileged::Never => Rights::Capabilities,
+        Privileged::Auto if known_refused => Rights::Capabilities,
         Privileged::Auto | Privileged::Always => Rights::Privileged,
     };
     match create_and_start(engine, spec, first).await {
         Ok(()) => Ok(first),
-        Err(e) if mode == Privileged::Auto => {
+        Err(e) if mode == Privileged::Auto && first == Rights::Privileged => {
             tracing::warn!(
                 "the engine refused a privileged builder ({e}); retrying with explicit capabilities \
-                 (set builder.privileged = \"never\" to skip this attempt)"
+                 (remembered in {}; set builder.privileged = \"never\" to skip this attempt)",
+                marker.display()
             );
             engine.remove_container(&spec.name).await?;
             create_and_start(engine, spec, Rights::Capabilities).await?;
+            if !engine_id.is_empty() {
+                let _ = std::fs::write(&marker, &engine_id);
+            }
             Ok(Rights::Capabilities)
         }
         Err(e) => {

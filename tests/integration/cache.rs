@@ -69,9 +69,15 @@ fn second_job_of_a_project_reuses_layers_and_gc_prunes_old_caches() {
         "cache volume removed by cleanup"
     );
 
+    let had_docker0 = std::path::Path::new("/sys/class/net/docker0").exists();
     let mut second = Job::new().settings(&settings("")).project(project);
     let prep = second.prepare();
     assert_code(&prep, 0);
+    // Regression: a warm data root once made the inner dockerd delete the HOST's docker0.
+    assert!(
+        !had_docker0 || std::path::Path::new("/sys/class/net/docker0").exists(),
+        "a warm builder deleted the host's docker0 bridge"
+    );
     assert!(
         text(&prep).1.contains("using warm cache"),
         "{}",
