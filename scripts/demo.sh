@@ -17,62 +17,21 @@ cargo build --release --locked -q
 RUNNERX="$here/target/release/runnerx"
 say() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
+# shellcheck source=lib/registry.sh
+. "$here/scripts/lib/registry.sh"
 work="$(mktemp -d /tmp/runnerx-demo.XXXXXX)"
-reg_pid=""
-trap '[ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null; rm -rf "$work"' EXIT
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-REG="registry.test:$port"
+REG_PID=""
+trap '[ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; rm -rf "$work"' EXIT
 
-say "certificates (runnerx certs)"
-"$RUNNERX" certs ca --out "$work/pki/ca" --cn "runnerx demo CA"
-"$RUNNERX" certs server --ca "$work/pki/ca" --name registry.test --name 127.0.0.1 --out "$work/pki/registry"
-
-say "TLS registry with a password on $REG"
-export REGISTRY_PASSWORD="demo-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-htpasswd -Bbn ci "$REGISTRY_PASSWORD" >"$work/htpasswd"
-cat >"$work/registry.yml" <<YAML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $work/data}}
-http:
-  addr: 127.0.0.1:$port
-  secret: demo
-  tls: {certificate: $work/pki/registry/server.crt, key: $work/pki/registry/server.key}
-auth:
-  htpasswd: {realm: demo, path: $work/htpasswd}
-YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-
-cat >"$work/runnerx.toml" <<TOML
-[builder]
-image = "runnerx-builder:local"
-pull_policy = "never"
-extra_hosts = ["registry.test:127.0.0.1"]
-platforms = ["linux/amd64", "linux/arm64"]
-
-[[registries]]
-host = "$REG"
-ca_file = "$work/pki/ca/ca.crt"
-username = "ci"
-password_env = "REGISTRY_PASSWORD"
-check_repository = "demo/hello"
-TOML
-export RUNNERX_CONFIG="$work/runnerx.toml"
+say "certificates (runnerx certs) and a TLS registry with a password"
+start_registry "$work"
+echo "registry $REG; CA and certificate made by runnerx certs in $work/pki"
 
 say "runnerx doctor"
 "$RUNNERX" doctor
 
-say "seed a multi-arch base image (per-arch tags from static busybox)"
-mkdir -p "$work/seed"
-cp scripts/seed-base/.gitlab-ci.yml "$work/seed/"
-for arch in amd64 arm64; do
-  dpkg-deb -x /var/cache/runnerx/busybox/busybox-static_*_"$arch".deb "$work/x-$arch"
-  cp "$work/x-$arch/bin/busybox" "$work/seed/busybox-$arch"
-done
-"$RUNNERX" local seed -f "$work/seed/.gitlab-ci.yml" --var "REGISTRY=$REG"
-"$RUNNERX" manifest create "$REG/base/busybox:1" "$REG/base/busybox:1-amd64" "$REG/base/busybox:1-arm64"
+say "seed a multi-arch base image (per-arch tags from static busybox, runnerx manifest create)"
+seed_base
 
 say "build the example project for linux/amd64 + linux/arm64 (runnerx local, CI template)"
 "$RUNNERX" local build -f ci-templates/examples/hello/.gitlab-ci.yml \
@@ -82,8 +41,8 @@ say "the pushed index"
 "$RUNNERX" manifest inspect "$REG/demo/hello:1.0"
 
 say "run it per platform in a builder"
-"$RUNNERX" prepare --job-id "demo-$port" >/dev/null
+"$RUNNERX" prepare --job-id "demo-$REG_PID" >/dev/null
 printf 'for p in linux/amd64 linux/arm64; do echo "$p: $(docker run --rm --platform $p %s/demo/hello:1.0)"; done\n' "$REG" >"$work/run.sh"
-"$RUNNERX" run --job-id "demo-$port" "$work/run.sh" build_script
-"$RUNNERX" cleanup --job-id "demo-$port" 2>/dev/null
+"$RUNNERX" run --job-id "demo-$REG_PID" "$work/run.sh" build_script
+"$RUNNERX" cleanup --job-id "demo-$REG_PID" 2>/dev/null
 say "demo passed"

@@ -45,6 +45,9 @@ pub enum Command {
     /// Run one job of a .gitlab-ci.yml on this host through a runnerx builder
     /// (config → prepare → each stage → cleanup), like the removed `gitlab-runner exec`.
     Local(LocalArgs),
+    /// Measure this host: prepare time, run overhead and log throughput against plain
+    /// `docker exec`, cold vs warm (per-project cache) builds, peak RSS. Prints medians.
+    Bench(BenchArgs),
     /// Multi-platform manifests: join per-arch images into an index, or list one.
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -142,6 +145,26 @@ pub struct LocalArgs {
     /// Extra or overriding variable (repeat).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
+}
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Repetitions per figure (medians are printed).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Multi-arch base image for the build benchmark (skipped without it).
+    #[arg(long, value_name = "REF")]
+    pub base_image: Option<String>,
+    /// Repository the build benchmark pushes to.
+    #[arg(long, value_name = "REPO")]
+    pub push_to: Option<String>,
+    /// The example pipeline built twice.
+    #[arg(long, default_value = "ci-templates/examples/hello/.gitlab-ci.yml")]
+    pub example: PathBuf,
+    /// Loop iterations of the example's RUN step (stands in for compilation).
+    #[arg(long, default_value_t = 300_000)]
+    pub work: u64,
 }
 
 /// `doctor` arguments.

@@ -375,7 +375,14 @@ impl Engine {
             .map_err(|e| Error::docker(format!("create exec in {container}"), e))?;
         match self
             .docker
-            .start_exec(&created.id, None)
+            .start_exec(
+                &created.id,
+                // A larger read buffer: job logs can be hundreds of MB.
+                Some(bollard::exec::StartExecOptions {
+                    output_capacity: Some(256 * 1024),
+                    ..Default::default()
+                }),
+            )
             .await
             .map_err(|e| Error::docker(format!("start exec in {container}"), e))?
         {

@@ -60,6 +60,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
             let settings = settings()?;
             ops::doctor::doctor(&settings, args.registry.as_deref()).await
         }
+        Command::Bench(args) => {
+            let settings = settings()?;
+            ops::bench::bench(&settings, args).await
+        }
         Command::Local(args) => {
             let settings = settings()?;
             ops::local::local(&settings, args, &cancel).await

@@ -1,5 +1,6 @@
 //! Operator commands (not part of the GitLab protocol): certificates and diagnosis.
 
+pub mod bench;
 pub mod certs;
 pub mod doctor;
 pub mod local;

@@ -83,23 +83,26 @@ pub async fn run(
     Err(Error::Script { code })
 }
 
-/// Copies the exec's output to our stdout/stderr until it ends.
+/// Copies the exec's output to our stdout/stderr until it ends: one `write` per chunk
+/// straight to fd 1/2 (std's stdout is line-buffered, which would split a chunk into a
+/// write plus a flush), so output stays unbuffered and nothing is reordered.
 async fn forward(ex: &mut ExecStream) -> Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fds 1 and 2 stay open for the life of the process; ManuallyDrop keeps
+    // these handles from closing them.
+    let mut out = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) });
+    let mut err = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(2) });
     while let Some(item) = ex.output.next().await {
         let chunk = item.map_err(|e| Error::docker("read script output", e))?;
         // Write errors are ignored: if gitlab-runner stopped reading, there is no one
         // to tell, and the script must still finish and report its exit code.
-        match chunk {
-            LogOutput::StdErr { message } => {
-                let mut err = std::io::stderr().lock();
-                let _ = err.write_all(&message).and_then(|()| err.flush());
-            }
+        let _ = match chunk {
+            LogOutput::StdErr { message } => err.write_all(&message),
             LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&message).and_then(|()| out.flush());
+                out.write_all(&message)
             }
-            LogOutput::StdIn { .. } => {}
-        }
+            LogOutput::StdIn { .. } => Ok(()),
+        };
     }
     Ok(())
 }

@@ -1,0 +1,369 @@
+//! `runnerx bench`: where the time goes on this host, against the real engine.
+//!
+//! Every figure is a median over `--runs` repetitions of the real binary, spawned the
+//! way gitlab-runner spawns it: prepare to a ready builder (next to the inner
+//! dockerd's own boot), one `run` of a trivial script vs plain `docker exec`, 100 MB of
+//! job output through `run` vs `docker exec`, the example project built cold and then
+//! warm with the per-project cache, and runnerx's peak RSS (from `wait4`, per child, so
+//! docker CLI children never count). Targets are printed next to the figures; the
+//! command does not fail on a miss — it is a measurement, not a test.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::BenchArgs;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+
+/// One measured child process.
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kb: i64,
+    code: i32,
+    stdout_bytes: u64,
+    stdout: String,
+    stderr: String,
+}
+
+/// Spawns, counts stdout bytes (keeping the first 64 KiB), and reaps with `wait4` to
+/// read the child's own peak RSS.
+fn measure(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Measured> {
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("run", program, e))?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let (mut n, mut keep, mut buf) = (0u64, Vec::new(), vec![0u8; 1 << 16]);
+        while let Ok(k) = out.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+            if keep.len() < 65_536 {
+                keep.extend_from_slice(&buf[..k.min(65_536 - keep.len())]);
+            }
+        }
+        (n, String::from_utf8_lossy(&keep).into_owned())
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 fills it for our own child `pid`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    let wall = start.elapsed();
+    let (stdout_bytes, stdout) = reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if reaped != pid {
+        return Err(Error::Usage(format!(
+            "failed to wait for {}",
+            program.display()
+        )));
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    Ok(Measured {
+        wall,
+        cpu,
+        max_rss_kb: usage.ru_maxrss,
+        code,
+        stdout_bytes,
+        stdout,
+        stderr,
+    })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Reads `inner dockerd ready (1.38s)` / `(840ms)` from prepare's log.
+fn dockerd_boot(stderr: &str) -> Option<Duration> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("inner dockerd ready ("))?;
+    let inner = line.rsplit_once('(')?.1.trim_end_matches(')');
+    if let Some(v) = inner.strip_suffix("ms") {
+        v.parse().ok().map(Duration::from_millis)
+    } else {
+        inner
+            .strip_suffix('s')?
+            .parse()
+            .ok()
+            .map(Duration::from_secs_f64)
+    }
+}
+
+fn check(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+/// Runs the benchmark and prints the figures.
+pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
+    let me = std::env::current_exe().map_err(|e| Error::io("find", "runnerx", e))?;
+    let docker = Path::new("docker");
+    let runs = args.runs.max(1);
+    let engine = Engine::connect().await?;
+    println!(
+        "runnerx bench: {runs} runs per figure; engine {}; builder image {}",
+        engine.version().await?,
+        settings.builder.image
+    );
+    let mut peak_rss = 0i64;
+    let tag = crate::job::random_hex(3);
+
+    // 1. prepare to a ready builder; keep the last one for the run figures.
+    let (mut prep, mut boot, mut clean) = (vec![], vec![], vec![]);
+    let keep = format!("bench-{tag}");
+    for i in 0..runs {
+        let id = if i + 1 == runs {
+            keep.clone()
+        } else {
+            format!("bench-{tag}-{i}")
+        };
+        let m = measure(&me, &["prepare", "--job-id", &id], &[])?;
+        if m.code != 0 {
+            return Err(Error::Builder(format!(
+                "prepare failed in the benchmark: {}",
+                m.stderr.trim()
+            )));
+        }
+        peak_rss = peak_rss.max(m.max_rss_kb);
+        prep.push(m.wall);
+        boot.extend(dockerd_boot(&m.stderr));
+        if i + 1 != runs {
+            let c = measure(&me, &["cleanup", "--job-id", &id], &[])?;
+            peak_rss = peak_rss.max(c.max_rss_kb);
+            clean.push(c.wall);
+        }
+    }
+    let (p, b) = (median(prep), median(boot));
+    println!(
+        "prepare to a ready builder   median {}  (inner dockerd boot {}, runnerx's own share {})",
+        ms(p),
+        ms(b),
+        ms(p.saturating_sub(b))
+    );
+    if !clean.is_empty() {
+        println!("cleanup                      median {}", ms(median(clean)));
+    }
+
+    // 2. run overhead and 3. log throughput, against plain docker exec.
+    let dir = std::env::temp_dir().join(format!("runnerx-bench-{tag}"));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let trivial = dir.join("trivial");
+    let flood = dir.join("flood");
+    std::fs::write(&trivial, "true\n").map_err(|e| Error::io("write", &trivial, e))?;
+    std::fs::write(&flood, "head -c 104857600 /dev/zero\n")
+        .map_err(|e| Error::io("write", &flood, e))?;
+    let builder = format!("runnerx-{keep}");
+    // Interleaved, so drift on the machine hits both sides alike.
+    let (mut rx, mut dx) = (vec![], vec![]);
+    for _ in 0..runs.max(10) * 2 {
+        let m = measure(
+            &me,
+            &[
+                "run",
+                "--job-id",
+                &keep,
+                trivial.to_str().unwrap_or_default(),
+                "build_script",
+            ],
+            &[],
+        )?;
+        peak_rss = peak_rss.max(m.max_rss_kb);
+        rx.push(m.wall);
+        dx.push(measure(docker, &["exec", &builder, "bash", "-c", "true"], &[])?.wall);
+    }
+    let (mut rt, mut dt, mut cpu) = (vec![], vec![], vec![]);
+    for _ in 0..runs.max(5) * 2 {
+        let m = measure(
+            &me,
+            &[
+                "run",
+                "--job-id",
+                &keep,
+                flood.to_str().unwrap_or_default(),
+                "build_script",
+            ],
+            &[],
+        )?;
+        peak_rss = peak_rss.max(m.max_rss_kb);
+        if m.stdout_bytes != 104_857_600 {
+            return Err(Error::Builder(format!(
+                "run delivered {} of 104857600 bytes",
+                m.stdout_bytes
+            )));
+        }
+        rt.push(m.wall);
+        cpu.push(m.cpu);
+        dt.push(
+            measure(
+                docker,
+                &["exec", &builder, "head", "-c", "104857600", "/dev/zero"],
+                &[],
+            )?
+            .wall,
+        );
+    }
+    let _ = measure(&me, &["cleanup", "--job-id", &keep], &[])?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (r, d) = (median(rx), median(dx));
+    let over = r.as_secs_f64() - d.as_secs_f64();
+    println!(
+        "run of a trivial script      runnerx {}  docker exec {}  overhead {:+.0} ms  (target ≤ +50 ms: {})",
+        ms(r),
+        ms(d),
+        over * 1000.0,
+        check(over <= 0.050)
+    );
+    let mbps = |t: Duration| 100.0 / t.as_secs_f64();
+    let (rm, dm) = (mbps(median(rt)), mbps(median(dt)));
+    println!(
+        "100 MB of job output         runnerx {rm:.0} MB/s  docker exec {dm:.0} MB/s  (target ≥ docker exec: {}; runnerx CPU {} per 100 MB)",
+        check(rm >= dm),
+        ms(median(cpu))
+    );
+
+    // 4. cold vs warm build of the example project with the per-project cache.
+    match (&args.base_image, &args.push_to) {
+        (Some(base), Some(repo)) => {
+            let pairs = runs.min(3);
+            let (mut cold, mut warm) = (vec![], vec![]);
+            for i in 0..pairs {
+                drop_local_caches(&engine, &args.example).await?;
+                for (round, into) in [(0, &mut cold), (1, &mut warm)] {
+                    let m = measure(
+                        &me,
+                        &[
+                            "local",
+                            "build",
+                            "-f",
+                            args.example.to_str().unwrap_or_default(),
+                            "--var",
+                            &format!("RUNNERX_IMAGE={repo}"),
+                            "--var",
+                            &format!("RUNNERX_TAGS=bench-{tag}-{i}-{round}"),
+                            "--var",
+                            &format!("RUNNERX_BUILD_ARGS=BASE_IMAGE={base} WORK={}", args.work),
+                        ],
+                        &[("RUNNERX_CACHE_MODE", "per-project")],
+                    )?;
+                    peak_rss = peak_rss.max(m.max_rss_kb);
+                    let took = m
+                        .stdout
+                        .lines()
+                        .find_map(|l| {
+                            l.split("(build took ")
+                                .nth(1)?
+                                .split(" ms")
+                                .next()?
+                                .parse::<u64>()
+                                .ok()
+                        })
+                        .ok_or_else(|| {
+                            Error::Builder(format!(
+                                "the example build failed in the benchmark: {}",
+                                m.stderr.lines().last().unwrap_or("")
+                            ))
+                        })?;
+                    into.push(Duration::from_millis(took));
+                }
+            }
+            drop_local_caches(&engine, &args.example).await?;
+            let (c, w) = (median(cold), median(warm));
+            let ratio = w.as_secs_f64() / c.as_secs_f64().max(1e-9);
+            println!(
+                "example build (amd64+arm64)  first {}  second {}  ratio {ratio:.2}  (target ≤ 0.20: {}; WORK={}, {pairs} pairs)",
+                ms(c),
+                ms(w),
+                check(ratio <= 0.2),
+                args.work
+            );
+        }
+        _ => println!(
+            "example build                skipped: pass --base-image and --push-to (scripts/bench.sh does)"
+        ),
+    }
+    let rss_mb = peak_rss as f64 / 1024.0;
+    println!(
+        "runnerx peak RSS             {rss_mb:.1} MB  (target ≤ 20 MB: {})",
+        check(rss_mb <= 20.0)
+    );
+    Ok(())
+}
+
+/// The cache key `runnerx local` uses is derived from the project directory's name.
+async fn drop_local_caches(engine: &Engine, example: &Path) -> Result<()> {
+    let dir = std::fs::canonicalize(example.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| Error::io("open", example, e))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let job = crate::job::Job::local(None, &name);
+    let project = job.project.unwrap_or_default();
+    for v in engine
+        .volumes_with_label(&format!(
+            "{}={project}",
+            crate::builder::LABEL_CACHE_PROJECT
+        ))
+        .await?
+    {
+        engine.remove_volume(&v.name).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerd_boot_is_read_from_prepare_logs() {
+        assert_eq!(
+            dockerd_boot("runnerx: inner dockerd ready (1.38s)\n"),
+            Some(Duration::from_millis(1380))
+        );
+        assert_eq!(
+            dockerd_boot("runnerx: inner dockerd ready (840ms)\n"),
+            Some(Duration::from_millis(840))
+        );
+        assert_eq!(dockerd_boot("nothing"), None);
+        assert_eq!(
+            median(vec![
+                Duration::from_secs(3),
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            ]),
+            Duration::from_secs(2)
+        );
+    }
+}
