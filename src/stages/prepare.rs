@@ -386,14 +386,7 @@ async fn setup_platforms(
             r = engine.exec_capture(name, binfmt::install_cmd(image, needed)) => r?,
         };
         if installed.0 != 0 {
-            let last = installed
-                .1
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            let last = last_line(&installed.1);
             return Err(Error::Builder(format!(
                 "binfmt image {image} failed in the builder ({last}); mirror it into a reachable registry and set binfmt.image, or use a builder image with qemu-user-static and binfmt.mode = \"builtin\""
             )));
@@ -449,13 +442,7 @@ async fn create_buildx_builder(
         r = engine.exec_capture(name, cmd) => r?,
     };
     if code != 0 {
-        let last = out
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let last = last_line(&out);
         return Err(Error::Builder(format!(
             "buildx could not start the docker-container builder with BuildKit image {} ({last}); mirror that image into a registry the builder can reach and set builder.buildkit_image, or use builder.driver = \"docker\"",
             b.buildkit_image
@@ -529,4 +516,9 @@ async fn choose_volume(
         settings.cache.slots
     );
     own().await
+}
+
+/// The last non-empty line of a command's output: usually the error that matters.
+fn last_line(out: &str) -> &str {
+    out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
 }
