@@ -520,5 +520,9 @@ async fn choose_volume(
 
 /// The last non-empty line of a command's output: usually the error that matters.
 fn last_line(out: &str) -> &str {
-    out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+    out.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
 }

@@ -135,6 +135,40 @@ fn example_project_builds_both_platforms_through_the_template() {
         "{stdout}"
     );
 
+    // A buildx index (with attestations) is flattened into a clean index; --platform
+    // sets the platforms of single-platform sources.
+    let flat = format!("{host}/demo/hello:flat");
+    let out = job.runnerx(&[
+        "manifest",
+        "create",
+        &flat,
+        &format!("{host}/demo/hello:1.0"),
+    ]);
+    assert_code(&out, 0);
+    let out = job.runnerx(&["manifest", "inspect", &flat]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("linux/amd64") && stdout.contains("linux/arm64"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("attestation"),
+        "attestations were not dropped: {stdout}"
+    );
+    let out = job.runnerx(&[
+        "manifest",
+        "create",
+        &format!("{host}/base/busybox:pinned"),
+        &format!("{base}-amd64"),
+        &format!("{base}-arm64"),
+        "--platform",
+        "linux/amd64",
+        "--platform",
+        "linux/arm64/v8",
+    ]);
+    assert_code(&out, 0);
+    assert!(text(&out).0.contains("linux/arm64/v8"), "{}", text(&out).0);
+
     // 5. Both images run per platform in a builder: natively and under QEMU.
     let mut runner = Job::new()
         .with_settings(&reg.settings_block(&reg.ca_file(), ""))
