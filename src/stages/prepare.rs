@@ -80,12 +80,6 @@ pub async fn prepare(
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    engine
-        .create_volume(
-            &builder::volume_name(&job.id),
-            builder::job_labels(&job.id, created),
-        )
-        .await?;
 
     let native = engine.native_arch().await?;
     let needed = binfmt::needed(&b.platforms, &native);
