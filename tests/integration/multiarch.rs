@@ -239,3 +239,50 @@ fn binfmt_image_mode_with_a_missing_image_names_the_emulator_fix() {
     assert!(stderr.contains("binfmt.mode = \"builtin\""), "{stderr}");
     assert_code(&job.cleanup(), 0);
 }
+
+#[test]
+fn builder_image_is_pulled_with_progress_and_a_failed_boot_shows_the_log_tail() {
+    require_docker();
+    // The host engine treats loopback registries as plain-HTTP insecure ones, so a
+    // registry on 127.0.0.1 can serve the builder image without host configuration.
+    let reg = TestRegistry::start(Tls::None, AuthMode::None);
+    let image = format!("127.0.0.1:{}/runnerx-test/not-a-builder:1", reg.port);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("bin")).unwrap();
+    busybox("amd64", &root.path().join("bin"));
+    std::fs::rename(
+        root.path().join("bin/busybox-amd64"),
+        root.path().join("bin/busybox"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("busybox", root.path().join("bin/sh")).unwrap();
+    let import = format!(
+        "tar -C {} -c . | docker import - {image} && docker push -q {image} && docker rmi {image}",
+        root.path().display()
+    );
+    let ok = Command::new("sh")
+        .args(["-c", &import])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "could not seed {image}");
+
+    let mut job = Job::new().settings(&format!(
+        "[builder]\nimage = \"{image}\"\npull_policy = \"if-not-present\"\nboot_timeout = \"10s\"\n"
+    ));
+    let out = job.prepare();
+    assert_code(&out, 2);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains(&format!("pulling {image}")), "{stderr}");
+    assert!(stderr.contains(&format!("pulled {image}")), "{stderr}");
+    // A busybox image has no dockerd: the boot fails, and the log tail says why.
+    assert!(stderr.contains("exited while booting"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("dockerd:") && l.contains("dockerd: not found")),
+        "no log tail: {stderr}"
+    );
+    assert_code(&job.cleanup(), 0);
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}

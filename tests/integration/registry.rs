@@ -38,6 +38,8 @@ pub(crate) enum Tls {
 pub(crate) enum AuthMode {
     Htpasswd,
     Token,
+    /// Anonymous push and pull.
+    None,
 }
 
 pub(crate) struct TestRegistry {
@@ -87,6 +89,7 @@ impl TestRegistry {
         runnerx_certs(&args);
         let port = free_port();
         let (auth_yaml, token) = match auth {
+            AuthMode::None => (String::new(), None),
             AuthMode::Htpasswd => {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", USER, PASSWORD])
@@ -127,8 +130,13 @@ impl TestRegistry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test-only\n{tls_yaml}auth:\n{auth_yaml}",
-            p("data")
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test-only\n{tls_yaml}{}",
+            p("data"),
+            if auth_yaml.is_empty() {
+                String::new()
+            } else {
+                format!("auth:\n{auth_yaml}")
+            }
         );
         std::fs::write(d.join("config.yml"), config).unwrap();
         let child = Command::new("docker-registry")

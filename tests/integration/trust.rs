@@ -145,6 +145,7 @@ fn doctor_diagnoses_a_wrong_password() {
                 line.contains("failed to fetch oauth token") && line.contains("401"),
                 "{out}"
             ),
+            AuthMode::None => unreachable!("only authenticated registries are checked here"),
         }
         assert!(out.contains("check username and the password"), "{out}");
     }
