@@ -83,9 +83,10 @@ pub enum CertsCommand {
         /// Output directory.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Common name of the CA.
-        #[arg(long, default_value = "runnerx registry CA")]
-        cn: String,
+        /// Common name of the CA (default: "runnerx registry CA <random id>", unique so
+        /// a regenerated CA is never mistaken for the old one by name).
+        #[arg(long)]
+        cn: Option<String>,
         /// Validity in days.
         #[arg(long, default_value_t = 3650)]
         days: u32,

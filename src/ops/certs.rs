@@ -13,7 +13,10 @@ pub fn run(cmd: &CertsCommand) -> Result<()> {
             days,
             force,
         } => {
-            let ca = certs::make_ca(cn, *days)?;
+            let cn = cn
+                .clone()
+                .unwrap_or_else(|| format!("runnerx registry CA {}", crate::job::random_hex(4)));
+            let ca = certs::make_ca(&cn, *days)?;
             let files = vec![
                 OutFile {
                     name: "ca.crt",

@@ -320,6 +320,14 @@ async fn tls_checks(reg: &Registry, addr: SocketAddr, host: &str, r: &mut Report
                 reg.host
             ),
         ),
+        TlsOutcome::SameNameOtherCa => fail(
+            "tls",
+            "x509: certificate signed by unknown authority (the CA in ca_file has the issuer's name but a different key: a regenerated CA?)".into(),
+            format!(
+                "set ca_file for {} to the CA that actually signed the registry's certificate (now: {ca}), or reissue the certificate from this CA",
+                reg.host
+            ),
+        ),
         TlsOutcome::NameMismatch(names) => fail(
             "tls",
             format!("x509: certificate is valid for {}, not {host}", if names.is_empty() { "no DNS/IP names (legacy CN only)".into() } else { names.join(", ") }),

@@ -91,6 +91,8 @@ pub enum TlsOutcome {
     Ok(String),
     /// The chain does not end at a trusted CA.
     UnknownIssuer,
+    /// A trusted CA has the issuer's name but did not sign it (a regenerated CA).
+    SameNameOtherCa,
     /// The certificate does not name the host; the names it has.
     NameMismatch(Vec<String>),
     /// Outside its validity window; its notAfter.
@@ -239,6 +241,8 @@ pub fn probe_tls(addr: SocketAddr, host: &str, reg: &Registry, timeout: Duration
     {
         Some(rustls::Error::InvalidCertificate(c)) => match c {
             CertificateError::UnknownIssuer => TlsOutcome::UnknownIssuer,
+            // A CA with the issuer's name but another key: a regenerated CA.
+            CertificateError::BadSignature => TlsOutcome::SameNameOtherCa,
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 TlsOutcome::NameMismatch(facts().names)
             }

@@ -114,6 +114,31 @@ fn doctor_diagnoses_a_wrong_ca() {
         "{out}"
     );
     assert!(out.contains("fix: set ca_file"), "{out}");
+
+    // A regenerated CA with the very same name: the issuer matches by name, not by key.
+    let same = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .args([
+            "certs",
+            "ca",
+            "--cn",
+            "test registry CA",
+            "--out",
+            same.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let job = Job::new()
+        .with_settings(&reg.settings_block(&same.path().join("ca.crt"), ""))
+        .env("REG_PW", PASSWORD);
+    let (code, out) = doctor(&job);
+    assert_eq!(code, 2, "{out}");
+    let line = failing_line(&out, "tls");
+    assert!(
+        line.contains("signed by unknown authority") && line.contains("regenerated CA"),
+        "{out}"
+    );
 }
 
 #[test]
