@@ -50,6 +50,16 @@ pub enum Error {
         source: bollard::errors::Error,
     },
 
+    /// No builder container for the job (exec target missing).
+    #[error(
+        "no builder {0}: prepare has not run for this job or cleanup already removed it; run `runnerx prepare` first"
+    )]
+    NoBuilder(String),
+
+    /// The builder exists but its main process has exited.
+    #[error("builder {0} is not running (its dockerd exited?); see `docker logs {0}`")]
+    BuilderStopped(String),
+
     /// A registry refused or failed a request (message names the fix where known).
     #[error("registry: {0}")]
     Registry(String),
@@ -91,6 +101,8 @@ impl Error {
             Error::Settings(_)
             | Error::Docker { .. }
             | Error::Builder(_)
+            | Error::NoBuilder(_)
+            | Error::BuilderStopped(_)
             | Error::Registry(_)
             | Error::Io { .. }
             | Error::Cancelled(_)

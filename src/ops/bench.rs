@@ -133,7 +133,7 @@ pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
     let engine = Engine::connect().await?;
     println!(
         "runnerx bench: {runs} runs per figure; engine {}; builder image {}",
-        engine.version().await?,
+        engine.info().await?.version,
         settings.builder.image
     );
     let mut peak_rss = 0i64;

@@ -75,7 +75,7 @@ pub async fn doctor(settings: &Settings, only: Option<&str>) -> Result<()> {
 async fn host_checks(settings: &Settings, r: &mut Report) {
     match Engine::connect().await {
         Ok(engine) => {
-            match engine.version().await {
+            match engine.info().await.map(|i| i.version) {
                 Ok(v) => r.ok("docker engine", v),
                 Err(e) => r.fail("docker engine", e.to_string(), "check that dockerd runs and this user may use its socket"),
             }

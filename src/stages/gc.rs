@@ -129,12 +129,7 @@ async fn prune_caches(settings: &Settings, engine: &Engine, now: u64, dry_run: b
     if caches.is_empty() {
         return Ok(());
     }
-    let in_use: BTreeSet<String> = engine
-        .containers_with_label(LABEL_CACHE)
-        .await?
-        .into_iter()
-        .filter_map(|c| c.labels.and_then(|l| l.get(LABEL_CACHE).cloned()))
-        .collect();
+    let in_use = crate::stages::prepare::Held::list(engine).await?.caches;
     for v in caches {
         if in_use.contains(&v.name) {
             continue;

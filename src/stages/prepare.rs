@@ -56,13 +56,14 @@ pub async fn prepare(
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
+    let info = engine.info().await?;
     tracing::info!(
         "preparing builder {name} from {image} (engine {})",
-        engine.version().await?
+        info.version
     );
 
-    if let Some(existing) = engine.inspect(&name).await? {
-        if existing.running && dockerd_answers(engine, &name, 1).await {
+    if let Some(running) = engine.running(&name).await? {
+        if running && dockerd_answers(engine, &name, 1).await {
             tracing::info!(
                 "builder {name} from an earlier attempt is running and ready; reusing it"
             );
@@ -81,16 +82,17 @@ pub async fn prepare(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
 
-    let native = engine.native_arch().await?;
-    let needed = binfmt::needed(&b.platforms, &native);
+    let native = info.arch.as_str();
+    let needed = binfmt::needed(&b.platforms, native);
     let register_at_boot = matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
 
     // Serialize slot choice and dockerd network set-up with other prepares on this host.
     let lock_wait = b.boot_timeout * 3 + Duration::from_secs(30);
     let lock = HostLock::acquire(&b.lock_file, lock_wait, cancel).await?;
     steps.done("host lock taken");
-    let (volume, cache_key, warm) = choose_volume(settings, job, engine, created).await?;
-    let slot = allocate_slot(engine, settings).await?;
+    let held = Held::list(engine).await?;
+    let (volume, cache_key, warm) = choose_volume(settings, job, engine, &held, created).await?;
+    let slot = allocate_slot(settings, &held)?;
     let spec = BuilderSpec {
         job_id: job.id.clone(),
         name: name.clone(),
@@ -108,7 +110,7 @@ pub async fn prepare(
         volume,
         cache_key,
     };
-    let rights = start_builder(engine, &spec, settings).await?;
+    let rights = start_builder(engine, &spec, settings, &info.id).await?;
     steps.done(&format!(
         "started {name} ({}, bridge {} {})",
         match rights {
@@ -139,7 +141,7 @@ pub async fn prepare(
         }
         steps.done(&format!("warm cache {} tidied", spec.volume));
     }
-    setup_platforms(settings, engine, &name, &native, &needed, cancel).await?;
+    setup_platforms(settings, engine, &name, native, &needed, cancel).await?;
     steps.done(&format!(
         "platforms {} ready",
         b.platforms
@@ -205,23 +207,38 @@ async fn ensure_image(
     }
 }
 
-/// Picks the lowest slot no other builder (or leftover bridge) holds.
-async fn allocate_slot(engine: &Engine, settings: &Settings) -> Result<Slot> {
-    let pool = settings.builder.subnet_pool;
-    let mut used = std::collections::BTreeSet::new();
-    for c in engine.containers_with_label(builder::LABEL_SLOT).await? {
-        if let Some(n) = c.labels.and_then(|l| {
-            l.get(builder::LABEL_SLOT)
-                .and_then(|v| v.parse::<u32>().ok())
-        }) {
-            used.insert(n);
+/// What the builders on this host hold, from one container listing (taken under the
+/// host lock): their network slots and the cache volumes they mount.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    slots: std::collections::BTreeSet<u32>,
+    pub(crate) caches: std::collections::BTreeSet<String>,
+}
+
+impl Held {
+    pub(crate) async fn list(engine: &Engine) -> Result<Held> {
+        let mut held = Held::default();
+        for c in engine.containers_with_label(builder::LABEL_JOB).await? {
+            let labels = c.labels.unwrap_or_default();
+            if let Some(n) = labels.get(builder::LABEL_SLOT).and_then(|v| v.parse().ok()) {
+                held.slots.insert(n);
+            }
+            if let Some(v) = labels.get(builder::LABEL_CACHE) {
+                held.caches.insert(v.clone());
+            }
         }
+        Ok(held)
     }
+}
+
+/// Picks the lowest slot no other builder (or leftover bridge) holds.
+fn allocate_slot(settings: &Settings, held: &Held) -> Result<Slot> {
+    let pool = settings.builder.subnet_pool;
     for index in 0..Slot::capacity(pool) {
         let Some(slot) = Slot::new(pool, index) else {
             break;
         };
-        if used.contains(&index) || bridge_exists(&slot.bridge) {
+        if held.slots.contains(&index) || bridge_exists(&slot.bridge) {
             continue;
         }
         return Ok(slot);
@@ -261,10 +278,14 @@ fn refusal_marker(settings: &Settings) -> std::path::PathBuf {
     ))
 }
 
-async fn start_builder(engine: &Engine, spec: &BuilderSpec, settings: &Settings) -> Result<Rights> {
+async fn start_builder(
+    engine: &Engine,
+    spec: &BuilderSpec,
+    settings: &Settings,
+    engine_id: &str,
+) -> Result<Rights> {
     let mode = settings.builder.privileged;
     let marker = refusal_marker(settings);
-    let engine_id = engine.id().await.unwrap_or_default();
     let known_refused = mode == Privileged::Auto
         && !engine_id.is_empty()
         && std::fs::read_to_string(&marker).is_ok_and(|id| id.trim() == engine_id);
@@ -284,7 +305,7 @@ async fn start_builder(engine: &Engine, spec: &BuilderSpec, settings: &Settings)
             engine.remove_container(&spec.name).await?;
             create_and_start(engine, spec, Rights::Capabilities).await?;
             if !engine_id.is_empty() {
-                let _ = std::fs::write(&marker, &engine_id);
+                let _ = std::fs::write(&marker, engine_id);
             }
             Ok(Rights::Capabilities)
         }
@@ -326,7 +347,7 @@ async fn wait_ready(
         if matches!(polled, Ok((0, _))) {
             return Ok(());
         }
-        let alive = engine.inspect(name).await?.is_some_and(|c| c.running);
+        let alive = engine.running(name).await? == Some(true);
         if !alive || Instant::now() >= deadline {
             let tail = engine.logs_tail(name, 25).await;
             for line in tail.lines() {
@@ -453,6 +474,7 @@ async fn choose_volume(
     settings: &Settings,
     job: &Job,
     engine: &Engine,
+    held: &Held,
     now: u64,
 ) -> Result<(String, Option<String>, bool)> {
     let own = || async {
@@ -466,18 +488,12 @@ async fn choose_volume(
     else {
         return own().await;
     };
-    let in_use: std::collections::BTreeSet<String> = engine
-        .containers_with_label(builder::LABEL_CACHE)
-        .await?
-        .into_iter()
-        .filter_map(|c| c.labels.and_then(|l| l.get(builder::LABEL_CACHE).cloned()))
-        .collect();
     let existing = engine
         .volumes_with_label(&format!("{}={project}", builder::LABEL_CACHE_PROJECT))
         .await?;
     for slot in 0..settings.cache.slots {
         let name = builder::cache_volume_name(project, slot);
-        if in_use.contains(&name) {
+        if held.caches.contains(&name) {
             continue;
         }
         let mut warm = false;

@@ -42,20 +42,8 @@ pub async fn run(
     }
     let bytes = std::fs::read(script).map_err(|e| Error::io("read stage script", script, e))?;
     let name = job.builder_name();
-    match engine.inspect(&name).await? {
-        Some(c) if c.running => {}
-        Some(_) => {
-            return Err(Error::Builder(format!(
-                "builder {name} is not running (its dockerd exited?); see `docker logs {name}`"
-            )));
-        }
-        None => {
-            return Err(Error::Builder(format!(
-                "no builder {name}: prepare has not run for job {} or cleanup already removed it",
-                job.id
-            )));
-        }
-    }
+    // No inspect first: exec creation itself says "no such container" (404) or "not
+    // running" (409), which the engine maps to NoBuilder / BuilderStopped.
     tracing::debug!("running stage {stage} ({} bytes) in {name}", bytes.len());
     let token = random_hex(8);
     let mut ex = engine
