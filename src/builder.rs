@@ -37,8 +37,6 @@ pub const LABEL_SLOT: &str = "runnerx.slot";
 /// The host bridge a builder owns.
 pub const LABEL_BRIDGE: &str = "runnerx.bridge";
 
-/// Where runnerx's files live inside the builder.
-pub const CONFIG_DIR: &str = "/etc/runnerx";
 /// The boot script inside the builder.
 pub const BOOT_SCRIPT_PATH: &str = "/etc/runnerx/boot.sh";
 /// Seconds `docker stop` waits for the boot script's teardown.
@@ -102,10 +100,31 @@ pub struct BuilderSpec {
     pub proxy: Proxy,
     /// QEMU handlers the boot script registers from the image's binfmt.d (builtin/auto).
     pub binfmt: Vec<String>,
-    /// The volume mounted at /var/lib/docker: the job's own, or a project cache.
-    pub volume: String,
-    /// The cache key when `volume` is a project cache.
-    pub cache_key: Option<String>,
+    /// The volume mounted at /var/lib/docker.
+    pub data_root: DataRoot,
+}
+
+/// The volume a builder mounts at /var/lib/docker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataRoot {
+    /// The job's own volume (job label; removed at cleanup).
+    Job(String),
+    /// A project cache volume (no job label; kept). `warm`: it holds an earlier job's data.
+    Cache {
+        /// Volume name, also the builder's `runnerx.cache` label.
+        name: String,
+        /// Whether it existed already.
+        warm: bool,
+    },
+}
+
+impl DataRoot {
+    /// The volume's name.
+    pub fn name(&self) -> &str {
+        match self {
+            DataRoot::Job(n) | DataRoot::Cache { name: n, .. } => n,
+        }
+    }
 }
 
 impl BuilderSpec {
@@ -114,11 +133,19 @@ impl BuilderSpec {
         let mut l = job_labels(&self.job_id, self.created);
         l.insert(LABEL_SLOT.into(), self.slot.index.to_string());
         l.insert(LABEL_BRIDGE.into(), self.slot.bridge.clone());
-        if let Some(k) = &self.cache_key {
-            l.insert(LABEL_CACHE.into(), k.clone());
+        if let DataRoot::Cache { name, .. } = &self.data_root {
+            l.insert(LABEL_CACHE.into(), name.clone());
         }
         l
     }
+}
+
+/// The `runnerx.created` label as Unix seconds (0 when missing or unreadable, i.e. old).
+pub fn created_of(labels: &HashMap<String, String>) -> u64 {
+    labels
+        .get(LABEL_CREATED)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Name of a job's `/var/lib/docker` volume.
@@ -163,7 +190,7 @@ pub enum Rights {
 pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody {
     let mut mounts = vec![Mount {
         typ: Some(MountType::VOLUME),
-        source: Some(spec.volume.clone()),
+        source: Some(spec.data_root.name().to_string()),
         target: Some("/var/lib/docker".into()),
         ..Default::default()
     }];
@@ -437,14 +464,14 @@ pub fn exec_wrapper(script_len: usize, token: &str) -> Vec<String> {
     vec![
         "bash".into(),
         "-c".into(),
-        concat!(
-            "mkdir -p /run/runnerx; pidf=/run/runnerx/$2.pid; ",
-            "if [ -r /etc/runnerx/job.env ]; then set -a; . /etc/runnerx/job.env; set +a; fi; ",
-            "exec 3< <(head -c \"$1\"); ",
-            "setsid bash /dev/fd/3 </dev/null & pid=$!; echo \"$pid\" > \"$pidf\"; ",
-            "wait \"$pid\"; rc=$?; rm -f \"$pidf\"; exit $rc"
-        )
-        .into(),
+        format!(
+            "mkdir -p /run/runnerx; pidf=/run/runnerx/$2.pid; \
+             if [ -r {env} ]; then set -a; . {env}; set +a; fi; \
+             exec 3< <(head -c \"$1\"); \
+             setsid bash /dev/fd/3 </dev/null & pid=$!; echo \"$pid\" > \"$pidf\"; \
+             wait \"$pid\"; rc=$?; rm -f \"$pidf\"; exit $rc",
+            env = trust::JOB_ENV
+        ),
         "runnerx-run".into(),
         script_len.to_string(),
         token.into(),
@@ -486,8 +513,7 @@ mod tests {
             registries: vec![],
             proxy: Proxy::default(),
             binfmt: vec!["aarch64".into()],
-            volume: volume_name("42"),
-            cache_key: None,
+            data_root: DataRoot::Job(volume_name("42")),
         }
     }
 
@@ -546,8 +572,10 @@ mod tests {
         assert!(!l.contains_key(LABEL_JOB));
         assert_eq!(l[LABEL_CACHE_PROJECT], "77");
         let mut s = spec();
-        s.volume = cache_volume_name("77", 0);
-        s.cache_key = Some(s.volume.clone());
+        s.data_root = DataRoot::Cache {
+            name: cache_volume_name("77", 0),
+            warm: false,
+        };
         let v = serde_json::to_value(container_body(&s, Rights::Privileged)).unwrap();
         assert_eq!(
             v["HostConfig"]["Mounts"][0]["Source"],

@@ -76,8 +76,7 @@ fn is_not_modified(e: &BollardError) -> bool {
 /// Adds `:latest` when a reference has neither tag nor digest: the pull API would
 /// otherwise fetch every tag of the repository.
 pub fn with_default_tag(image: &str) -> String {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') || last.contains(':') {
+    if crate::settings::has_tag_or_digest(image) {
         image.to_string()
     } else {
         format!("{image}:latest")

@@ -160,20 +160,9 @@ impl Job {
     /// A job run by `runnerx local` (no gitlab-runner): a generated id, the pipeline
     /// job's `image:`, logs like under GitLab.
     pub fn local(image: Option<String>, project: &str) -> Job {
-        let slug: String = project
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .take(32)
-            .collect();
         Job {
             id: format!("local-{}", random_hex(4)),
-            project: Some(format!("local-{slug}")),
+            project: Some(local_project_key(project)),
             id_source: IdSource::Generated,
             under_gitlab: true,
             build_exit_code_file: None,
@@ -213,6 +202,23 @@ fn read_response(path: &str) -> Result<JobResponse> {
             "JOB_RESPONSE_FILE {path} is not the job JSON gitlab-runner writes: {e}"
         ))
     })
+}
+
+/// The cache key of a `runnerx local` project named `name` (`local-<slug>`): it never
+/// collides with GitLab's numeric project ids.
+pub fn local_project_key(name: &str) -> String {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    format!("local-{slug}")
 }
 
 /// Job ids name containers, volumes and labels: keep them to a safe alphabet.

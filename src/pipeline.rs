@@ -30,8 +30,6 @@ const RESERVED: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     doc: Map<String, Value>,
-    /// Files read, in include order (the main file last).
-    pub files: Vec<PathBuf>,
 }
 
 /// One job, resolved.
@@ -107,7 +105,6 @@ impl Pipeline {
         let root = repo_root(file);
         let main = parse_yaml(file)?;
         let mut merged = Map::new();
-        let mut files = vec![];
         let includes = match main.get("include") {
             None => vec![],
             Some(Value::Array(a)) => a.clone(),
@@ -138,7 +135,6 @@ impl Pipeline {
                 Value::Object(m) => m,
                 _ => unreachable!("merging mappings gives a mapping"),
             };
-            files.push(path);
         }
         let mut main = main;
         main.remove("include");
@@ -146,8 +142,7 @@ impl Pipeline {
             Value::Object(m) => m,
             _ => unreachable!("merging mappings gives a mapping"),
         };
-        files.push(file.to_path_buf());
-        let p = Pipeline { doc, files };
+        let p = Pipeline { doc };
         p.validate()?;
         Ok(p)
     }

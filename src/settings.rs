@@ -477,17 +477,19 @@ impl Settings {
         let file = source
             .as_ref()
             .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
-        // Names the origin of a key for error messages.
-        let origin = |key: &str, from_env: bool| {
+        // Names a key and where its value came from, for error messages.
+        let origin_in = |section: &str, key: &str, from_env: bool| {
             if from_env {
                 format!(
-                    "builder.{key} (from RUNNERX_BUILDER_{})",
+                    "{section}.{key} (from RUNNERX_{}_{})",
+                    section.to_uppercase(),
                     key.to_uppercase()
                 )
             } else {
-                format!("builder.{key} (in {file})")
+                format!("{section}.{key} (in {file})")
             }
         };
+        let origin = |key: &str, from_env: bool| origin_in("builder", key, from_env);
         let b = raw.builder;
         macro_rules! pick {
             ($field:ident, $env:ident) => {{
@@ -616,13 +618,7 @@ impl Settings {
         validate_image(&buildkit_image)
             .map_err(|m| Error::Settings(format!("{} {m}", origin("buildkit_image", bk_env))))?;
 
-        let bin_origin = |key: &str, from_env: bool| {
-            if from_env {
-                format!("binfmt.{key} (from RUNNERX_BINFMT_{})", key.to_uppercase())
-            } else {
-                format!("binfmt.{key} (in {file})")
-            }
-        };
+        let bin_origin = |key: &str, from_env: bool| origin_in("binfmt", key, from_env);
         let mode_env = overrides.binfmt_mode.is_some();
         let binfmt_mode = match overrides
             .binfmt_mode
@@ -648,10 +644,7 @@ impl Settings {
             .unwrap_or_else(|| DEFAULT_BINFMT_IMAGE.into());
         validate_image(&binfmt_image)
             .map_err(|m| Error::Settings(format!("{} {m}", bin_origin("image", img_env))))?;
-        if binfmt_image.ends_with(":latest")
-            || !binfmt_image.rsplit('/').next().unwrap_or("").contains(':')
-                && !binfmt_image.contains('@')
-        {
+        if binfmt_image.ends_with(":latest") || !has_tag_or_digest(&binfmt_image) {
             return Err(Error::Settings(format!(
                 "{} = {binfmt_image:?} is not pinned; QEMU regressions break builds (buildkit.md §4): use a fixed tag such as {DEFAULT_BINFMT_IMAGE}",
                 bin_origin("image", img_env)
@@ -659,13 +652,7 @@ impl Settings {
         }
 
         let cache_env = overrides.cache_mode.is_some();
-        let cache_key = |k: &str, from_env: bool| {
-            if from_env {
-                format!("cache.{k} (from RUNNERX_CACHE_{})", k.to_uppercase())
-            } else {
-                format!("cache.{k} (in {file})")
-            }
-        };
+        let cache_key = |key: &str, from_env: bool| origin_in("cache", key, from_env);
         let cache_mode = match overrides
             .cache_mode
             .or(raw.cache.mode)
@@ -912,6 +899,12 @@ fn non_empty(v: Vec<String>) -> Vec<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// Whether an image reference names a tag or a digest (the tag is after the last `/`,
+/// so `host:port/repo` has none).
+pub fn has_tag_or_digest(image: &str) -> bool {
+    image.contains('@') || image.rsplit('/').next().unwrap_or(image).contains(':')
 }
 
 /// Checks an image reference is plausible (the engine does the full parse).

@@ -322,14 +322,8 @@ pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
 
 /// The cache key `runnerx local` uses is derived from the project directory's name.
 async fn drop_local_caches(engine: &Engine, example: &Path) -> Result<()> {
-    let dir = std::fs::canonicalize(example.parent().unwrap_or(Path::new(".")))
-        .map_err(|e| Error::io("open", example, e))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let job = crate::job::Job::local(None, &name);
-    let project = job.project.unwrap_or_default();
+    let (_, name) = crate::ops::local::project_of(example, None)?;
+    let project = crate::job::local_project_key(&name);
     for v in engine
         .volumes_with_label(&format!(
             "{}={project}",

@@ -513,7 +513,7 @@ async fn harbor_check(client: &Client, r: &mut Report) {
         );
         return;
     }
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.body) else {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&a.bytes) else {
         r.note("harbor", "no Harbor systeminfo JSON: not Harbor");
         return;
     };

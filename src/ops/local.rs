@@ -29,18 +29,7 @@ pub async fn local(
 ) -> Result<()> {
     let pipeline = Pipeline::load(&args.file).map_err(Error::Usage)?;
     let def = pipeline.job(&args.job).map_err(Error::Usage)?;
-    let project = match &args.project_dir {
-        Some(d) => d.clone(),
-        None => args
-            .file
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-    };
-    let project = std::fs::canonicalize(&project)
-        .map_err(|e| Error::io("open project directory", &project, e))?;
-    let name = project
-        .file_name()
-        .map_or_else(|| "project".into(), |n| n.to_string_lossy().to_lowercase());
+    let (project, name) = project_of(&args.file, args.project_dir.as_deref())?;
     let project_dir = format!("{}/local/{name}", stages::config::BUILDS_DIR);
 
     let job = Job::local(def.image.clone(), &name);
@@ -106,6 +95,23 @@ pub async fn local(
         Err(_) => {}
     }
     result
+}
+
+/// The project directory (`--project-dir`, else the pipeline file's directory) and its
+/// name, which names the checkout and the per-project cache.
+pub fn project_of(file: &Path, project_dir: Option<&Path>) -> Result<(PathBuf, String)> {
+    let dir = match project_dir {
+        Some(d) => d.to_path_buf(),
+        None => file
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    let dir =
+        std::fs::canonicalize(&dir).map_err(|e| Error::io("open project directory", &dir, e))?;
+    let name = dir
+        .file_name()
+        .map_or_else(|| "project".into(), |n| n.to_string_lossy().to_lowercase());
+    Ok((dir, name))
 }
 
 fn section(stage: &str) {

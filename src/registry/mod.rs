@@ -112,8 +112,6 @@ pub struct CertFacts {
     pub names: Vec<String>,
     /// notAfter, RFC 2822-ish.
     pub not_after: String,
-    /// Whether it says CA:TRUE.
-    pub is_ca: bool,
 }
 
 fn root_store(ca_pem: Option<&str>) -> rustls::RootCertStore {
@@ -295,7 +293,6 @@ pub fn peer_facts(
     Some(CertFacts {
         names,
         not_after: x.validity().not_after.to_string(),
-        is_ca: x.is_ca(),
     })
 }
 
@@ -394,8 +391,6 @@ pub struct Answer {
     pub content_type: Option<String>,
     /// `Docker-Content-Digest`, if any.
     pub digest: Option<String>,
-    /// Body as text (lossy), for errors and JSON answers.
-    pub body: String,
     /// Body bytes, exactly as received (manifests are hashed as sent).
     pub bytes: Vec<u8>,
 }
@@ -511,14 +506,13 @@ impl Client {
             header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_string());
         let digest = header("docker-content-digest");
         let bytes = resp.bytes().await.map_err(|e| describe(&e))?.to_vec();
-        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(65_536)]).into_owned();
         Ok(Answer {
             status,
             challenge,
             location,
             content_type,
             digest,
-            body,
+
             bytes,
         })
     }
@@ -551,7 +545,7 @@ impl Client {
             401 | 403 => return Err(TokenError::Denied(a.status)),
             s => return Err(TokenError::Other(format!("token endpoint answered {s}"))),
         }
-        let v: serde_json::Value = serde_json::from_str(&a.body)
+        let v: serde_json::Value = serde_json::from_slice(&a.bytes)
             .map_err(|_| TokenError::Other("token endpoint did not answer JSON".into()))?;
         v.get("token")
             .or_else(|| v.get("access_token"))

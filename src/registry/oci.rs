@@ -91,14 +91,6 @@ impl Reference {
             reference,
         })
     }
-
-    /// The same repository at another tag or digest.
-    pub fn with_reference(&self, reference: &str) -> Reference {
-        Reference {
-            reference: reference.to_string(),
-            ..self.clone()
-        }
-    }
 }
 
 impl std::fmt::Display for Reference {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::binfmt::{self, Handler};
-use crate::builder::{self, BuilderSpec, Rights, Slot};
+use crate::builder::{self, BuilderSpec, DataRoot, Rights, Slot};
 use crate::duration::human;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -91,7 +91,7 @@ pub async fn prepare(
     let lock = HostLock::acquire(&b.lock_file, lock_wait, cancel).await?;
     steps.done("host lock taken");
     let held = Held::list(engine).await?;
-    let (volume, cache_key, warm) = choose_volume(settings, job, engine, &held, created).await?;
+    let data_root = choose_volume(settings, job, engine, &held, created).await?;
     let slot = allocate_slot(settings, &held)?;
     let spec = BuilderSpec {
         job_id: job.id.clone(),
@@ -107,8 +107,7 @@ pub async fn prepare(
         } else {
             vec![]
         },
-        volume,
-        cache_key,
+        data_root,
     };
     let rights = start_builder(engine, &spec, settings, &info.id).await?;
     steps.done(&format!(
@@ -123,7 +122,11 @@ pub async fn prepare(
     wait_ready(engine, &name, b.boot_timeout, cancel).await?;
     drop(lock);
     steps.done("inner dockerd ready");
-    if warm {
+    if let DataRoot::Cache {
+        name: volume,
+        warm: true,
+    } = &spec.data_root
+    {
         // Keep images and build cache; drop the last job's containers (its networks
         // are already gone: the boot script drops the network store).
         let (code, out) = engine
@@ -139,7 +142,7 @@ pub async fn prepare(
         if code != 0 {
             tracing::warn!("could not tidy the warm cache: {}", out.trim());
         }
-        steps.done(&format!("warm cache {} tidied", spec.volume));
+        steps.done(&format!("warm cache {volume} tidied"));
     }
     setup_platforms(settings, engine, &name, native, &needed, cancel).await?;
     steps.done(&format!(
@@ -468,21 +471,20 @@ async fn create_buildx_builder(
 
 /// The builder's /var/lib/docker: the job's own volume, or — with per-project caching —
 /// the first of the project's cache volumes no other builder mounts (chosen under the
-/// host lock, so two running builders never share one). Returns (volume, cache key,
-/// whether it is warm).
+/// host lock, so two running builders never share one).
 async fn choose_volume(
     settings: &Settings,
     job: &Job,
     engine: &Engine,
     held: &Held,
     now: u64,
-) -> Result<(String, Option<String>, bool)> {
+) -> Result<DataRoot> {
     let own = || async {
         let name = builder::volume_name(&job.id);
         engine
             .create_volume(&name, builder::job_labels(&job.id, now))
             .await?;
-        Ok::<_, Error>((name, None, false))
+        Ok::<_, Error>(DataRoot::Job(name))
     };
     let (CacheMode::PerProject, Some(project)) = (settings.cache.mode, job.project.as_deref())
     else {
@@ -498,11 +500,7 @@ async fn choose_volume(
         }
         let mut warm = false;
         if let Some(v) = existing.iter().find(|v| v.name == name) {
-            let created: u64 = v
-                .labels
-                .get(builder::LABEL_CREATED)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
+            let created = builder::created_of(&v.labels);
             if now.saturating_sub(created) > settings.cache.max_age.as_secs() {
                 tracing::info!("cache {name} is older than cache.max_age; starting it afresh");
                 engine.remove_volume(&name).await?;
@@ -519,7 +517,7 @@ async fn choose_volume(
             "{} cache {name} for project {project}",
             if warm { "using warm" } else { "creating" }
         );
-        return Ok((name.clone(), Some(name), warm));
+        return Ok(DataRoot::Cache { name, warm });
     }
     tracing::warn!(
         "all {} cache slots of project {project} are in use; this job builds without cache (raise cache.slots)",
