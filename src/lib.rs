@@ -84,7 +84,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::Gc(args) => {
             let settings = settings()?;
             let engine = engine::Engine::connect().await?;
-            stages::gc::gc(&settings, &engine, args.older_than, args.dry_run).await
+            stages::gc::gc(&settings, &engine, args.older_than, args.dry_run, &cancel).await
         }
     }
 }

@@ -8,11 +8,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::builder::{LABEL_BRIDGE, LABEL_CACHE, LABEL_CREATED, LABEL_JOB};
+use crate::builder::{LABEL_BRIDGE, LABEL_CACHE, LABEL_JOB, created_of};
+use tokio_util::sync::CancellationToken;
+
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::hostlock::HostLock;
 use crate::settings::Settings;
 use crate::stages::cleanup::{delete_bridge, teardown_job};
+use crate::stages::prepare::Held;
 
 /// Runs gc.
 pub async fn gc(
@@ -20,6 +24,7 @@ pub async fn gc(
     engine: &Engine,
     older_than: Duration,
     dry_run: bool,
+    cancel: &CancellationToken,
 ) -> Result<()> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -35,9 +40,9 @@ pub async fn gc(
         let Some(job) = labels.get(LABEL_JOB) else {
             continue;
         };
-        let created = labels
-            .get(LABEL_CREATED)
-            .and_then(|v| v.parse().ok())
+        // The label, else the engine's creation time.
+        let created = Some(created_of(&labels))
+            .filter(|c| *c > 0)
             .or(c.created.and_then(|v| u64::try_from(v).ok()))
             .unwrap_or(0);
         if let Some(b) = labels.get(LABEL_BRIDGE) {
@@ -50,11 +55,7 @@ pub async fn gc(
         let Some(job) = v.labels.get(LABEL_JOB) else {
             continue;
         };
-        let created = v
-            .labels
-            .get(LABEL_CREATED)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
+        let created = created_of(&v.labels);
         let e = jobs.entry(job.clone()).or_insert(0);
         *e = (*e).max(created);
     }
@@ -109,7 +110,7 @@ pub async fn gc(
             }
         }
     }
-    prune_caches(settings, engine, now, dry_run).await?;
+    prune_caches(settings, engine, now, dry_run, cancel).await?;
     println!(
         "gc: {removed} job(s) older than {}s{}",
         older_than.as_secs(),
@@ -124,22 +125,26 @@ pub async fn gc(
 
 /// Drops project cache volumes no builder mounts that are older than `cache.max_age`
 /// or larger than `cache.max_size`.
-async fn prune_caches(settings: &Settings, engine: &Engine, now: u64, dry_run: bool) -> Result<()> {
+///
+/// Prepare picks cache volumes under the host lock, so each volume is checked, measured
+/// and removed under it too: a prepare never mounts a volume being measured or deleted,
+/// and two gc runs never trip over each other's `du` helper. The lock is held per
+/// volume, so a prepare waits for at most one measurement.
+async fn prune_caches(
+    settings: &Settings,
+    engine: &Engine,
+    now: u64,
+    dry_run: bool,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let caches = engine.volumes_with_label(LABEL_CACHE).await?;
-    if caches.is_empty() {
-        return Ok(());
-    }
-    let in_use = crate::stages::prepare::Held::list(engine).await?.caches;
+    let lock_wait = settings.builder.boot_timeout * 3 + Duration::from_secs(30);
     for v in caches {
-        if in_use.contains(&v.name) {
+        let _lock = HostLock::acquire(&settings.builder.lock_file, lock_wait, cancel).await?;
+        if Held::list(engine).await?.caches.contains(&v.name) {
             continue;
         }
-        let created: u64 = v
-            .labels
-            .get(LABEL_CREATED)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let age = now.saturating_sub(created);
+        let age = now.saturating_sub(created_of(&v.labels));
         let why = if age > settings.cache.max_age.as_secs() {
             format!("{age}s old > cache.max_age")
         } else {
