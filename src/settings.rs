@@ -391,8 +391,9 @@ impl Registry {
     }
 }
 
-/// Validated proxy settings (all optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Validated proxy settings (all optional). Proxy URLs may carry `user:password@`, so
+/// `Debug` masks that part.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Proxy {
     /// HTTP proxy URL.
     pub http_proxy: Option<String>,
@@ -400,6 +401,27 @@ pub struct Proxy {
     pub https_proxy: Option<String>,
     /// Comma-separated exclusions.
     pub no_proxy: Option<String>,
+}
+
+/// `http://user:pass@proxy:3128` → `http://***@proxy:3128`.
+pub fn mask_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = |v: &Option<String>| v.as_deref().map(mask_userinfo);
+        f.debug_struct("Proxy")
+            .field("http_proxy", &m(&self.http_proxy))
+            .field("https_proxy", &m(&self.https_proxy))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 impl Proxy {
@@ -1095,6 +1117,22 @@ subnet_pool = "10.50.0.0/20"
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn proxy_credentials_never_reach_debug_output() {
+        let s = load(
+            "[proxy]\nhttps_proxy = \"http://alice:s3cret@proxy:3128\"\n",
+            &[],
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://***@proxy:3128"), "{shown}");
+        assert_eq!(mask_userinfo("http://proxy:3128"), "http://proxy:3128");
     }
 
     #[test]

@@ -152,7 +152,12 @@ pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
         if m.code != 0 {
             return Err(Error::Builder(format!(
                 "prepare failed in the benchmark: {}",
-                m.stderr.trim()
+                m.stderr
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("ERROR"))
+                    .unwrap_or("see `runnerx prepare` output")
+                    .trim()
             )));
         }
         peak_rss = peak_rss.max(m.max_rss_kb);

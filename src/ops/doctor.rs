@@ -51,7 +51,17 @@ pub async fn doctor(settings: &Settings, only: Option<&str>) -> Result<()> {
         .collect();
     if let (Some(h), true) = (only, regs.is_empty()) {
         return Err(Error::Usage(format!(
-            "no [[registries]] entry with host {h:?} in the settings"
+            "no [[registries]] entry with host {h:?} in the settings; configured: {}",
+            if settings.registries.is_empty() {
+                "none".to_string()
+            } else {
+                settings
+                    .registries
+                    .iter()
+                    .map(|r| r.host.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         )));
     }
     if settings.registries.is_empty() {

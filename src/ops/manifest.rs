@@ -13,7 +13,11 @@ async fn session(settings: &Settings, r: &Reference) -> Result<Session> {
     let (host, port) = host_port(&reg);
     let addr = registry::resolve(&settings.builder.extra_hosts, &host, port)
         .await
-        .map_err(|e| Error::Registry(format!("cannot resolve {host}: {e}")))?
+        .map_err(|e| {
+            Error::Registry(format!(
+                "cannot resolve {host}: {e}; fix DNS, or add \"{host}:<ip>\" to builder.extra_hosts"
+            ))
+        })?
         .0;
     Session::open(&reg, Some(addr))
         .await

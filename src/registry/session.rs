@@ -19,28 +19,49 @@ pub struct Session {
     tokens: HashMap<Vec<String>, String>,
 }
 
-/// Turns a distribution error body into one line (`CODE: message`).
-pub fn registry_error(a: &Answer) -> String {
+/// One line for a failed registry answer: the status, the distribution error codes,
+/// and the fix that status usually needs (`repo` is the repository asked about).
+pub fn registry_error(a: &Answer, host: &str, repo: &str) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&a.bytes).ok();
-    let errors: Vec<String> = parsed
+    let codes: Vec<(String, String)> = parsed
         .as_ref()
         .and_then(|v| v["errors"].as_array())
         .map(|errs| {
             errs.iter()
                 .map(|e| {
-                    format!(
-                        "{}: {}",
-                        e["code"].as_str().unwrap_or("?"),
-                        e["message"].as_str().unwrap_or("")
+                    (
+                        e["code"].as_str().unwrap_or("?").to_string(),
+                        e["message"].as_str().unwrap_or("").to_string(),
                     )
                 })
                 .collect()
         })
         .unwrap_or_default();
-    if errors.is_empty() {
-        format!("HTTP {}", a.status)
+    let has = |c: &str| codes.iter().any(|(code, _)| code == c);
+    let hint = match a.status {
+        401 => format!(
+            "; check username and password for {host} in [[registries]] (`runnerx doctor --registry {host}` explains)"
+        ),
+        403 => format!(
+            "; the account may not access {repo}: give it pull/push there (Harbor: project member or robot permission)"
+        ),
+        404 if has("NAME_UNKNOWN") => {
+            format!("; repository {repo} does not exist on {host}: check the name")
+        }
+        404 => format!("; not found in {repo}: check the tag, and that it was pushed"),
+        412 => "; the tag is immutable (Harbor tag immutability): push a new tag".to_string(),
+        429 => "; the registry is rate-limiting: retry later".to_string(),
+        400 if has("MANIFEST_BLOB_UNKNOWN") => {
+            format!("; a referenced child or blob is missing from {repo}")
+        }
+        s if s >= 500 => format!("; {host} failed internally: see the registry's logs"),
+        _ => String::new(),
+    };
+    let detail: Vec<String> = codes.iter().map(|(c, m)| format!("{c}: {m}")).collect();
+    if detail.is_empty() {
+        format!("HTTP {}{hint}", a.status)
     } else {
-        format!("HTTP {} {}", a.status, errors.join("; "))
+        format!("HTTP {} {}{hint}", a.status, detail.join("; "))
     }
 }
 
@@ -65,7 +86,10 @@ impl Session {
                     .as_deref()
                     .and_then(parse_challenge)
                     .ok_or_else(|| {
-                        format!("{} answered 401 without a usable challenge", reg.host)
+                        format!(
+                            "{} answered 401 without a usable WWW-Authenticate challenge; check the registry's auth configuration (`runnerx doctor --registry {}`)",
+                            reg.host, reg.host
+                        )
                     })?,
             ),
             _ => {
@@ -154,7 +178,7 @@ impl Session {
             return Err(format!(
                 "{}/{repo}:{reference}: {}",
                 self.host,
-                registry_error(&a)
+                registry_error(&a, &self.host, repo)
             ));
         }
         let computed = oci::digest(&a.bytes);
@@ -191,7 +215,7 @@ impl Session {
             return Err(format!(
                 "{}/{repo} blob {digest}: {}",
                 self.host,
-                registry_error(&a)
+                registry_error(&a, &self.host, repo)
             ));
         }
         Ok(a.bytes)
@@ -243,7 +267,7 @@ impl Session {
             }
             _ => Err(format!(
                 "mount {digest} from {source} into {target}: {}",
-                registry_error(&a)
+                registry_error(&a, &self.host, target)
             )),
         }
     }
@@ -273,7 +297,10 @@ impl Session {
             )
             .await?;
         if a.status != 201 {
-            return Err(format!("upload {digest} to {repo}: {}", registry_error(&a)));
+            return Err(format!(
+                "upload {digest} to {repo}: {}",
+                registry_error(&a, &self.host, repo)
+            ));
         }
         Ok(())
     }
@@ -302,7 +329,7 @@ impl Session {
             return Err(format!(
                 "push manifest {}/{repo}:{reference}: {}",
                 self.host,
-                registry_error(&a)
+                registry_error(&a, &self.host, repo)
             ));
         }
         if let Some(d) = &a.digest
@@ -311,5 +338,65 @@ impl Session {
             return Err(format!("registry stored {d} but runnerx sent {local}"));
         }
         Ok(local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            challenge: None,
+            location: None,
+            content_type: None,
+            digest: None,
+            bytes: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn registry_errors_name_the_fix() {
+        let e = registry_error(
+            &answer(
+                401,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            ),
+            "h.test",
+            "ci/app",
+        );
+        assert_eq!(
+            e,
+            "HTTP 401 UNAUTHORIZED: authentication required; check username and password for h.test in [[registries]] (`runnerx doctor --registry h.test` explains)"
+        );
+        let e = registry_error(
+            &answer(
+                404,
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+            ),
+            "h.test",
+            "ci/app",
+        );
+        assert!(
+            e.ends_with("; not found in ci/app: check the tag, and that it was pushed"),
+            "{e}"
+        );
+        let e = registry_error(
+            &answer(404, r#"{"errors":[{"code":"NAME_UNKNOWN","message":"x"}]}"#),
+            "h.test",
+            "ci/app",
+        );
+        assert!(
+            e.contains("repository ci/app does not exist on h.test"),
+            "{e}"
+        );
+        assert!(registry_error(&answer(403, ""), "h", "ci/app").contains("give it pull/push"));
+        assert!(registry_error(&answer(412, "{}"), "h", "r").contains("immutable"));
+        assert_eq!(
+            registry_error(&answer(418, "not json"), "h", "r"),
+            "HTTP 418"
+        );
+        assert!(!registry_error(&answer(401, "x"), "h", "r").contains('\n'));
     }
 }
