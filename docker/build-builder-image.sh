@@ -20,6 +20,7 @@ PACKAGES=(
   iptables iproute2 ca-certificates
   bash git git-lfs curl jq procps util-linux
   qemu-user-static binfmt-support busybox-static
+  rootlesskit slirp4netns passt uidmap libcap2-bin
 )
 REPO="${RUNNERX_BUILDER_REPO:-runnerx-builder}"
 
@@ -78,13 +79,25 @@ log "debootstrap took $((SECONDS - start))s"
 # Builder defaults: the containerd image store (multi-platform with the docker driver),
 # a place for runnerx's files, and no apt caches in the image.
 mkdir -p "$rootfs/etc/docker" "$rootfs/etc/runnerx" "$rootfs/builds" "$rootfs/cache"
+
+# Rootless isolation: the unprivileged user every job runs as (uid 1000) with a
+# subordinate id range for its user namespace, and no setuid path back to uid 0.
+# newuidmap/newgidmap get file capabilities instead of their setuid bit: setuid-root
+# helpers need CAP_SYS_ADMIN in the builder, which it does not have.
+chroot "$rootfs" useradd --uid 1000 --user-group --create-home --shell /bin/bash rootless
+printf 'rootless:100000:65536\n' >"$rootfs/etc/subuid"
+printf 'rootless:100000:65536\n' >"$rootfs/etc/subgid"
+find "$rootfs" -xdev -type f -perm /6000 -exec chmod ug-s {} +
+chroot "$rootfs" setcap cap_setuid=ep /usr/bin/newuidmap
+chroot "$rootfs" setcap cap_setgid=ep /usr/bin/newgidmap
+chown -R 1000:1000 "$rootfs/builds" "$rootfs/cache" "$rootfs/home/rootless"
 cat >"$rootfs/etc/docker/daemon.json" <<'JSON'
 {"features": {"containerd-snapshotter": true}}
 JSON
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
 
 start=$SECONDS
-tar -C "$rootfs" -c . | docker import \
+tar --xattrs --xattrs-include=security.capability -C "$rootfs" -c . | docker import \
   -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   -c 'ENTRYPOINT ["dockerd"]' \
   -c 'VOLUME /var/lib/docker' \

@@ -42,6 +42,7 @@ say "the pushed index"
 
 say "run it per platform in a builder"
 "$RUNNERX" prepare --job-id "demo-$REG_PID" >/dev/null
+# shellcheck disable=SC2016 # expanded in the builder
 printf 'for p in linux/amd64 linux/arm64; do echo "$p: $(docker run --rm --platform $p %s/demo/hello:1.0)"; done\n' "$REG" >"$work/run.sh"
 "$RUNNERX" run --job-id "demo-$REG_PID" "$work/run.sh" build_script
 "$RUNNERX" cleanup --job-id "demo-$REG_PID" 2>/dev/null

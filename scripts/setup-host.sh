@@ -12,7 +12,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 
-packages=(docker.io debootstrap iproute2 iptables docker-registry apache2-utils curl jq ca-certificates)
+packages=(docker.io debootstrap iproute2 iptables docker-registry apache2-utils curl jq ca-certificates shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

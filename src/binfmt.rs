@@ -1,8 +1,9 @@
 //! QEMU binfmt_misc handlers for non-native platforms (pure).
 //!
-//! Registration is done from inside the builder (test-environment.md §3): `builtin`
-//! writes the builder image's `/usr/lib/binfmt.d/qemu-<arch>.conf` lines to
-//! `register` at boot, before dockerd starts, so BuildKit sees the platforms at once;
+//! Registration is done from inside the builder: `builtin` writes the builder image's
+//! `/usr/lib/binfmt.d/qemu-<arch>.conf` lines to `register` at boot, before dockerd
+//! starts, so BuildKit sees the platforms at once (rootless builders: in their user
+//! namespace's own binfmt_misc instance, Linux ≥ 6.7);
 //! `image` runs the pinned tonistiigi/binfmt image in the inner dockerd. Either way,
 //! prepare then checks from inside the builder that every needed handler is enabled
 //! with the `F` (fix-binary) flag: without it emulation fails in containers that do not
@@ -70,21 +71,7 @@ pub enum Handler {
     NoFixBinary,
 }
 
-/// A shell command printing `<name> ok|missing|disabled|nof` per handler.
-pub fn check_cmd(names: &[&str]) -> Vec<String> {
-    let script = format!(
-        "[ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null; \
-         for a in {}; do f=/proc/sys/fs/binfmt_misc/qemu-$a; \
-         if [ ! -r $f ]; then echo \"$a missing\"; \
-         elif ! grep -q '^enabled' $f; then echo \"$a disabled\"; \
-         elif ! grep -q '^flags:.*F' $f; then echo \"$a nof\"; \
-         else echo \"$a ok\"; fi; done",
-        names.join(" ")
-    );
-    vec!["/bin/sh".into(), "-c".into(), script]
-}
-
-/// Parses [`check_cmd`] output; a handler with no line counts as missing.
+/// Parses the output of `builder::binfmt_check_cmd`; a handler with no line counts as missing.
 pub fn parse_check(names: &[&str], output: &str) -> Vec<(String, Handler)> {
     names
         .iter()
@@ -152,7 +139,6 @@ mod tests {
         assert_eq!(got[1].1, Handler::NoFixBinary);
         assert_eq!(got[2].1, Handler::Disabled);
         assert_eq!(got[3].1, Handler::Missing);
-        assert!(check_cmd(&names)[2].contains("for a in aarch64 arm riscv64 s390x;"));
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! A host-wide lock serializing builder network set-up.
+//! A host-wide lock for the little state builders really share.
 //!
-//! Two inner dockerds starting at the same moment on the host network fight over
-//! iptables (`failed to create NAT chain`, test-environment.md §6), and two prepares
-//! could pick the same network slot. Prepare therefore holds this lock from slot choice
-//! until the inner dockerd answers. It is an advisory `flock` on a file every runnerx
-//! on the host agrees on (`builder.lock_file`); the kernel drops it if we die.
+//! Held while a project cache slot is chosen (two running builders must never mount
+//! one cache), by gc per cache volume, and — privileged builders only — from network
+//! slot choice until the inner dockerd answers (their dockerds share the host's
+//! iptables and would race). Rootless prepares without a cache never take it.
+//!
+//! It is an advisory `flock` on `builder.lock_file` (default `/run/runnerx/lock`); the
+//! kernel drops it if we die. Its directory is created 0700 and the file 0600, so no
+//! other local user can hold it and stall every prepare.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,14 +31,22 @@ impl HostLock {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<HostLock> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io("create lock directory", dir, e))?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(path)
             .map_err(|e| Error::io("open lock file", path, e))?;
-        // Other users' runnerx must be able to take it too.
-        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o666));
         let start = Instant::now();
         loop {
             match file.try_lock() {
@@ -84,5 +95,18 @@ mod tests {
         HostLock::acquire(&path, Duration::from_millis(200), &cancel)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn lock_lives_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/runnerx/lock");
+        let _l = HostLock::acquire(&path, Duration::from_secs(1), &CancellationToken::new())
+            .await
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&path), 0o600);
     }
 }

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod engine;
 pub mod env;
 pub mod error;
+pub mod host;
 pub mod hostlock;
 pub mod job;
 pub mod logging;
@@ -20,6 +21,7 @@ pub mod pipeline;
 pub mod registry;
 pub mod settings;
 pub mod stages;
+pub mod teardown;
 pub mod trust;
 
 use cli::{Cli, Command};

@@ -117,6 +117,10 @@ pub struct RawBuilder {
     pub image: Option<String>,
     /// `always | if-not-present | never`.
     pub pull_policy: Option<String>,
+    /// `rootless | privileged | auto`.
+    pub isolation: Option<String>,
+    /// Rootless: let the builder's namespace reach the host's loopback.
+    pub host_loopback: Option<bool>,
     /// `auto | always | never`.
     pub privileged: Option<String>,
     /// `host:ip` entries added to the builder's /etc/hosts.
@@ -142,6 +146,8 @@ pub struct RawBuilder {
 struct EnvOverrides {
     builder_image: Option<String>,
     builder_pull_policy: Option<String>,
+    builder_isolation: Option<String>,
+    builder_host_loopback: Option<bool>,
     builder_privileged: Option<String>,
     builder_extra_hosts: Option<Vec<String>>,
     builder_platforms: Option<Vec<String>>,
@@ -239,6 +245,8 @@ pub enum Driver {
 
 /// Default pins: known-good tags (buildkit.md §4 on QEMU regressions).
 pub const DEFAULT_BINFMT_IMAGE: &str = "tonistiigi/binfmt:qemu-v7.0.0-28";
+/// The host lock: in a root-only directory, so no other local user can hold it.
+pub const DEFAULT_LOCK_FILE: &str = "/run/runnerx/lock";
 /// Default BuildKit image for the docker-container driver.
 pub const DEFAULT_BUILDKIT_IMAGE: &str = "moby/buildkit:v0.23.2";
 
@@ -253,7 +261,19 @@ pub enum PullPolicy {
     Never,
 }
 
-/// How the builder gets the rights an inner dockerd needs.
+/// How a builder is isolated from the runner host and other jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Inner daemons under RootlessKit in their own user, mount and network
+    /// namespace; jobs as an unprivileged user (the default).
+    Rootless,
+    /// A privileged builder with a host bridge (hosts without user namespaces).
+    Privileged,
+    /// Rootless where the host allows it, else privileged with a warning.
+    Auto,
+}
+
+/// How a privileged builder gets the rights an inner dockerd needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Privileged {
     /// `--privileged`, falling back to explicit capabilities when the engine refuses it.
@@ -301,7 +321,11 @@ pub struct BuilderSettings {
     pub image: String,
     /// Pull policy for `image`.
     pub pull_policy: PullPolicy,
-    /// Privilege mode.
+    /// Isolation mode.
+    pub isolation: Isolation,
+    /// Rootless: the namespace reaches the host's loopback (as 10.0.2.2).
+    pub host_loopback: bool,
+    /// Privilege mode (privileged isolation).
     pub privileged: Privileged,
     /// `host:ip` entries, validated.
     pub extra_hosts: Vec<String>,
@@ -538,11 +562,26 @@ impl Settings {
             }
         };
 
+        let (iso, iso_env) = pick!(isolation, builder_isolation);
+        let isolation = match iso.as_deref().unwrap_or("rootless") {
+            "rootless" => Isolation::Rootless,
+            "privileged" => Isolation::Privileged,
+            "auto" => Isolation::Auto,
+            other => {
+                return Err(Error::Settings(format!(
+                    "{} = {other:?} is not valid; use rootless, privileged or auto",
+                    origin("isolation", iso_env)
+                )));
+            }
+        };
+        let (lo, _) = pick!(host_loopback, builder_host_loopback);
+        let host_loopback = lo.unwrap_or(false);
+
         let (pr, pr_env) = pick!(privileged, builder_privileged);
         let privileged = match pr.as_deref().unwrap_or("auto") {
             "auto" => Privileged::Auto,
-            "always" | "true" => Privileged::Always,
-            "never" | "false" => Privileged::Never,
+            "always" => Privileged::Always,
+            "never" => Privileged::Never,
             other => {
                 return Err(Error::Settings(format!(
                     "{} = {other:?} is not valid; use auto, always or never",
@@ -598,7 +637,7 @@ impl Settings {
             .map_err(|m| Error::Settings(format!("{} {m}", origin("subnet_pool", pool_env))))?;
 
         let (lock, _) = pick!(lock_file, builder_lock_file);
-        let lock_file = lock.unwrap_or_else(|| PathBuf::from("/tmp/runnerx.lock"));
+        let lock_file = lock.unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_FILE));
 
         let (allowed, allowed_env) = pick!(allowed_images, builder_allowed_images);
         let allowed_images = non_empty(allowed.unwrap_or_default());
@@ -719,6 +758,8 @@ impl Settings {
             builder: BuilderSettings {
                 image,
                 pull_policy,
+                isolation,
+                host_loopback,
                 privileged,
                 extra_hosts,
                 platforms,

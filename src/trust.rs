@@ -201,15 +201,25 @@ pub fn job_env(proxy: &Proxy) -> String {
     out
 }
 
-/// Every trust/credential/proxy file for the builder.
-pub fn files(registries: &[Registry], proxy: &Proxy) -> Vec<File> {
+/// Every trust/credential/proxy file for the builder. `user_home`: the rootless job
+/// user's home (its docker config, and the certs.d its rootless dockerd reads, which is
+/// `$XDG_CONFIG_HOME/docker/certs.d` rather than /etc/docker/certs.d); `None` for root.
+pub fn files(registries: &[Registry], proxy: &Proxy, user_home: Option<&str>) -> Vec<File> {
     let mut files: Vec<File> = vec![];
+    let home = user_home.unwrap_or("/root").trim_start_matches('/');
     for r in registries {
         let certs_d = format!("etc/docker/certs.d/{}", r.host);
+        let user_certs_d = format!("{home}/.config/docker/certs.d/{}", r.host);
+        let dirs: Vec<&str> = if user_home.is_some() {
+            vec![&certs_d, &user_certs_d]
+        } else {
+            vec![&certs_d]
+        };
         let bk = format!("etc/buildkit/certs/{}", sanitize(&r.host));
         if let Some(ca) = &r.ca_pem {
-            files.push((format!("{certs_d}/ca.crt"), ca.clone().into_bytes(), 0o644));
-            files.push((format!("{bk}/ca.crt"), ca.clone().into_bytes(), 0o644));
+            for dir in dirs.iter().copied().chain([bk.as_str()]) {
+                files.push((format!("{dir}/ca.crt"), ca.clone().into_bytes(), 0o644));
+            }
             files.push((
                 format!(
                     "usr/local/share/ca-certificates/runnerx-{}.crt",
@@ -220,7 +230,7 @@ pub fn files(registries: &[Registry], proxy: &Proxy) -> Vec<File> {
             ));
         }
         if let Some(c) = &r.client {
-            for dir in [&certs_d, &bk] {
+            for dir in dirs.iter().copied().chain([bk.as_str()]) {
                 files.push((
                     format!("{dir}/client.cert"),
                     c.cert_pem.clone().into_bytes(),
@@ -240,7 +250,11 @@ pub fn files(registries: &[Registry], proxy: &Proxy) -> Vec<File> {
         0o644,
     ));
     if let Some(cfg) = docker_config_json(registries, proxy) {
-        files.push(("root/.docker/config.json".into(), cfg.into_bytes(), 0o600));
+        files.push((
+            format!("{home}/.docker/config.json"),
+            cfg.into_bytes(),
+            0o600,
+        ));
     }
     files.push((
         JOB_ENV.trim_start_matches('/').into(),
@@ -337,7 +351,7 @@ insecure = true
 
     #[test]
     fn credentials_go_to_a_private_config_json_only() {
-        let files = files(&[reg("registry.test:5443")], &Proxy::default());
+        let files = files(&[reg("registry.test:5443")], &Proxy::default(), None);
         let (path, content, mode) = files
             .iter()
             .find(|f| f.0 == "root/.docker/config.json")
@@ -363,6 +377,17 @@ insecure = true
         assert!(paths.contains(&"etc/docker/certs.d/registry.test:5443/ca.crt"));
         assert!(paths.contains(&"usr/local/share/ca-certificates/runnerx-registry.test_5443.crt"));
         assert!(paths.contains(&"etc/buildkit/certs/registry.test_5443/ca.crt"));
+
+        // Rootless: the user's config and its dockerd's certs.d.
+        let files = super::files(
+            &[reg("registry.test:5443")],
+            &Proxy::default(),
+            Some("/home/rootless"),
+        );
+        let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+        assert!(paths.contains(&"home/rootless/.docker/config.json"));
+        assert!(paths.contains(&"home/rootless/.config/docker/certs.d/registry.test:5443/ca.crt"));
+        assert!(!paths.contains(&"root/.docker/config.json"));
     }
 
     #[test]

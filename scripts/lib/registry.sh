@@ -1,8 +1,10 @@
-# Shared by scripts/demo.sh and scripts/bench.sh: a local TLS registry with a password
+# shellcheck shell=bash
+# Sourced by scripts/demo.sh and scripts/bench.sh: a local TLS registry with a password
 # (the Harbor stand-in) and a seeded multi-arch base image.
 #   start_registry WORKDIR  -> sets REG (registry.test:<port>), REG_PID, RUNNERX_CONFIG
 #   seed_base               -> pushes $REG/base/busybox:1 (amd64 + arm64 index)
-# Needs RUNNERX (the binary) and scripts/setup-host.sh to have run.
+# Needs RUNNERX (the binary), here (the repository) and scripts/setup-host.sh to have run.
+# shellcheck disable=SC2034,SC2154 # REG_PID is the caller's; here is set by the caller
 
 start_registry() {
   local work=$1 port
@@ -10,7 +12,8 @@ start_registry() {
   REG="registry.test:$port"
   "$RUNNERX" certs ca --out "$work/pki/ca" --cn "runnerx local CA" >/dev/null
   "$RUNNERX" certs server --ca "$work/pki/ca" --name registry.test --name 127.0.0.1 --out "$work/pki/registry" >/dev/null
-  export REGISTRY_PASSWORD="local-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  REGISTRY_PASSWORD="local-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  export REGISTRY_PASSWORD
   htpasswd -Bbn ci "$REGISTRY_PASSWORD" >"$work/htpasswd"
   cat >"$work/registry.yml" <<YAML
 version: 0.1
@@ -30,6 +33,8 @@ YAML
 [builder]
 image = "runnerx-builder:local"
 pull_policy = "never"
+# The demo registry listens on the host's loopback: let rootless builders reach it.
+host_loopback = true
 extra_hosts = ["registry.test:127.0.0.1"]
 platforms = ["linux/amd64", "linux/arm64"]
 

@@ -15,8 +15,7 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::hostlock::HostLock;
 use crate::settings::Settings;
-use crate::stages::cleanup::{delete_bridge, teardown_job};
-use crate::stages::prepare::Held;
+use crate::teardown::{Held, delete_bridge, teardown_job};
 
 /// Runs gc.
 pub async fn gc(

@@ -1,25 +1,33 @@
 //! `prepare`: create the job's builder and wait until its inner dockerd answers.
 //!
-//! Steps, each logged with its duration: reuse check (gitlab-runner retries prepare up
-//! to 3 times, so a ready builder from an earlier attempt is kept), image per pull
-//! policy, `/var/lib/docker` volume, then — under the host lock — network slot, create,
-//! upload boot files, start (privileged, or the explicit-capabilities fallback), and
-//! wait for the inner dockerd. A boot failure is a system failure with the tail of the
-//! dockerd log.
+//! Steps, each logged with its duration: isolation choice (rootless unless the host
+//! forbids user namespaces or the settings say privileged), reuse check (gitlab-runner
+//! retries prepare up to 3 times, so a ready builder from an earlier attempt is kept),
+//! image per pull policy, `/var/lib/docker` volume, create, upload boot files, start,
+//! wait for the inner dockerd, QEMU handlers.
+//!
+//! Rootless builders touch nothing shared on the host, so prepares run in parallel;
+//! the host lock is held only while a project cache slot is chosen. Privileged
+//! builders hold it from slot choice until their dockerd answers (host bridge and
+//! iptables). A boot failure is a system failure with the tail of the dockerd log; a
+//! cancelled prepare removes its builder.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
+
+use std::path::Path;
 
 use crate::binfmt::{self, Handler};
 use crate::builder::{self, BuilderSpec, DataRoot, Rights, Slot};
 use crate::duration::human;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::host;
 use crate::hostlock::HostLock;
 use crate::job::Job;
-use crate::settings::{BinfmtMode, CacheMode, Driver, Privileged, PullPolicy, Settings};
-use crate::stages::cleanup;
+use crate::settings::{BinfmtMode, CacheMode, Driver, Isolation, Privileged, PullPolicy, Settings};
+use crate::teardown::{self, Held};
 
 /// Logs each step with its duration.
 struct Steps {
@@ -57,9 +65,12 @@ pub async fn prepare(
         tracing::warn!("{w}");
     }
     let info = engine.info().await?;
+    let facts = host::facts(Path::new("/proc"));
+    let rootless = choose_isolation(b.isolation, &facts)?;
     tracing::info!(
-        "preparing builder {name} from {image} (engine {})",
-        info.version
+        "preparing builder {name} from {image} (engine {}, {} isolation)",
+        info.version,
+        if rootless { "rootless" } else { "privileged" }
     );
 
     if let Some(running) = engine.running(&name).await? {
@@ -67,11 +78,11 @@ pub async fn prepare(
             tracing::info!(
                 "builder {name} from an earlier attempt is running and ready; reusing it"
             );
-            finish(job, &name, &steps);
+            finish(job, &name, &steps, rootless);
             return Ok(());
         }
         tracing::info!("removing the unusable builder {name} left by an earlier attempt");
-        cleanup::teardown_job(engine, &job.id, &b.image).await?;
+        teardown::teardown_job(engine, &job.id, &b.image).await?;
         steps.done("removed leftover builder");
     }
 
@@ -85,19 +96,13 @@ pub async fn prepare(
     let native = info.arch.as_str();
     let needed = binfmt::needed(&b.platforms, native);
     let register_at_boot = matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
-
-    // Serialize slot choice and dockerd network set-up with other prepares on this host.
-    let lock_wait = b.boot_timeout * 3 + Duration::from_secs(30);
-    let lock = HostLock::acquire(&b.lock_file, lock_wait, cancel).await?;
-    steps.done("host lock taken");
-    let held = Held::list(engine).await?;
-    let data_root = choose_volume(settings, job, engine, &held, created).await?;
-    let slot = allocate_slot(settings, &held)?;
-    let spec = BuilderSpec {
+    let pool = Slot::new(b.subnet_pool, 0).expect("a validated pool holds slot 0");
+    let mut spec = BuilderSpec {
         job_id: job.id.clone(),
         name: name.clone(),
         image,
-        slot,
+        slot: None,
+        host_loopback: b.host_loopback,
         extra_hosts: b.extra_hosts.clone(),
         created,
         registries: settings.registries.clone(),
@@ -107,20 +112,62 @@ pub async fn prepare(
         } else {
             vec![]
         },
-        data_root,
+        data_root: DataRoot::Job(String::new()),
     };
-    let rights = start_builder(engine, &spec, settings, &info.id).await?;
-    steps.done(&format!(
-        "started {name} ({}, bridge {} {})",
-        match rights {
-            Rights::Privileged => "privileged",
-            Rights::Capabilities => "explicit capabilities",
-        },
-        spec.slot.bridge,
-        spec.slot.bridge_cidr
-    ));
-    wait_ready(engine, &name, b.boot_timeout, cancel).await?;
-    drop(lock);
+
+    let started = if rootless {
+        // Rootless builders share nothing on the host network: no lock, except while
+        // a project cache slot is chosen and claimed (the container's label claims it).
+        let lock = if uses_cache(settings, job) {
+            Some(take_lock(settings, cancel).await?)
+        } else {
+            None
+        };
+        let held = match &lock {
+            Some(_) => Held::list(engine).await?,
+            None => Held::default(),
+        };
+        spec.data_root = choose_volume(settings, job, engine, &held, created, "rootless").await?;
+        let body = builder::container_body(&spec, Rights::Rootless);
+        engine.create_container(&spec.name, body).await?;
+        drop(lock);
+        let r = upload_and_start(engine, &spec, Rights::Rootless, &pool).await;
+        if r.is_err() {
+            let _ = engine.remove_container(&spec.name).await;
+        }
+        r?;
+        steps.done(&format!("started {name} (rootless)"));
+        wait_ready(engine, &name, b.boot_timeout, cancel).await
+    } else {
+        // Privileged builders: serialize slot choice and the inner dockerd's network
+        // set-up (host bridge, host iptables) with other prepares on this host.
+        let lock = take_lock(settings, cancel).await?;
+        steps.done("host lock taken");
+        let held = Held::list(engine).await?;
+        spec.data_root = choose_volume(settings, job, engine, &held, created, "privileged").await?;
+        spec.slot = Some(allocate_slot(settings, &held)?);
+        let rights = start_privileged(engine, &spec, settings, &info.id, &pool).await?;
+        let slot = spec.slot.as_ref().expect("set above");
+        steps.done(&format!(
+            "started {name} ({}, bridge {} {})",
+            match rights {
+                Rights::Capabilities => "explicit capabilities",
+                _ => "privileged",
+            },
+            slot.bridge,
+            slot.bridge_cidr
+        ));
+        let r = wait_ready(engine, &name, b.boot_timeout, cancel).await;
+        drop(lock);
+        r
+    };
+    if let Err(e) = started {
+        // Never leave a builder booting unattended (a cancelled or failed prepare).
+        if matches!(e, Error::Cancelled(_)) {
+            let _ = teardown::teardown_job(engine, &job.id, &b.image).await;
+        }
+        return Err(e);
+    }
     steps.done("inner dockerd ready");
     if let DataRoot::Cache {
         name: volume,
@@ -132,11 +179,11 @@ pub async fn prepare(
         let (code, out) = engine
             .exec_capture(
                 &name,
-                vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "docker container prune -f >/dev/null".into(),
-                ],
+                builder::user_cmd(
+                    ["docker", "container", "prune", "-f"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
             )
             .await?;
         if code != 0 {
@@ -144,7 +191,8 @@ pub async fn prepare(
         }
         steps.done(&format!("warm cache {volume} tidied"));
     }
-    setup_platforms(settings, engine, &name, native, &needed, cancel).await?;
+    let in_builder = !rootless || facts.binfmt_per_userns;
+    setup_platforms(settings, engine, &name, native, &needed, in_builder, cancel).await?;
     steps.done(&format!(
         "platforms {} ready",
         b.platforms
@@ -157,11 +205,43 @@ pub async fn prepare(
         create_buildx_builder(settings, engine, &name, cancel).await?;
         steps.done("buildx docker-container builder ready");
     }
-    finish(job, &name, &steps);
+    finish(job, &name, &steps, rootless);
     Ok(())
 }
 
-fn finish(job: &Job, name: &str, steps: &Steps) {
+/// Rootless or privileged, and why (logged): `auto` picks rootless when the host
+/// allows unprivileged user namespaces.
+fn choose_isolation(isolation: Isolation, facts: &host::Facts) -> Result<bool> {
+    match (isolation, &facts.userns) {
+        (Isolation::Privileged, _) => Ok(false),
+        (Isolation::Rootless | Isolation::Auto, Ok(())) => Ok(true),
+        (Isolation::Auto, Err(why)) => {
+            tracing::warn!(
+                "builder.isolation = \"auto\": rootless builders are not possible here ({why}); using a privileged builder, which a job can use to reach the host"
+            );
+            Ok(false)
+        }
+        (Isolation::Rootless, Err(why)) => Err(Error::Builder(format!(
+            "rootless builders need user namespaces: {why}; or set builder.isolation = \"privileged\" (jobs can then reach the host)"
+        ))),
+    }
+}
+
+fn uses_cache(settings: &Settings, job: &Job) -> bool {
+    settings.cache.mode == CacheMode::PerProject && job.project.is_some()
+}
+
+async fn take_lock(settings: &Settings, cancel: &CancellationToken) -> Result<HostLock> {
+    let b = &settings.builder;
+    HostLock::acquire(
+        &b.lock_file,
+        b.boot_timeout * 3 + Duration::from_secs(30),
+        cancel,
+    )
+    .await
+}
+
+fn finish(job: &Job, name: &str, steps: &Steps, rootless: bool) {
     let total = human(steps.start.elapsed());
     if job.under_gitlab {
         tracing::info!("builder {name} ready in {total}");
@@ -169,7 +249,13 @@ fn finish(job: &Job, name: &str, steps: &Steps) {
     }
     // Manual use: the operator needs the id and what to do next (stdout, not a log).
     println!("builder {name} is ready in {total} (job id {})", job.id);
-    println!("  shell:   docker exec -it {name} bash");
+    if rootless {
+        println!(
+            "  shell:   docker exec -it -u rootless -w /home/rootless {name} bash  (as jobs run)"
+        );
+    } else {
+        println!("  shell:   docker exec -it {name} bash");
+    }
     println!("  run:     runnerx run --job-id {} SCRIPT STAGE", job.id);
     println!("  remove:  runnerx cleanup --job-id {}", job.id);
 }
@@ -210,30 +296,6 @@ async fn ensure_image(
     }
 }
 
-/// What the builders on this host hold, from one container listing (taken under the
-/// host lock): their network slots and the cache volumes they mount.
-#[derive(Debug, Default)]
-pub(crate) struct Held {
-    slots: std::collections::BTreeSet<u32>,
-    pub(crate) caches: std::collections::BTreeSet<String>,
-}
-
-impl Held {
-    pub(crate) async fn list(engine: &Engine) -> Result<Held> {
-        let mut held = Held::default();
-        for c in engine.containers_with_label(builder::LABEL_JOB).await? {
-            let labels = c.labels.unwrap_or_default();
-            if let Some(n) = labels.get(builder::LABEL_SLOT).and_then(|v| v.parse().ok()) {
-                held.slots.insert(n);
-            }
-            if let Some(v) = labels.get(builder::LABEL_CACHE) {
-                held.caches.insert(v.clone());
-            }
-        }
-        Ok(held)
-    }
-}
-
 /// Picks the lowest slot no other builder (or leftover bridge) holds.
 fn allocate_slot(settings: &Settings, held: &Held) -> Result<Slot> {
     let pool = settings.builder.subnet_pool;
@@ -241,7 +303,7 @@ fn allocate_slot(settings: &Settings, held: &Held) -> Result<Slot> {
         let Some(slot) = Slot::new(pool, index) else {
             break;
         };
-        if held.slots.contains(&index) || bridge_exists(&slot.bridge) {
+        if held.slots.contains(&index) || teardown::bridge_exists(&slot.bridge) {
             continue;
         }
         return Ok(slot);
@@ -252,22 +314,31 @@ fn allocate_slot(settings: &Settings, held: &Held) -> Result<Slot> {
     )))
 }
 
-/// Whether a network interface exists in our (the host's) namespace.
-pub fn bridge_exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
-}
-
-async fn create_and_start(engine: &Engine, spec: &BuilderSpec, rights: Rights) -> Result<()> {
+async fn upload_and_start(
+    engine: &Engine,
+    spec: &BuilderSpec,
+    rights: Rights,
+    pool: &Slot,
+) -> Result<()> {
     engine
-        .create_container(&spec.name, builder::container_body(spec, rights))
-        .await?;
-    engine
-        .upload(&spec.name, builder::bundle(spec, rights))
+        .upload(&spec.name, builder::bundle(spec, rights, pool))
         .await?;
     engine
         .start(&spec.name)
         .await
         .map_err(|e| Error::docker(format!("start builder {}", spec.name), e))
+}
+
+async fn create_and_start(
+    engine: &Engine,
+    spec: &BuilderSpec,
+    rights: Rights,
+    pool: &Slot,
+) -> Result<()> {
+    engine
+        .create_container(&spec.name, builder::container_body(spec, rights))
+        .await?;
+    upload_and_start(engine, spec, rights, pool).await
 }
 
 /// Where `auto` remembers that an engine refuses privileged builders, so later
@@ -281,11 +352,12 @@ fn refusal_marker(settings: &Settings) -> std::path::PathBuf {
     ))
 }
 
-async fn start_builder(
+async fn start_privileged(
     engine: &Engine,
     spec: &BuilderSpec,
     settings: &Settings,
     engine_id: &str,
+    pool: &Slot,
 ) -> Result<Rights> {
     let mode = settings.builder.privileged;
     let marker = refusal_marker(settings);
@@ -297,7 +369,7 @@ async fn start_builder(
         Privileged::Auto if known_refused => Rights::Capabilities,
         Privileged::Auto | Privileged::Always => Rights::Privileged,
     };
-    match create_and_start(engine, spec, first).await {
+    match create_and_start(engine, spec, first, pool).await {
         Ok(()) => Ok(first),
         Err(e) if mode == Privileged::Auto && first == Rights::Privileged => {
             tracing::warn!(
@@ -306,7 +378,7 @@ async fn start_builder(
                 marker.display()
             );
             engine.remove_container(&spec.name).await?;
-            create_and_start(engine, spec, Rights::Capabilities).await?;
+            create_and_start(engine, spec, Rights::Capabilities, pool).await?;
             if !engine_id.is_empty() {
                 let _ = std::fs::write(&marker, engine_id);
             }
@@ -377,9 +449,26 @@ async fn setup_platforms(
     name: &str,
     native: &str,
     needed: &[&str],
+    in_builder: bool,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let mode = settings.binfmt.mode;
+    if !in_builder && !needed.is_empty() && mode != BinfmtMode::None {
+        // A rootless builder on a kernel without binfmt_misc per user namespace
+        // (< 6.7) uses the host's handlers: they must be there, with F.
+        let bad: Vec<String> = host::host_handlers(Path::new("/proc"), needed)
+            .into_iter()
+            .filter(|(_, s)| *s != Handler::Ok)
+            .map(|(n, s)| format!("qemu-{n} {s:?}"))
+            .collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        return Err(Error::Builder(format!(
+            "this kernel has no binfmt_misc per user namespace (Linux < 6.7), so rootless builders use the host's QEMU handlers, and these are not usable: {}; run `runnerx host binfmt` on the runner host once (as root)",
+            bad.join(", ")
+        )));
+    }
     if needed.is_empty() {
         return Ok(());
     }
@@ -391,7 +480,9 @@ async fn setup_platforms(
         return Ok(());
     }
     let check = || async {
-        let (_, out) = engine.exec_capture(name, binfmt::check_cmd(needed)).await?;
+        let (_, out) = engine
+            .exec_capture(name, builder::binfmt_check_cmd(needed))
+            .await?;
         Ok::<_, Error>(binfmt::parse_check(needed, &out))
     };
     let mut states = check().await?;
@@ -401,7 +492,7 @@ async fn setup_platforms(
         tracing::info!("registering qemu-{} with {image}", needed.join(", qemu-"));
         let installed = tokio::select! {
             () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
-            r = engine.exec_capture(name, binfmt::install_cmd(image, needed)) => r?,
+            r = engine.exec_capture(name, builder::user_cmd(binfmt::install_cmd(image, needed))) => r?,
         };
         if installed.0 != 0 {
             let last = last_line(&installed.1);
@@ -454,7 +545,7 @@ async fn create_buildx_builder(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let b = &settings.builder;
-    let cmd = builder::buildx_create_cmd(&b.buildkit_image, &b.platforms);
+    let cmd = builder::user_cmd(builder::buildx_create_cmd(&b.buildkit_image, &b.platforms));
     let (code, out) = tokio::select! {
         () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
         r = engine.exec_capture(name, cmd) => r?,
@@ -478,6 +569,7 @@ async fn choose_volume(
     engine: &Engine,
     held: &Held,
     now: u64,
+    isolation: &str,
 ) -> Result<DataRoot> {
     let own = || async {
         let name = builder::volume_name(&job.id);
@@ -501,8 +593,18 @@ async fn choose_volume(
         let mut warm = false;
         if let Some(v) = existing.iter().find(|v| v.name == name) {
             let created = builder::created_of(&v.labels);
+            // Caches from before isolation labels were made by privileged builders.
+            let made_by = v
+                .labels
+                .get(builder::LABEL_ISOLATION)
+                .map_or("privileged", String::as_str);
             if now.saturating_sub(created) > settings.cache.max_age.as_secs() {
                 tracing::info!("cache {name} is older than cache.max_age; starting it afresh");
+                engine.remove_volume(&name).await?;
+            } else if made_by != isolation {
+                tracing::info!(
+                    "cache {name} was filled by a {made_by} builder (its files belong to another uid map); starting it afresh for a {isolation} builder"
+                );
                 engine.remove_volume(&name).await?;
             } else {
                 warm = true;
@@ -510,7 +612,7 @@ async fn choose_volume(
         }
         if !warm {
             engine
-                .create_volume(&name, builder::cache_labels(project, &name, now))
+                .create_volume(&name, builder::cache_labels(project, &name, now, isolation))
                 .await?;
         }
         tracing::info!(

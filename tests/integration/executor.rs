@@ -185,9 +185,10 @@ fn unsafe_kill(pid: u32, sig: i32) -> i32 {
 }
 
 #[test]
-fn concurrent_jobs_get_separate_networks() {
+fn concurrent_privileged_jobs_get_separate_networks() {
     require_docker();
-    let jobs = [Job::new(), Job::new()];
+    let privileged = |j: Job| j.with_settings("isolation = \"privileged\"\n");
+    let jobs = [privileged(Job::new()), privileged(Job::new())];
     let outs: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .iter()
@@ -206,6 +207,7 @@ fn concurrent_jobs_get_separate_networks() {
     }
     let a = ip_of(&text(&outs[0]).0);
     let b = ip_of(&text(&outs[1]).0);
+    assert!(a.starts_with("10.213."), "{a}");
     assert_ne!(a, b, "two builders' containers share an address");
     for mut j in jobs {
         assert_code(&j.cleanup(), 0);
@@ -245,7 +247,9 @@ fn manual_prepare_prints_how_to_use_and_remove_the_builder() {
         .to_string();
     assert!(id.starts_with("manual-"), "{id}");
     assert!(
-        stdout.contains(&format!("docker exec -it runnerx-{id} bash")),
+        stdout.contains(&format!(
+            "docker exec -it -u rootless -w /home/rootless runnerx-{id} bash"
+        )),
         "{stdout}"
     );
     assert!(

@@ -107,8 +107,11 @@ impl TestRegistry {
             AuthMode::Token => {
                 let t = TokenServer::start(d);
                 (
+                    // The realm by name, as a real one is: in a rootless builder
+                    // 127.0.0.1 is the namespace's own loopback, and the name maps to
+                    // the host alias there.
                     format!(
-                        "  token: {{realm: 'http://127.0.0.1:{}/token', service: runnerx-test, issuer: runnerx-test-issuer, rootcertbundle: {}}}\n",
+                        "  token: {{realm: 'http://{HOST}:{}/token', service: runnerx-test, issuer: runnerx-test-issuer, rootcertbundle: {}}}\n",
                         t.port,
                         t.cert_path.display()
                     ),

@@ -115,7 +115,7 @@ impl Job {
     /// Default test settings plus `extra` TOML.
     pub(crate) fn with_settings(self, extra: &str) -> Job {
         self.settings(&format!(
-            "[builder]\nimage = \"{BUILDER_IMAGE}\"\npull_policy = \"never\"\nextra_hosts = [\"registry.test:127.0.0.1\"]\n\n{extra}"
+            "[builder]\nimage = \"{BUILDER_IMAGE}\"\npull_policy = \"never\"\nhost_loopback = true\nextra_hosts = [\"registry.test:127.0.0.1\"]\n\n{extra}"
         ))
     }
 

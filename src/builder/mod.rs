@@ -1,16 +1,22 @@
 //! The per-job DinD builder, as data: pure functions, no I/O.
 //!
-//! Owns the container spec ([`container_body`]), the boot script the container runs,
-//! the inner dockerd's `daemon.json`, the tar of files uploaded before start, the
-//! exec wrapper that runs stage scripts, and the labels. Everything here is unit- and
-//! snapshot-tested; `stages` feeds the results to `engine`.
+//! Owns the container spec ([`container_body`]), the shell that runs inside the builder
+//! (boot, namespace init, exec wrapper: real `.sh` files next to this one, embedded),
+//! the inner dockerd's `daemon.json`, the tar of files uploaded before start, and the
+//! labels. Everything here is unit- and snapshot-tested; `stages` feeds the results to
+//! `engine`.
 //!
 //! Invariants:
 //! * Host networking, and the inner dockerd listens on a unix socket under a private
 //!   tmpfs `/run` only — never on TCP (the host network would expose it).
-//! * Each builder gets its own bridge (`runnerx<slot>`) and subnets carved from
-//!   `builder.subnet_pool`, so concurrent builders never share `docker0`
-//!   (test-environment.md §6). The boot script removes its bridge when it stops.
+//! * Rootless builders ([`Rights::Rootless`]) get no capability beyond CHOWN, MKNOD,
+//!   SETUID and SETGID; their containerd and dockerd run under RootlessKit in their
+//!   own user, mount and network namespace, so bridges, iptables and binfmt handlers
+//!   never reach the host; every command runnerx runs in them drops to the
+//!   unprivileged user first (`exec.sh`).
+//! * Privileged builders get their own bridge (`runnerx<slot>`) and subnets carved
+//!   from `builder.subnet_pool`, so concurrent builders never share `docker0`. The
+//!   boot script removes its bridge when it stops.
 //! * Every container and volume carries `runnerx.job=<id>`.
 //! * No secrets in the container spec: it is visible to `docker inspect`.
 
@@ -36,9 +42,37 @@ pub const LABEL_CACHE_PROJECT: &str = "runnerx.cache-project";
 pub const LABEL_SLOT: &str = "runnerx.slot";
 /// The host bridge a builder owns.
 pub const LABEL_BRIDGE: &str = "runnerx.bridge";
+/// On a builder and a cache volume: `rootless` or `privileged`.
+pub const LABEL_ISOLATION: &str = "runnerx.isolation";
 
 /// The boot script inside the builder.
 pub const BOOT_SCRIPT_PATH: &str = "/etc/runnerx/boot.sh";
+/// The wrapper every exec goes through.
+pub const EXEC_PATH: &str = "/etc/runnerx/exec.sh";
+/// The unprivileged user of rootless builders: jobs run as it, and it owns the
+/// namespace the inner dockerd runs in (uid 0 inside). The builder image must have
+/// it (with a subordinate id range in /etc/subuid and /etc/subgid).
+pub const ROOTLESS_UID: u32 = 1000;
+/// Its home directory (docker config, rootless dockerd's certs.d).
+pub const ROOTLESS_HOME: &str = "/home/rootless";
+/// Where a rootless builder's inner dockerd listens.
+pub const ROOTLESS_DOCKER_HOST: &str = "unix:///run/user/1000/docker.sock";
+
+/// Pid 1 of a rootless builder.
+pub const BOOT_ROOTLESS: &str = include_str!("boot-rootless.sh");
+/// The RootlessKit child: binfmt, hosts, containerd and dockerd in the namespace.
+pub const NS_INIT: &str = include_str!("ns-init.sh");
+/// Pid 1 of a privileged builder.
+pub const BOOT_PRIVILEGED: &str = include_str!("boot-privileged.sh");
+/// The exec wrapper (stage scripts, cancellation, readiness, binfmt checks).
+pub const EXEC_SCRIPT: &str = include_str!("exec.sh");
+/// The seccomp profile of rootless builders: Docker's default profile plus the calls
+/// that create and enter user namespaces and mount inside them (clone/unshare with
+/// namespace flags, setns, mount, pivot_root, the new mount API), with the keyring
+/// calls answering ENOSYS so runc does not fail joining a session keyring. Not
+/// `unconfined`: everything else Docker's default forbids (kexec, modules, bpf,
+/// perf, …) stays forbidden.
+pub const SECCOMP_PROFILE: &str = include_str!("seccomp.json");
 /// Seconds `docker stop` waits for the boot script's teardown.
 pub const STOP_TIMEOUT_SECS: i64 = 20;
 
@@ -88,8 +122,10 @@ pub struct BuilderSpec {
     pub name: String,
     /// Image.
     pub image: String,
-    /// Network slot.
-    pub slot: Slot,
+    /// Network slot (privileged builders; rootless ones have their own namespace).
+    pub slot: Option<Slot>,
+    /// Rootless: whether the namespace may reach the host's loopback (10.0.2.2).
+    pub host_loopback: bool,
     /// `host:ip` entries.
     pub extra_hosts: Vec<String>,
     /// Unix time of creation (label).
@@ -128,11 +164,14 @@ impl DataRoot {
 }
 
 impl BuilderSpec {
-    /// Labels for the container and its volume.
-    pub fn labels(&self) -> HashMap<String, String> {
+    /// Labels for the container.
+    pub fn labels(&self, rights: Rights) -> HashMap<String, String> {
         let mut l = job_labels(&self.job_id, self.created);
-        l.insert(LABEL_SLOT.into(), self.slot.index.to_string());
-        l.insert(LABEL_BRIDGE.into(), self.slot.bridge.clone());
+        if let Some(slot) = &self.slot {
+            l.insert(LABEL_SLOT.into(), slot.index.to_string());
+            l.insert(LABEL_BRIDGE.into(), slot.bridge.clone());
+        }
+        l.insert(LABEL_ISOLATION.into(), rights.isolation().into());
         if let DataRoot::Cache { name, .. } = &self.data_root {
             l.insert(LABEL_CACHE.into(), name.clone());
         }
@@ -158,12 +197,19 @@ pub fn cache_volume_name(project: &str, slot: u32) -> String {
     format!("runnerx-cache-p{project}-{slot}")
 }
 
-/// The labels of a cache volume: no job label, so cleanup keeps it.
-pub fn cache_labels(project: &str, key: &str, created: u64) -> HashMap<String, String> {
+/// The labels of a cache volume: no job label, so cleanup keeps it. `isolation`:
+/// whose uid map its files carry (a rootless namespace cannot use root-owned files).
+pub fn cache_labels(
+    project: &str,
+    key: &str,
+    created: u64,
+    isolation: &str,
+) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_CACHE.to_string(), key.to_string()),
         (LABEL_CACHE_PROJECT.to_string(), project.to_string()),
         (LABEL_CREATED.to_string(), created.to_string()),
+        (LABEL_ISOLATION.to_string(), isolation.to_string()),
     ])
 }
 
@@ -178,12 +224,25 @@ pub fn job_labels(job_id: &str, created: u64) -> HashMap<String, String> {
 /// How the builder gets its rights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rights {
+    /// Four capabilities, runnerx's seccomp profile, inner daemons under RootlessKit,
+    /// jobs as the unprivileged user.
+    Rootless,
     /// `--privileged`.
     Privileged,
     /// The explicit-capabilities form that works where `--privileged` is refused
     /// (test-environment.md §1): all caps but SYS_RESOURCE, no seccomp/apparmor, no
     /// masked paths, all devices, host cgroup namespace with a writable cgroupfs.
     Capabilities,
+}
+
+impl Rights {
+    /// The `runnerx.isolation` label value.
+    pub fn isolation(self) -> &'static str {
+        match self {
+            Rights::Rootless => "rootless",
+            Rights::Privileged | Rights::Capabilities => "privileged",
+        }
+    }
 }
 
 /// The container create body for a builder.
@@ -202,7 +261,32 @@ pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody
         extra_hosts: Some(spec.extra_hosts.clone()).filter(|h| !h.is_empty()),
         ..Default::default()
     };
+    let mut env = None;
     match rights {
+        Rights::Rootless => {
+            // What the rootless builder needs, nothing more: SETUID/SETGID for
+            // newuidmap/newgidmap and the drop to the user, CHOWN for the user's
+            // runtime dir and data root, MKNOD for /dev/net/tun (Docker's default
+            // device rules allow c 10:200). No NET_ADMIN, no SYS_ADMIN.
+            host.cap_drop = Some(vec!["ALL".into()]);
+            host.cap_add = Some(
+                ["CHOWN", "MKNOD", "SETUID", "SETGID"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            host.security_opt = Some(vec![
+                format!("seccomp={SECCOMP_PROFILE}"),
+                // A no-op without AppArmor; Ubuntu's docker-default profile denies
+                // the mounts RootlessKit makes.
+                "apparmor=unconfined".into(),
+            ]);
+            // systempaths=unconfined: inner `docker run` mounts a fresh proc, which
+            // the kernel refuses while masked paths cover /proc. It leaves /proc/sys
+            // writable by the builder's uid 0, which is why no job runs as it.
+            host.masked_paths = Some(vec![]);
+            host.readonly_paths = Some(vec![]);
+            env = Some(vec![format!("DOCKER_HOST={ROOTLESS_DOCKER_HOST}")]);
+        }
         Rights::Privileged => host.privileged = Some(true),
         Rights::Capabilities => {
             host.cap_add = Some(vec!["ALL".into()]);
@@ -231,7 +315,8 @@ pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody
         image: Some(spec.image.clone()),
         entrypoint: Some(vec!["/bin/sh".into()]),
         cmd: Some(vec![BOOT_SCRIPT_PATH.into()]),
-        labels: Some(spec.labels()),
+        env,
+        labels: Some(spec.labels(rights)),
         stop_signal: Some("SIGTERM".into()),
         stop_timeout: Some(STOP_TIMEOUT_SECS),
         host_config: Some(host),
@@ -242,107 +327,51 @@ pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody
 /// The inner dockerd's configuration: unix socket only, own bridge and address pool,
 /// containerd image store (multi-platform images with the `docker` buildx driver),
 /// plus registry options (insecure registries, Hub mirrors) and proxies.
-pub fn daemon_json(spec: &BuilderSpec) -> String {
-    let mut v = serde_json::json!({
-        "hosts": ["unix:///var/run/docker.sock"],
-        "bridge": spec.slot.bridge,
-        "default-address-pools": [{"base": spec.slot.pool_base, "size": 28}],
-        "features": {"containerd-snapshotter": true},
-    });
+///
+/// Rootless: the socket under the user's runtime dir and the data root on the
+/// builder's volume; the default bridge and pools come from `subnet_pool`'s first
+/// slot (every namespace may use the same ones, and the operator keeps them clear of
+/// addresses builds must reach).
+pub fn daemon_json(spec: &BuilderSpec, pool: &Slot) -> String {
+    let mut v = match &spec.slot {
+        Some(slot) => serde_json::json!({
+            "hosts": ["unix:///var/run/docker.sock"],
+            "bridge": slot.bridge,
+            "default-address-pools": [{"base": slot.pool_base, "size": 28}],
+            "features": {"containerd-snapshotter": true},
+        }),
+        None => serde_json::json!({
+            "hosts": [ROOTLESS_DOCKER_HOST],
+            "data-root": "/var/lib/docker",
+            "bip": pool.bridge_cidr,
+            "default-address-pools": [{"base": pool.pool_base, "size": 28}],
+            "features": {"containerd-snapshotter": true},
+        }),
+    };
     if let serde_json::Value::Object(m) = &mut v {
         m.extend(trust::daemon_options(&spec.registries, &spec.proxy));
     }
     serde_json::to_string_pretty(&v).expect("static JSON") + "\n"
 }
 
-/// Values the boot script sources (`/etc/runnerx/boot.env`).
+/// Values the boot scripts and the exec wrapper source (`/etc/runnerx/boot.env`).
 pub fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
-    format!(
-        "RUNNERX_BRIDGE={}\nRUNNERX_BRIDGE_CIDR={}\nRUNNERX_CGROUP_NEST={}\nRUNNERX_BINFMT=\"{}\"\n",
-        spec.slot.bridge,
-        spec.slot.bridge_cidr,
-        u8::from(rights == Rights::Privileged),
-        spec.binfmt.join(" "),
-    )
+    let mut env = format!("RUNNERX_BINFMT=\"{}\"\n", spec.binfmt.join(" "));
+    match (&spec.slot, rights) {
+        (_, Rights::Rootless) => env.push_str(&format!(
+            "RUNNERX_UID={ROOTLESS_UID}\nRUNNERX_HOST_LOOPBACK={}\n",
+            u8::from(spec.host_loopback)
+        )),
+        (Some(slot), _) => env.push_str(&format!(
+            "RUNNERX_BRIDGE={}\nRUNNERX_BRIDGE_CIDR={}\nRUNNERX_CGROUP_NEST={}\n",
+            slot.bridge,
+            slot.bridge_cidr,
+            u8::from(rights == Rights::Privileged),
+        )),
+        (None, _) => {}
+    }
+    env
 }
-
-/// The builder's pid 1 (POSIX sh, so it runs in docker:dind's busybox too).
-///
-/// Creates the bridge in the host namespace, starts dockerd with runnerx's config, and
-/// on SIGTERM (docker stop) or dockerd exit stops dockerd and deletes the bridge.
-pub const BOOT_SCRIPT: &str = r#"#!/bin/sh
-# runnerx builder boot: written by runnerx, do not edit.
-set -eu
-. /etc/runnerx/boot.env
-mkdir -p /run/runnerx
-if [ "$RUNNERX_CGROUP_NEST" = 1 ] && [ -f /sys/fs/cgroup/cgroup.controllers ]; then
-  # cgroup v2 with a private cgroup namespace: move ourselves to a leaf so dockerd
-  # can enable controllers for its children (moby hack/dind).
-  mkdir -p /sys/fs/cgroup/init
-  xargs -rn1 < /sys/fs/cgroup/cgroup.procs > /sys/fs/cgroup/init/cgroup.procs 2>/dev/null || :
-  sed -e 's/ / +/g' -e 's/^/+/' < /sys/fs/cgroup/cgroup.controllers \
-    > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || :
-fi
-# Registry CAs runnerx placed in the system store: trust them for curl, git and the
-# buildx client's token requests (buildkit.md §0).
-# Appending to the bundle is instant; the full update-ca-certificates (hash links for
-# CApath users) costs ~0.6 s, so it runs in the background.
-if ls /usr/local/share/ca-certificates/runnerx-*.crt >/dev/null 2>&1; then
-  cat /usr/local/share/ca-certificates/runnerx-*.crt >> /etc/ssl/certs/ca-certificates.crt 2>/dev/null || :
-  (update-ca-certificates >/dev/null 2>&1 || echo "runnerx: update-ca-certificates failed" >&2) &
-fi
-# QEMU handlers from the image (binfmt builtin/auto), before dockerd starts so its
-# BuildKit sees the emulated platforms; already-registered handlers are kept.
-if [ -n "$RUNNERX_BINFMT" ]; then
-  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || :
-  for a in $RUNNERX_BINFMT; do
-    [ -e "/proc/sys/fs/binfmt_misc/qemu-$a" ] && continue
-    conf="/usr/lib/binfmt.d/qemu-$a.conf"
-    [ -r "$conf" ] || continue
-    grep -h "^:qemu-$a:" "$conf" > /proc/sys/fs/binfmt_misc/register 2>/dev/null \
-      || echo "runnerx: cannot register qemu-$a from $conf" >&2
-  done
-fi
-# A kept /var/lib/docker (per-project cache) holds the last builder's network store.
-# Its stale default "bridge" network makes dockerd delete the interface named docker0
-# on start (moby initBridgeDriver + default-address-pools) -- on the host network that
-# is the HOST's docker0. Networks never carry over between slots anyway: drop them.
-rm -f /var/lib/docker/network/files/local-kv.db
-ip link show "$RUNNERX_BRIDGE" >/dev/null 2>&1 || ip link add "$RUNNERX_BRIDGE" type bridge
-ip addr replace "$RUNNERX_BRIDGE_CIDR" dev "$RUNNERX_BRIDGE"
-ip link set "$RUNNERX_BRIDGE" up
-# containerd started here rather than by dockerd: dockerd polls the containerd it
-# manages slowly (~1 s of a ~1.4 s boot). Same root and state paths as dockerd's own,
-# so a kept /var/lib/docker works either way; images without containerd fall back.
-ctd=""
-set --
-if command -v containerd >/dev/null 2>&1; then
-  mkdir -p /run/containerd
-  containerd --config /etc/runnerx/containerd.toml --root /var/lib/docker/containerd/daemon \
-    --state /run/docker/containerd/daemon --address /run/containerd/containerd.sock &
-  ctd=$!
-  i=0
-  while [ ! -S /run/containerd/containerd.sock ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
-  [ -S /run/containerd/containerd.sock ] && set -- --containerd /run/containerd/containerd.sock
-fi
-dockerd --config-file /etc/runnerx/daemon.json "$@" &
-pid=$!
-stop_all() {
-  kill -TERM "$pid" 2>/dev/null || :
-  wait "$pid" 2>/dev/null || :
-  if [ -n "$ctd" ]; then kill -TERM "$ctd" 2>/dev/null || :; wait "$ctd" 2>/dev/null || :; fi
-  ip link del "$RUNNERX_BRIDGE" 2>/dev/null || :
-}
-teardown() {
-  stop_all
-  exit 0
-}
-trap teardown TERM INT
-wait "$pid" || :
-stop_all
-echo "runnerx: dockerd exited" >&2
-exit 1
-"#;
 
 /// Name of the buildx builder runnerx creates for the docker-container driver.
 pub const BUILDX_BUILDER: &str = "runnerx";
@@ -388,27 +417,45 @@ pub fn buildx_create_cmd(
 pub const CONTAINERD_TOML: &str =
     "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n";
 
+/// `exec.sh <cmd> <args…>`: how runnerx runs anything in a builder.
+fn wrapped(cmd: &str, args: impl IntoIterator<Item = String>) -> Vec<String> {
+    ["bash", EXEC_PATH, cmd]
+        .map(String::from)
+        .into_iter()
+        .chain(args)
+        .collect()
+}
+
 /// Command that succeeds once the inner dockerd answers, polling for up to `secs`.
 /// One exec for the whole wait instead of one per poll: an exec costs tens of ms.
 pub fn wait_ready_cmd(secs: u64) -> Vec<String> {
-    let polls = secs * 10;
-    vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        format!(
-            "i=0; while [ $i -lt {polls} ]; do docker version >/dev/null 2>&1 && exit 0; i=$((i+1)); sleep 0.1; done; exit 1"
-        ),
-    ]
+    wrapped("ready", [secs.to_string()])
+}
+
+/// `cmd` run as the job user (rootless) or as is (privileged).
+pub fn user_cmd(cmd: Vec<String>) -> Vec<String> {
+    wrapped("do", cmd)
+}
+
+/// Prints `<name> ok|missing|disabled|nof` per QEMU handler, as the inner dockerd
+/// sees them (inside the namespace for rootless builders).
+pub fn binfmt_check_cmd(names: &[&str]) -> Vec<String> {
+    wrapped("binfmt", names.iter().map(|n| (*n).to_string()))
 }
 
 /// The files uploaded into a created builder before it starts (tar, rooted at `/`).
 /// Holds registry secrets (credentials, client keys) in 0600 files: files are the one
 /// channel `docker inspect` does not show.
-pub fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
+pub fn bundle(spec: &BuilderSpec, rights: Rights, pool: &Slot) -> Vec<u8> {
+    let boot = if rights == Rights::Rootless {
+        BOOT_ROOTLESS
+    } else {
+        BOOT_PRIVILEGED
+    };
     let mut files: Vec<trust::File> = vec![
         (
             "etc/runnerx/boot.sh".into(),
-            BOOT_SCRIPT.as_bytes().to_vec(),
+            boot.as_bytes().to_vec(),
             0o755,
         ),
         (
@@ -418,8 +465,13 @@ pub fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
         ),
         (
             "etc/runnerx/daemon.json".into(),
-            daemon_json(spec).into_bytes(),
+            daemon_json(spec, pool).into_bytes(),
             0o644,
+        ),
+        (
+            EXEC_PATH.trim_start_matches('/').into(),
+            EXEC_SCRIPT.as_bytes().to_vec(),
+            0o755,
         ),
         (
             "etc/runnerx/containerd.toml".into(),
@@ -427,25 +479,69 @@ pub fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
             0o644,
         ),
     ];
-    files.extend(trust::files(&spec.registries, &spec.proxy));
+    if rights == Rights::Rootless {
+        files.push((
+            "etc/runnerx/ns-init.sh".into(),
+            NS_INIT.as_bytes().to_vec(),
+            0o755,
+        ));
+    }
+    let home = (rights == Rights::Rootless).then_some(ROOTLESS_HOME);
+    files.extend(trust::files(&spec.registries, &spec.proxy, home));
     let refs: Vec<(&str, &[u8], u32)> = files
         .iter()
         .map(|(p, c, m)| (p.as_str(), c.as_slice(), *m))
         .collect();
-    tar_of(&refs)
+    let user = home.map(|h| (h.trim_start_matches('/'), ROOTLESS_UID));
+    tar_owned(&refs, user)
 }
 
 /// An uncompressed tar of `(path, content, mode)` entries owned by root.
 pub fn tar_of(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    tar_owned(files, None)
+}
+
+/// Like [`tar_of`], but entries under `user.0` (a home directory, relative) belong to
+/// uid/gid `user.1`, with their parent directories (0700) in the tar too: the builder's
+/// root cannot chown inside a 0700 home it may not enter (no CAP_DAC_OVERRIDE), and the
+/// engine keeps a tar's ownership on upload.
+fn tar_owned(files: &[(&str, &[u8], u32)], user: Option<(&str, u32)>) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    for (path, data, mode) in files {
+    let mut dirs_done = std::collections::BTreeSet::new();
+    let header = |size: u64, mode: u32, uid: u32, kind: tar::EntryType| {
         let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(*mode);
-        h.set_uid(0);
-        h.set_gid(0);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(uid.into());
+        h.set_gid(uid.into());
         h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
+        h.set_entry_type(kind);
+        h
+    };
+    for (path, data, mode) in files {
+        let mut uid = 0;
+        if let Some((home, owner)) = user
+            && let Some(rest) = path.strip_prefix(home).and_then(|r| r.strip_prefix('/'))
+        {
+            uid = owner;
+            let mut dir = home.to_string();
+            for part in rest
+                .split('/')
+                .collect::<Vec<_>>()
+                .iter()
+                .rev()
+                .skip(1)
+                .rev()
+            {
+                dir = format!("{dir}/{part}");
+                if dirs_done.insert(dir.clone()) {
+                    let mut h = header(0, 0o700, owner, tar::EntryType::Directory);
+                    b.append_data(&mut h, format!("{dir}/"), std::io::empty())
+                        .expect("writing a tar to memory cannot fail");
+                }
+            }
+        }
+        let mut h = header(data.len() as u64, *mode, uid, tar::EntryType::Regular);
         b.append_data(&mut h, path, *data)
             .expect("writing a tar to memory cannot fail");
     }
@@ -454,41 +550,19 @@ pub fn tar_of(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
 
 /// Runs a stage script inside the builder without leaving a copy of it there.
 ///
-/// The script (it holds the job token) arrives on stdin, length-prefixed by `$1`, and
-/// is read through a pipe: it is never written to the container's filesystem, and
-/// stdin EOF is not needed (docker exec cannot half-close it reliably). `setsid` gives
-/// the script its own process group so cancellation can signal the whole tree, as
-/// gitlab-runner does with `kill(-pid)`; its pid goes to `/run/runnerx/<token>.pid`.
-/// The script's own stdin is /dev/null.
+/// The script (it holds the job token) arrives on stdin, length-prefixed by the
+/// length argument, and is read through a pipe by `exec.sh run`: it is never written
+/// to the container's filesystem. `setsid` gives the script its own process group so
+/// cancellation can signal the whole tree, as gitlab-runner does with `kill(-pid)`;
+/// its pid goes to `/run/runnerx/<token>.pid`. The script's own stdin is /dev/null.
 pub fn exec_wrapper(script_len: usize, token: &str) -> Vec<String> {
-    vec![
-        "bash".into(),
-        "-c".into(),
-        format!(
-            "mkdir -p /run/runnerx; pidf=/run/runnerx/$2.pid; \
-             if [ -r {env} ]; then set -a; . {env}; set +a; fi; \
-             exec 3< <(head -c \"$1\"); \
-             setsid bash /dev/fd/3 </dev/null & pid=$!; echo \"$pid\" > \"$pidf\"; \
-             wait \"$pid\"; rc=$?; rm -f \"$pidf\"; exit $rc",
-            env = trust::JOB_ENV
-        ),
-        "runnerx-run".into(),
-        script_len.to_string(),
-        token.into(),
-    ]
+    wrapped("run", [script_len.to_string(), token.to_string()])
 }
 
 /// Sends `signal` to the process group of the script started with `token`.
 /// Waits briefly for the pid file, which the wrapper writes right after starting.
 pub fn kill_cmd(token: &str, signal: &str) -> Vec<String> {
-    vec![
-        "bash".into(),
-        "-c".into(),
-        format!(
-            "for i in $(seq 1 20); do if [ -s /run/runnerx/{token}.pid ]; then \
-             kill -{signal} -- -$(cat /run/runnerx/{token}.pid) 2>/dev/null; exit 0; fi; sleep 0.05; done; exit 1"
-        ),
-    ]
+    wrapped("kill", [token.to_string(), signal.to_string()])
 }
 
 #[cfg(test)]
@@ -507,7 +581,8 @@ mod tests {
             job_id: "42".into(),
             name: "runnerx-42".into(),
             image: "runnerx-builder:local".into(),
-            slot: Slot::new(pool(), 1).unwrap(),
+            slot: Some(Slot::new(pool(), 1).unwrap()),
+            host_loopback: false,
             extra_hosts: vec!["registry.test:127.0.0.1".into()],
             created: 1_700_000_000,
             registries: vec![],
@@ -568,7 +643,8 @@ mod tests {
 
     #[test]
     fn cache_volumes_carry_no_job_label() {
-        let l = cache_labels("77", "runnerx-cache-p77-0", 1);
+        let l = cache_labels("77", "runnerx-cache-p77-0", 1, "rootless");
+        assert_eq!(l[LABEL_ISOLATION], "rootless");
         assert!(!l.contains_key(LABEL_JOB));
         assert_eq!(l[LABEL_CACHE_PROJECT], "77");
         let mut s = spec();
@@ -587,7 +663,8 @@ mod tests {
 
     #[test]
     fn daemon_json_uses_unix_socket_and_own_bridge() {
-        let v: serde_json::Value = serde_json::from_str(&daemon_json(&spec())).unwrap();
+        let pool0 = Slot::new(pool(), 0).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&daemon_json(&spec(), &pool0)).unwrap();
         assert_eq!(
             v["hosts"],
             serde_json::json!(["unix:///var/run/docker.sock"])
@@ -599,7 +676,11 @@ mod tests {
 
     #[test]
     fn bundle_holds_boot_files() {
-        let tar_bytes = bundle(&spec(), Rights::Capabilities);
+        let tar_bytes = bundle(
+            &spec(),
+            Rights::Capabilities,
+            &Slot::new(pool(), 0).unwrap(),
+        );
         let mut a = tar::Archive::new(tar_bytes.as_slice());
         let mut seen = vec![];
         for e in a.entries().unwrap() {
@@ -609,6 +690,7 @@ mod tests {
             std::io::Read::read_to_string(&mut e, &mut s).unwrap();
             if path.ends_with("boot.env") {
                 assert!(s.contains("RUNNERX_BRIDGE=runnerx1\n"));
+                assert!(!s.contains("RUNNERX_UID"));
                 assert!(s.contains("RUNNERX_CGROUP_NEST=0\n"));
                 assert!(s.contains("RUNNERX_BINFMT=\"aarch64\"\n"), "{s}");
             }
@@ -644,11 +726,129 @@ mod tests {
         );
     }
 
+    fn rootless_spec() -> BuilderSpec {
+        BuilderSpec {
+            slot: None,
+            host_loopback: true,
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn rootless_spec_adds_four_capabilities_and_its_own_seccomp_profile() {
+        let v = serde_json::to_value(container_body(&rootless_spec(), Rights::Rootless)).unwrap();
+        let h = &v["HostConfig"];
+        assert_eq!(h["NetworkMode"], "host");
+        assert!(h.get("Privileged").is_none());
+        assert_eq!(h["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(
+            h["CapAdd"],
+            serde_json::json!(["CHOWN", "MKNOD", "SETUID", "SETGID"])
+        );
+        let opts: Vec<&str> = h["SecurityOpt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        let seccomp = opts
+            .iter()
+            .find_map(|o| o.strip_prefix("seccomp="))
+            .expect("a seccomp profile");
+        assert_ne!(seccomp, "unconfined");
+        let profile: serde_json::Value = serde_json::from_str(seccomp).unwrap();
+        assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+        // No host cgroups, no devices, no bridge.
+        assert!(h.get("DeviceCgroupRules").is_none());
+        assert!(h.get("CgroupnsMode").is_none());
+        assert_eq!(h["Mounts"].as_array().unwrap().len(), 1);
+        assert!(v["Labels"].get("runnerx.bridge").is_none());
+        assert_eq!(v["Labels"]["runnerx.isolation"], "rootless");
+        assert_eq!(
+            v["Env"],
+            serde_json::json!(["DOCKER_HOST=unix:///run/user/1000/docker.sock"])
+        );
+    }
+
+    #[test]
+    fn rootless_daemon_json_and_boot_files() {
+        let pool0 = Slot::new(pool(), 0).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&daemon_json(&rootless_spec(), &pool0)).unwrap();
+        assert_eq!(v["hosts"], serde_json::json!([ROOTLESS_DOCKER_HOST]));
+        assert_eq!(v["data-root"], "/var/lib/docker");
+        assert_eq!(v["bip"], "10.213.0.1/24");
+        assert!(v.get("bridge").is_none());
+        let env = boot_env(&rootless_spec(), Rights::Rootless);
+        assert!(env.contains("RUNNERX_UID=1000\n"), "{env}");
+        assert!(env.contains("RUNNERX_HOST_LOOPBACK=1\n"), "{env}");
+        assert!(!env.contains("BRIDGE"), "{env}");
+        let tar_bytes = bundle(&rootless_spec(), Rights::Rootless, &pool0);
+        let mut a = tar::Archive::new(tar_bytes.as_slice());
+        let mut boot = String::new();
+        let mut paths = vec![];
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            if path == "etc/runnerx/boot.sh" {
+                std::io::Read::read_to_string(&mut e, &mut boot).unwrap();
+            }
+            paths.push(path);
+        }
+        assert!(
+            boot.contains("rootlesskit"),
+            "rootless boot script expected"
+        );
+        assert!(paths.contains(&"etc/runnerx/ns-init.sh".to_string()));
+        assert!(paths.contains(&"etc/runnerx/exec.sh".to_string()));
+    }
+
+    #[test]
+    fn files_in_the_users_home_belong_to_the_user() {
+        let tar_bytes = tar_owned(
+            &[
+                ("etc/x", b"a", 0o644),
+                ("home/u/.docker/config.json", b"{}", 0o600),
+                ("home/u/.config/docker/certs.d/r:1/ca.crt", b"c", 0o644),
+            ],
+            Some(("home/u", 1000)),
+        );
+        let mut a = tar::Archive::new(tar_bytes.as_slice());
+        let got: Vec<(String, u64)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path()
+                        .unwrap()
+                        .display()
+                        .to_string()
+                        .trim_end_matches('/')
+                        .to_string(),
+                    e.header().uid().unwrap(),
+                )
+            })
+            .collect();
+        let owner = |p: &str| got.iter().find(|(q, _)| q == p).map(|(_, u)| *u);
+        assert_eq!(owner("etc/x"), Some(0));
+        assert_eq!(owner("home/u/.docker"), Some(1000));
+        assert_eq!(owner("home/u/.docker/config.json"), Some(1000));
+        assert_eq!(owner("home/u/.config/docker/certs.d/r:1"), Some(1000));
+        assert_eq!(
+            owner("home/u/.config/docker/certs.d/r:1/ca.crt"),
+            Some(1000)
+        );
+        assert_eq!(owner("home/u"), None, "the home itself is the image's");
+    }
+
     #[test]
     fn exec_wrapper_never_puts_the_script_in_argv() {
         let cmd = exec_wrapper(1234, "tok");
-        assert_eq!(cmd[4], "1234");
-        assert!(cmd[2].contains("head -c"));
-        assert!(cmd[2].contains("setsid"));
+        assert_eq!(cmd, ["bash", EXEC_PATH, "run", "1234", "tok"]);
+        assert!(EXEC_SCRIPT.contains("head -c \"$len\""));
+        assert!(EXEC_SCRIPT.contains("setsid"));
+        // Rootless: the wrapper drops to the user for good before anything else.
+        assert!(EXEC_SCRIPT.contains("--no-new-privs"));
     }
 }

@@ -1,0 +1,97 @@
+#!/bin/bash
+# runnerx exec wrapper: every command runnerx runs in a builder goes through here.
+#
+#   exec.sh run LEN TOKEN   a stage script: LEN bytes on stdin, never written to disk
+#   exec.sh kill TOKEN SIG  signal that script's process group
+#   exec.sh ready SECS      succeed once the inner dockerd answers (one exec, many polls)
+#   exec.sh binfmt NAME...  print "<name> ok|missing|disabled|nof" per QEMU handler
+#   exec.sh do CMD...       run CMD as the job user (buildx set-up, cache tidying)
+#
+# Rootless builders (RUNNERX_UID set): docker exec enters as the builder's root, which
+# must never run job code (it can write /proc/sys). The first thing done here is to
+# become the unprivileged user for good: no capabilities and no_new_privs, so no file
+# capability (newuidmap's) or setuid bit leads back. (Emptying the bounding set would
+# need CAP_SETPCAP, which the builder does not get; no_new_privs makes it moot.)
+set -u
+. /etc/runnerx/boot.env
+uid=${RUNNERX_UID:-}
+if [ -n "$uid" ] && [ "$(id -u)" = 0 ]; then
+  home=$(getent passwd "$uid" | cut -d: -f6)
+  user=$(getent passwd "$uid" | cut -d: -f1)
+  exec setpriv --reuid="$uid" --regid="$uid" --init-groups --inh-caps=-all --no-new-privs \
+    env HOME="$home" USER="$user" LOGNAME="$user" XDG_RUNTIME_DIR="/run/user/$uid" \
+    DOCKER_HOST="unix:///run/user/$uid/docker.sock" "$0" "$@"
+fi
+
+# binfmt_misc as the inner dockerd sees it: the namespace's own instance when rootless.
+in_namespace() {
+  if [ -n "$uid" ]; then
+    nsenter -U --preserve-credentials -m -t "$(cat "$XDG_RUNTIME_DIR/rootlesskit/child_pid")" "$@"
+  else
+    "$@"
+  fi
+}
+
+cmd=${1:-}
+shift || :
+case "$cmd" in
+run)
+  len=$1 token=$2
+  pidf=/run/runnerx/$token.pid
+  # Proxy variables for job scripts.
+  if [ -r /etc/runnerx/job.env ]; then
+    set -a
+    . /etc/runnerx/job.env
+    set +a
+  fi
+  # The script is read through a pipe: stdin EOF is not needed (docker exec cannot
+  # half-close it reliably) and no copy lands on the filesystem (it holds the job
+  # token). setsid gives it its own process group for cancellation.
+  exec 3< <(head -c "$len")
+  setsid bash /dev/fd/3 </dev/null &
+  pid=$!
+  echo "$pid" >"$pidf"
+  wait "$pid"
+  rc=$?
+  rm -f "$pidf"
+  exit "$rc"
+  ;;
+kill)
+  token=$1 sig=$2
+  for _ in $(seq 1 20); do
+    if [ -s "/run/runnerx/$token.pid" ]; then
+      kill "-$sig" -- "-$(cat "/run/runnerx/$token.pid")" 2>/dev/null
+      exit 0
+    fi
+    sleep 0.05
+  done
+  exit 1
+  ;;
+ready)
+  polls=$(($1 * 10))
+  for _ in $(seq 1 "$polls"); do
+    docker version >/dev/null 2>&1 && exit 0
+    sleep 0.1
+  done
+  exit 1
+  ;;
+binfmt)
+  # shellcheck disable=SC2016 # expanded by the inner sh
+  in_namespace sh -c '
+    d=/proc/sys/fs/binfmt_misc
+    [ -e $d/status ] || mount -t binfmt_misc binfmt_misc $d 2>/dev/null
+    for a in "$@"; do f=$d/qemu-$a
+      if [ ! -r "$f" ]; then echo "$a missing"
+      elif ! grep -q "^enabled" "$f"; then echo "$a disabled"
+      elif ! grep -q "^flags:.*F" "$f"; then echo "$a nof"
+      else echo "$a ok"; fi
+    done' binfmt "$@"
+  ;;
+do)
+  exec "$@"
+  ;;
+*)
+  echo "runnerx exec.sh: unknown command ${cmd:-(none)}" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,75 @@
+#!/bin/sh
+# runnerx namespace init: RootlessKit's child, root of the builder's own user, mount
+# and network namespace (the builder's uid 1000 outside). Registers the QEMU handlers
+# in the namespace's own binfmt_misc, points loopback registry names at the host
+# alias, then runs containerd and dockerd. Everything here dies with the namespace.
+set -eu
+. /etc/runnerx/boot.env
+
+# /etc and /run are RootlessKit copy-ups (a tmpfs of symlinks to the builder's own):
+# drop the links that would make the inner daemons share the builder's state.
+rm -f /run/docker /run/containerd /run/xtables.lock /run/runnerx
+# Go resolves /etc/ssl through the symlink awkwardly; bind the real directory.
+if [ -L /etc/ssl ]; then
+  real=$(realpath /etc/ssl)
+  rm -f /etc/ssl
+  mkdir /etc/ssl
+  mount --rbind "$real" /etc/ssl
+fi
+
+# Names the operator mapped to a loopback address (extra_hosts, e.g. a registry on
+# the runner host's 127.0.0.1) mean the host; inside the namespace 127.0.0.1 is the
+# namespace itself, and the host is RootlessKit's alias 10.0.2.2 (only when
+# builder.host_loopback opens it; otherwise the names stay unreachable).
+if [ "$RUNNERX_HOST_LOOPBACK" = 1 ]; then
+  awk '$1 ~ /^127\./ { local = 0; for (i = 2; i <= NF; i++) if ($i ~ /^localhost/ || $i ~ /^ip6-/) local = 1;
+       if (!local) { $1 = "10.0.2.2" } } { print }' /etc/hosts >"$XDG_RUNTIME_DIR/hosts"
+  # Docker bind-mounts /etc/hosts into the builder; cover it in this namespace only.
+  mount --bind "$XDG_RUNTIME_DIR/hosts" /etc/hosts
+fi
+
+# QEMU handlers (binfmt builtin/auto). Since Linux 6.7 every user namespace has its
+# own binfmt_misc instance: registering here changes nothing on the host. On older
+# kernels the mount fails and the host's own handlers (registered with F) apply.
+if [ -n "$RUNNERX_BINFMT" ]; then
+  if mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null; then
+    for a in $RUNNERX_BINFMT; do
+      [ -e "/proc/sys/fs/binfmt_misc/qemu-$a" ] && continue
+      conf="/usr/lib/binfmt.d/qemu-$a.conf"
+      [ -r "$conf" ] || continue
+      grep -h "^:qemu-$a:" "$conf" >/proc/sys/fs/binfmt_misc/register 2>/dev/null ||
+        echo "runnerx: cannot register qemu-$a from $conf" >&2
+    done
+  else
+    echo "runnerx: this kernel has no binfmt_misc per user namespace; using the host's handlers" >&2
+  fi
+fi
+
+# A kept data root holds the last builder's network store; networks never carry over.
+rm -f /var/lib/docker/network/files/local-kv.db
+
+run=$XDG_RUNTIME_DIR
+mkdir -p "$run/containerd"
+# containerd started here rather than by dockerd: dockerd polls the containerd it
+# manages slowly (~1 s of boot).
+containerd --config /etc/runnerx/containerd.toml --root /var/lib/docker/containerd/daemon \
+  --state "$run/docker/containerd/daemon" --address "$run/containerd/containerd.sock" &
+ctd=$!
+i=0
+while [ ! -S "$run/containerd/containerd.sock" ] && [ $i -lt 500 ]; do
+  sleep 0.01
+  i=$((i + 1))
+done
+dockerd --config-file /etc/runnerx/daemon.json --containerd "$run/containerd/containerd.sock" &
+dpid=$!
+stop_all() {
+  kill -TERM "$dpid" 2>/dev/null || :
+  wait "$dpid" 2>/dev/null || :
+  kill -TERM "$ctd" 2>/dev/null || :
+  wait "$ctd" 2>/dev/null || :
+}
+trap 'stop_all; exit 0' TERM INT
+wait "$dpid" || :
+stop_all
+echo "runnerx: dockerd exited" >&2
+exit 1
