@@ -51,6 +51,22 @@ pub enum Command {
     /// Multi-platform manifests: join per-arch images into an index, or list one.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// One-time set-up of the runner host itself (as root).
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+/// `runnerx host …`
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Register the QEMU handlers of `builder.platforms` on the host with the F flag,
+    /// kept across reboots in /etc/binfmt.d. Needed by rootless builders on kernels
+    /// without binfmt_misc per user namespace (Linux < 6.7); needs qemu-user-static.
+    Binfmt {
+        /// Print what would be registered and written, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `runnerx manifest …`

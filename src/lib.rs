@@ -83,6 +83,12 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
                 }
             }
         }
+        Command::Host(cli::HostCommand::Binfmt { dry_run }) => {
+            let settings = settings()?;
+            let native = binfmt::goarch(std::env::consts::ARCH);
+            let needed = binfmt::needed(&settings.builder.platforms, native);
+            host::register_binfmt(&needed, *dry_run)
+        }
         Command::Gc(args) => {
             let settings = settings()?;
             let engine = engine::Engine::connect().await?;

@@ -77,7 +77,9 @@ setpriv --reuid="$uid" --regid="$uid" --init-groups --inh-caps=-all \
   /bin/sh /etc/runnerx/ns-init.sh &
 pid=$!
 teardown() {
-  kill -TERM "$pid" 2>/dev/null || :
+  # RootlessKit runs as the user, and this root has no CAP_KILL: signal it as the user.
+  # It passes SIGTERM to ns-init.sh, which stops dockerd and containerd.
+  setpriv --reuid="$uid" --regid="$uid" --init-groups kill -TERM "$pid" 2>/dev/null || :
   wait "$pid" 2>/dev/null || :
   exit 0
 }

@@ -73,6 +73,10 @@ pub const EXEC_SCRIPT: &str = include_str!("exec.sh");
 /// `unconfined`: everything else Docker's default forbids (kexec, modules, bpf,
 /// perf, …) stays forbidden.
 pub const SECCOMP_PROFILE: &str = include_str!("seccomp.json");
+/// Seconds the inner dockerd gives the job's containers at cleanup before killing them
+/// (its default, 10 s, made every cleanup of a job with a running service take 10 s;
+/// nothing in a builder outlives the job anyway).
+pub const INNER_SHUTDOWN_SECS: u64 = 2;
 /// Seconds `docker stop` waits for the boot script's teardown.
 pub const STOP_TIMEOUT_SECS: i64 = 20;
 
@@ -339,6 +343,7 @@ pub fn daemon_json(spec: &BuilderSpec, pool: &Slot) -> String {
             "bridge": slot.bridge,
             "default-address-pools": [{"base": slot.pool_base, "size": 28}],
             "features": {"containerd-snapshotter": true},
+            "shutdown-timeout": INNER_SHUTDOWN_SECS,
         }),
         None => serde_json::json!({
             "hosts": [ROOTLESS_DOCKER_HOST],
@@ -346,6 +351,7 @@ pub fn daemon_json(spec: &BuilderSpec, pool: &Slot) -> String {
             "bip": pool.bridge_cidr,
             "default-address-pools": [{"base": pool.pool_base, "size": 28}],
             "features": {"containerd-snapshotter": true},
+            "shutdown-timeout": INNER_SHUTDOWN_SECS,
         }),
     };
     if let serde_json::Value::Object(m) = &mut v {

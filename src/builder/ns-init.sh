@@ -62,11 +62,20 @@ while [ ! -S "$run/containerd/containerd.sock" ] && [ $i -lt 500 ]; do
 done
 dockerd --config-file /etc/runnerx/daemon.json --containerd "$run/containerd/containerd.sock" &
 dpid=$!
+# Stops a daemon, waiting at most $2 tenths of a second: a rootless dockerd without
+# cgroups can hang ~10 s on a container that ignores SIGTERM, and nothing here
+# outlives the builder (whatever is left dies with its container).
+stop() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  i=0
+  while kill -0 "$1" 2>/dev/null && [ $i -lt "$2" ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+}
 stop_all() {
-  kill -TERM "$dpid" 2>/dev/null || :
-  wait "$dpid" 2>/dev/null || :
-  kill -TERM "$ctd" 2>/dev/null || :
-  wait "$ctd" 2>/dev/null || :
+  stop "$dpid" 30
+  stop "$ctd" 10
 }
 trap 'stop_all; exit 0' TERM INT
 wait "$dpid" || :

@@ -107,12 +107,10 @@ async fn host_checks(settings: &Settings, r: &mut Report) {
             "start dockerd, or point DOCKER_HOST at it; the runner's user needs access to the socket",
         ),
     }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let release = release.trim();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    let facts = crate::host::facts(std::path::Path::new("/proc"));
+    let release = facts.kernel.as_str();
+    let (major, minor) = crate::host::kernel_version(release).unwrap_or((0, 0));
+    isolation_checks(settings, &facts, r);
     if (major, minor) >= (4, 8) {
         r.ok(
             "kernel",
@@ -142,6 +140,79 @@ async fn host_checks(settings: &Settings, r: &mut Report) {
             "not in /proc/filesystems: `exec format error` for foreign-platform RUN steps",
             "load it on the runner host: modprobe binfmt_misc (and add it to /etc/modules)",
         );
+    }
+}
+
+/// What isolation this host supports for builders (user namespaces, binfmt_misc per
+/// user namespace, /dev/net/tun, seccomp), and the fix for each miss.
+fn isolation_checks(settings: &Settings, facts: &crate::host::Facts, r: &mut Report) {
+    use crate::settings::Isolation;
+    let wanted = settings.builder.isolation;
+    match (&facts.userns, wanted) {
+        (Ok(()), Isolation::Privileged) => r.note(
+            "isolation",
+            "user namespaces work, but builder.isolation = \"privileged\": a job can reach this host; set it to \"rootless\"",
+        ),
+        (Ok(()), _) => r.ok("isolation", "rootless builders (unprivileged user namespaces allowed)"),
+        (Err(why), Isolation::Rootless) => r.fail(
+            "isolation",
+            format!("rootless builders are not possible: {why}"),
+            "allow unprivileged user namespaces (the fix above), or set builder.isolation = \"privileged\" knowing jobs can then reach the host",
+        ),
+        (Err(why), _) => r.note(
+            "isolation",
+            format!("privileged builders only ({why}); jobs can reach this host"),
+        ),
+    }
+    if wanted != Isolation::Privileged {
+        let native = crate::binfmt::goarch(std::env::consts::ARCH);
+        let needed = crate::binfmt::needed(&settings.builder.platforms, native);
+        if facts.binfmt_per_userns || needed.is_empty() {
+            r.ok(
+                "binfmt per namespace",
+                "each rootless builder registers its own QEMU handlers (Linux ≥ 6.7)",
+            );
+        } else {
+            let bad: Vec<String> =
+                crate::host::host_handlers(std::path::Path::new("/proc"), &needed)
+                    .into_iter()
+                    .filter(|(_, s)| *s != crate::binfmt::Handler::Ok)
+                    .map(|(n, _)| format!("qemu-{n}"))
+                    .collect();
+            if bad.is_empty() {
+                r.ok(
+                    "binfmt per namespace",
+                    "Linux < 6.7: the host's handlers (with F) serve rootless builders",
+                );
+            } else {
+                r.fail(
+                    "binfmt per namespace",
+                    format!("Linux < 6.7 has no binfmt_misc per user namespace, and the host lacks {} with F", bad.join(", ")),
+                    "run `runnerx host binfmt` once as root (needs qemu-user-static on the host)",
+                );
+            }
+        }
+        if std::path::Path::new("/sys/class/misc/tun").exists()
+            || std::path::Path::new("/dev/net/tun").exists()
+        {
+            r.ok("tun", "/dev/net/tun available (slirp4netns networking)");
+        } else {
+            r.fail(
+                "tun",
+                "no tun device: rootless builders have no network",
+                "modprobe tun (and add it to /etc/modules)",
+            );
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if status.lines().any(|l| l.starts_with("Seccomp:")) {
+            r.ok("seccomp", "supported (runnerx's builder profile applies)");
+        } else {
+            r.fail(
+                "seccomp",
+                "the kernel has no seccomp",
+                "use a kernel with CONFIG_SECCOMP_FILTER",
+            );
+        }
     }
 }
 

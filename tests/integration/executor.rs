@@ -187,6 +187,10 @@ fn unsafe_kill(pid: u32, sig: i32) -> i32 {
 #[test]
 fn concurrent_privileged_jobs_get_separate_networks() {
     require_docker();
+    // Privileged builders change the host's links and iptables while they run.
+    let _host = crate::isolation::HOST_STATE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let privileged = |j: Job| j.with_settings("isolation = \"privileged\"\n");
     let jobs = [privileged(Job::new()), privileged(Job::new())];
     let outs: Vec<_> = std::thread::scope(|s| {

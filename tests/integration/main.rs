@@ -6,6 +6,7 @@ mod support;
 
 mod cache;
 mod executor;
+mod isolation;
 mod multiarch;
 mod protocol;
 mod templates;

@@ -14,7 +14,7 @@ fn repo() -> PathBuf {
 }
 
 /// Extracts the static busybox of `arch` from the deb scripts/setup-host.sh caches.
-fn busybox(arch: &str, into: &Path) {
+pub(crate) fn busybox(arch: &str, into: &Path) {
     let cache = Path::new("/var/cache/runnerx/busybox");
     let deb = std::fs::read_dir(cache)
         .ok()
