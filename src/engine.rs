@@ -41,6 +41,8 @@ pub struct EngineInfo {
     pub id: String,
     /// CPU architecture as a GOARCH (`amd64`, `arm64`).
     pub arch: String,
+    /// CPUs the engine's host has.
+    pub ncpu: i64,
 }
 
 /// An attached exec: its id and its output stream.
@@ -116,6 +118,7 @@ impl Engine {
             ),
             id: info.id.unwrap_or_default(),
             arch: crate::binfmt::goarch(&info.architecture.unwrap_or_default()).to_string(),
+            ncpu: info.ncpu.unwrap_or(1),
         })
     }
 

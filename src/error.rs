@@ -36,6 +36,10 @@ pub enum Error {
         message: String,
     },
 
+    /// What gitlab-runner passed (its env, the job response file) is unusable.
+    #[error("gitlab-runner input: {0}")]
+    Protocol(String),
+
     /// A settings file or value is invalid.
     #[error("settings: {0}")]
     Settings(String),
@@ -99,6 +103,7 @@ impl Error {
         match self {
             Error::Script { .. } | Error::JobInput { .. } => Fault::Build,
             Error::Settings(_)
+            | Error::Protocol(_)
             | Error::Docker { .. }
             | Error::Builder(_)
             | Error::NoBuilder(_)

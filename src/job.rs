@@ -127,11 +127,12 @@ impl Job {
                     .into(),
             ));
         };
+        // CI_JOB_ID comes from gitlab-runner's environment: a bad one is not the job's
+        // script failing, so it is a system failure like any bad protocol input.
         validate_job_id(&id).map_err(|message| match id_source {
-            IdSource::CiJobId => Error::JobInput {
-                name: "CI_JOB_ID".into(),
-                message,
-            },
+            IdSource::CiJobId => Error::Protocol(format!(
+                "CUSTOM_ENV_CI_JOB_ID {id:?} {message}; it should be GitLab's numeric job id"
+            )),
             _ => Error::Usage(format!("job id {id:?} {message}")),
         })?;
 
@@ -198,8 +199,8 @@ fn read_response(path: &str) -> Result<JobResponse> {
     let text =
         std::fs::read_to_string(path).map_err(|e| Error::io("read JOB_RESPONSE_FILE", path, e))?;
     serde_json::from_str(&text).map_err(|e| {
-        Error::Builder(format!(
-            "JOB_RESPONSE_FILE {path} is not the job JSON gitlab-runner writes: {e}"
+        Error::Protocol(format!(
+            "JOB_RESPONSE_FILE {path} is not the job JSON gitlab-runner writes: {e}; is runnerx called by gitlab-runner's custom executor (or with a file of that shape)?"
         ))
     })
 }
@@ -291,10 +292,10 @@ mod tests {
     }
 
     #[test]
-    fn hostile_job_id_is_a_build_failure() {
+    fn bad_job_id_from_gitlab_runner_is_a_system_failure() {
         let env = Env::from_pairs([("CUSTOM_ENV_CI_JOB_ID", "1; rm -rf /")]);
         let e = Job::from_env(&env, None, false).unwrap_err();
-        assert_eq!(e.fault(), crate::error::Fault::Build);
+        assert_eq!(e.fault(), crate::error::Fault::System);
         assert!(e.to_string().contains("CI_JOB_ID"));
     }
 

@@ -52,7 +52,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
             stages::run::run(&job, &engine, &args.script, &args.stage, &cancel).await
         }
         Command::Cleanup(args) => {
-            let settings = settings()?;
+            let settings = Settings::load_lenient(cli.config.as_deref(), &env);
             let job = Job::from_env(&env, args.job_id.as_deref(), false)?;
             let engine = engine::Engine::connect().await?;
             stages::cleanup::cleanup(&settings, &job, &engine).await
@@ -90,7 +90,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
             host::register_binfmt(&needed, *dry_run)
         }
         Command::Gc(args) => {
-            let settings = settings()?;
+            let settings = Settings::load_lenient(cli.config.as_deref(), &env);
             let engine = engine::Engine::connect().await?;
             stages::gc::gc(&settings, &engine, args.older_than, args.dry_run, &cancel).await
         }

@@ -135,6 +135,12 @@ pub struct RawBuilder {
     pub lock_file: Option<PathBuf>,
     /// Images a job's `image:` may select instead of `image`.
     pub allowed_images: Option<Vec<String>>,
+    /// Memory limit of a builder (jobs and their containers), e.g. `8GiB`.
+    pub memory: Option<String>,
+    /// CPU limit of a builder, e.g. `2.5`.
+    pub cpus: Option<f64>,
+    /// Process limit of a builder.
+    pub pids_limit: Option<i64>,
     /// buildx driver jobs build with: `docker` or `docker-container`.
     pub driver: Option<String>,
     /// Pinned BuildKit image for the docker-container driver.
@@ -155,6 +161,9 @@ struct EnvOverrides {
     builder_subnet_pool: Option<String>,
     builder_lock_file: Option<PathBuf>,
     builder_allowed_images: Option<Vec<String>>,
+    builder_memory: Option<String>,
+    builder_cpus: Option<f64>,
+    builder_pids_limit: Option<i64>,
     builder_driver: Option<String>,
     builder_buildkit_image: Option<String>,
     binfmt_mode: Option<String>,
@@ -245,6 +254,10 @@ pub enum Driver {
 
 /// Default pins: known-good tags (buildkit.md §4 on QEMU regressions).
 pub const DEFAULT_BINFMT_IMAGE: &str = "tonistiigi/binfmt:qemu-v7.0.0-28";
+/// A builder's memory by default: room for a large compile plus its dockerd.
+pub const DEFAULT_MEMORY: &str = "8GiB";
+/// A builder's processes by default: far above any build, far below the host's.
+pub const DEFAULT_PIDS_LIMIT: i64 = 16384;
 /// The host lock: in a root-only directory, so no other local user can hold it.
 pub const DEFAULT_LOCK_FILE: &str = "/run/runnerx/lock";
 /// Default BuildKit image for the docker-container driver.
@@ -339,6 +352,12 @@ pub struct BuilderSettings {
     pub lock_file: PathBuf,
     /// Images a job may select.
     pub allowed_images: Vec<String>,
+    /// Memory limit in bytes (0: none); swap is not added on top.
+    pub memory: u64,
+    /// CPU limit (`None`: all of the host's).
+    pub cpus: Option<f64>,
+    /// Process limit.
+    pub pids_limit: i64,
     /// buildx driver.
     pub driver: Driver,
     /// BuildKit image for the docker-container driver.
@@ -480,6 +499,36 @@ impl Settings {
     /// Reads the settings file (`--config`, else `RUNNERX_CONFIG`, else the default
     /// path if it exists) and applies `RUNNERX_*` overrides.
     pub fn load(flag: Option<&Path>, env: &Env) -> Result<Settings> {
+        let (raw, source) = Self::read(flag, env)?;
+        Self::validate(raw, source, env)
+    }
+
+    /// Settings for `cleanup` and `gc`, which need only what identifies builders
+    /// (labels, names, the lock): a rotated secret, a missing CA file or even a broken
+    /// settings file must never leave a builder behind. Falls back to the file without
+    /// `[[registries]]` and `[proxy]`, then to the defaults, with a warning.
+    pub fn load_lenient(flag: Option<&Path>, env: &Env) -> Settings {
+        let first = match Self::load(flag, env) {
+            Ok(s) => return s,
+            Err(e) => e,
+        };
+        tracing::warn!(
+            "{first}; going on without registries and proxy (removing builders needs neither)"
+        );
+        let trimmed = Self::read(flag, env).and_then(|(mut raw, source)| {
+            raw.registries.clear();
+            raw.proxy = RawProxy::default();
+            Self::validate(raw, source, env)
+        });
+        trimmed.unwrap_or_else(|e| {
+            tracing::warn!("{e}; going on with the default settings");
+            Self::validate(RawSettings::default(), None, &Env::default())
+                .expect("the defaults are valid")
+        })
+    }
+
+    /// The raw settings file (or the defaults when none exists at the default path).
+    fn read(flag: Option<&Path>, env: &Env) -> Result<(RawSettings, Option<PathBuf>)> {
         let (path, explicit) = match (flag, env.non_empty("RUNNERX_CONFIG")) {
             (Some(p), _) => (PathBuf::from(p), Some("--config")),
             (None, Some(p)) => (PathBuf::from(p), Some("RUNNERX_CONFIG")),
@@ -498,7 +547,7 @@ impl Settings {
                 )));
             }
         };
-        Self::validate(raw, source, env)
+        Ok((raw, source))
     }
 
     /// Parses TOML text into raw settings; errors are condensed to one line.
@@ -639,6 +688,33 @@ impl Settings {
         let (lock, _) = pick!(lock_file, builder_lock_file);
         let lock_file = lock.unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_FILE));
 
+        let (mem, mem_env) = pick!(memory, builder_memory);
+        let memory = parse_size(mem.as_deref().unwrap_or(DEFAULT_MEMORY))
+            .map_err(|m| Error::Settings(format!("{}: {m}", origin("memory", mem_env))))?;
+        if memory != 0 && memory < 64 * 1024 * 1024 {
+            return Err(Error::Settings(format!(
+                "{} is below 64MiB, too small for a builder; use e.g. \"8GiB\" (or 0 for no limit)",
+                origin("memory", mem_env)
+            )));
+        }
+        let (cpus, cpus_env) = pick!(cpus, builder_cpus);
+        if let Some(c) = cpus
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(Error::Settings(format!(
+                "{} = {c} must be a positive number of CPUs such as 2 or 1.5; leave it out for all of the host's",
+                origin("cpus", cpus_env)
+            )));
+        }
+        let (pids, pids_env) = pick!(pids_limit, builder_pids_limit);
+        let pids_limit = pids.unwrap_or(DEFAULT_PIDS_LIMIT);
+        if pids_limit < 256 {
+            return Err(Error::Settings(format!(
+                "{} = {pids_limit} is too small for a builder (dockerd, containerd and a build); use at least 256, e.g. {DEFAULT_PIDS_LIMIT}",
+                origin("pids_limit", pids_env)
+            )));
+        }
+
         let (allowed, allowed_env) = pick!(allowed_images, builder_allowed_images);
         let allowed_images = non_empty(allowed.unwrap_or_default());
         for i in &allowed_images {
@@ -767,6 +843,9 @@ impl Settings {
                 subnet_pool,
                 lock_file,
                 allowed_images,
+                memory,
+                cpus,
+                pids_limit,
                 driver,
                 buildkit_image,
             },

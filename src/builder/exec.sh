@@ -32,6 +32,15 @@ in_namespace() {
   fi
 }
 
+# OOM kills in the builder's memory cgroup so far (cgroup v1 or v2), and its limit.
+oom_kills() {
+  sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null | head -n1
+}
+memory_limit_mib() {
+  l=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null | head -n1)
+  case "$l" in "" | max | 9223372036854*) echo "no" ;; *) echo "$((l / 1048576)) MiB" ;; esac
+}
+
 cmd=${1:-}
 shift || :
 case "$cmd" in
@@ -48,12 +57,16 @@ run)
   # half-close it reliably) and no copy lands on the filesystem (it holds the job
   # token). setsid gives it its own process group for cancellation.
   exec 3< <(head -c "$len")
+  ooms=$(oom_kills)
   setsid bash /dev/fd/3 </dev/null &
   pid=$!
   echo "$pid" >"$pidf"
   wait "$pid"
   rc=$?
   rm -f "$pidf"
+  if [ "$(oom_kills)" != "$ooms" ]; then
+    echo "runnerx: the job ran out of memory: the builder's limit ($(memory_limit_mib), builder.memory) was reached and the kernel killed a process" >&2
+  fi
   exit "$rc"
   ;;
 kill)

@@ -142,6 +142,19 @@ pub struct BuilderSpec {
     pub binfmt: Vec<String>,
     /// The volume mounted at /var/lib/docker.
     pub data_root: DataRoot,
+    /// Resource limits of the whole builder (jobs, dockerd, inner containers).
+    pub limits: Limits,
+}
+
+/// Resource limits applied to a builder container.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Bytes of memory (0: none); no swap on top.
+    pub memory: u64,
+    /// CPUs (`None`: no limit).
+    pub cpus: Option<f64>,
+    /// Processes.
+    pub pids: i64,
 }
 
 /// The volume a builder mounts at /var/lib/docker.
@@ -315,6 +328,13 @@ pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody
         }
     }
     host.mounts = Some(mounts);
+    if spec.limits.memory > 0 {
+        let m = i64::try_from(spec.limits.memory).unwrap_or(i64::MAX);
+        host.memory = Some(m);
+        host.memory_swap = Some(m);
+    }
+    host.nano_cpus = spec.limits.cpus.map(|c| (c * 1e9) as i64);
+    host.pids_limit = Some(spec.limits.pids);
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         entrypoint: Some(vec!["/bin/sh".into()]),
@@ -595,6 +615,11 @@ mod tests {
             proxy: Proxy::default(),
             binfmt: vec!["aarch64".into()],
             data_root: DataRoot::Job(volume_name("42")),
+            limits: Limits {
+                memory: 8 << 30,
+                cpus: Some(1.5),
+                pids: 16384,
+            },
         }
     }
 
@@ -766,6 +791,10 @@ mod tests {
         assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
         // No host cgroups, no devices, no bridge.
         assert!(h.get("DeviceCgroupRules").is_none());
+        assert_eq!(h["Memory"], 8i64 << 30);
+        assert_eq!(h["MemorySwap"], 8i64 << 30);
+        assert_eq!(h["NanoCpus"], 1_500_000_000i64);
+        assert_eq!(h["PidsLimit"], 16384);
         assert!(h.get("CgroupnsMode").is_none());
         assert_eq!(h["Mounts"].as_array().unwrap().len(), 1);
         assert!(v["Labels"].get("runnerx.bridge").is_none());

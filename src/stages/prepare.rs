@@ -113,6 +113,12 @@ pub async fn prepare(
             vec![]
         },
         data_root: DataRoot::Job(String::new()),
+        limits: builder::Limits {
+            memory: b.memory,
+            // Docker refuses a CPU limit above the host's count.
+            cpus: b.cpus.map(|c| c.min(info.ncpu.max(1) as f64)),
+            pids: b.pids_limit,
+        },
     };
 
     let started = if rootless {

@@ -65,10 +65,39 @@ pub async fn run(
     if code == 0 {
         return Ok(());
     }
+    // A script's own failure is the job's; a builder or inner dockerd that died under
+    // it is ours (gitlab-runner then reports a system failure instead of blaming the
+    // job). Checked only on failure: it costs an inspect and an exec.
+    if let Some(what) = builder_fault(engine, &name).await {
+        return Err(Error::Builder(format!(
+            "stage {stage} failed (exit {code}) because {what}; this is a runner failure, not the job's"
+        )));
+    }
     if let Some(f) = &job.build_exit_code_file {
         std::fs::write(f, format!("{code}\n")).map_err(|e| Error::io("write", f, e))?;
     }
     Err(Error::Script { code })
+}
+
+/// What died under a failed stage, if anything: the builder container, or its inner
+/// dockerd (socket no longer answering).
+async fn builder_fault(engine: &Engine, name: &str) -> Option<String> {
+    match engine.running(name).await {
+        Ok(None) => return Some(format!("the builder {name} was removed")),
+        Ok(Some(false)) => {
+            return Some(format!(
+                "the builder {name} stopped (its log: docker logs {name})"
+            ));
+        }
+        Ok(Some(true)) => {}
+        Err(e) => return Some(format!("the builder {name} cannot be inspected ({e})")),
+    }
+    match engine.exec_capture(name, builder::wait_ready_cmd(1)).await {
+        Ok((0, _)) => None,
+        _ => Some(format!(
+            "the inner dockerd of {name} stopped answering (its log: docker logs {name})"
+        )),
+    }
 }
 
 /// Copies the exec's output to our stdout/stderr until it ends: one `write` per chunk

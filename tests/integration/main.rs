@@ -6,6 +6,7 @@ mod support;
 
 mod cache;
 mod executor;
+mod faults;
 mod isolation;
 mod multiarch;
 mod protocol;

@@ -88,6 +88,14 @@ impl Job {
         job.with_settings("")
     }
 
+    /// A second handle on the job `id` (another gitlab-runner call for the same job,
+    /// with its own settings and environment).
+    pub(crate) fn with_id(id: &str) -> Job {
+        let mut job = Job::new();
+        job.id = id.to_string();
+        job
+    }
+
     /// Replaces the settings file.
     pub(crate) fn settings(self, toml: &str) -> Job {
         std::fs::write(&self.settings, toml).unwrap();

@@ -1,0 +1,128 @@
+//! Faults: each failure lands in the right class (build vs system), and cleanup
+//! still removes everything.
+
+use std::io::Read;
+
+use crate::support::{Job, assert_code, docker, labelled_objects, require_docker, text};
+
+/// Starts `commands` as a stage and returns once the script printed `started`.
+fn start_stage(job: &Job, commands: &str) -> std::process::Child {
+    let mut child = job.spawn_run("build_script", commands);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("started\n") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "stage ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.stdout = Some(stdout);
+    child
+}
+
+#[test]
+fn inner_dockerd_killed_mid_stage_is_a_system_failure() {
+    require_docker();
+    let mut job = Job::new();
+    assert_code(&job.prepare(), 0);
+    let child = start_stage(&job, "echo started\nsleep 3\ndocker version");
+    // The job user owns the namespace's processes: kill its dockerd from inside.
+    let killed = docker(&[
+        "exec",
+        &job.builder(),
+        "bash",
+        "/etc/runnerx/exec.sh",
+        "do",
+        "pkill",
+        "-KILL",
+        "-x",
+        "dockerd",
+    ]);
+    assert!(killed.status.success(), "{killed:?}");
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 2);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("runner failure, not the job's") && stderr.contains("docker logs"),
+        "{stderr}"
+    );
+    assert_eq!(
+        job.build_exit_code(),
+        None,
+        "no build exit code for a system failure"
+    );
+    assert_code(&job.cleanup(), 0);
+    assert_eq!(labelled_objects(&job.id), 0);
+}
+
+#[test]
+fn builder_killed_from_outside_mid_stage_is_a_system_failure() {
+    require_docker();
+    let mut job = Job::new();
+    assert_code(&job.prepare(), 0);
+    let child = start_stage(&job, "echo started\nsleep 30");
+    assert!(docker(&["kill", &job.builder()]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 2);
+    assert_code(&job.cleanup(), 0);
+    assert_eq!(labelled_objects(&job.id), 0);
+}
+
+#[test]
+fn job_over_the_memory_limit_is_a_build_failure_naming_the_limit() {
+    require_docker();
+    let mut job = Job::new().with_settings("memory = \"256MiB\"\n");
+    assert_code(&job.prepare(), 0);
+    let limit = docker(&["inspect", "-f", "{{.HostConfig.Memory}}", &job.builder()]);
+    assert_eq!(String::from_utf8_lossy(&limit.stdout).trim(), "268435456");
+    let out = job.run(
+        "build_script",
+        "dd if=/dev/zero of=/dev/null bs=600M count=1",
+    );
+    assert_code(&out, 1);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("ran out of memory") && stderr.contains("256 MiB, builder.memory"),
+        "{stderr}"
+    );
+    assert_eq!(job.build_exit_code().as_deref(), Some("137\n"));
+    // The builder survived its job's excess.
+    assert_code(&job.run("after_script", "docker version >/dev/null"), 0);
+    assert_code(&job.cleanup(), 0);
+}
+
+#[test]
+fn cleanup_needs_no_secrets_or_ca_files() {
+    require_docker();
+    let pki = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new(crate::support::bin())
+        .args(["certs", "ca", "--out"])
+        .arg(pki.path().join("ca"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let ca = pki.path().join("ca/ca.crt");
+    let registry = format!(
+        "[[registries]]\nhost = \"registry.test:5999\"\nca_file = \"{}\"\nusername = \"ci\"\npassword_env = \"RX_FAULT_PW\"\n",
+        ca.display()
+    );
+    let job = Job::new().with_settings(&registry);
+    let mut job = job.env("RX_FAULT_PW", "secret");
+    assert_code(&job.prepare(), 0);
+    // The secret rotates away and the CA file is gone: cleanup still removes all.
+    let mut bare = Job::with_id(&job.id).with_settings(&registry);
+    std::fs::remove_file(&ca).unwrap();
+    let out = bare.cleanup();
+    assert_code(&out, 0);
+    assert!(
+        text(&out).1.contains("going on without registries"),
+        "{}",
+        text(&out).1
+    );
+    assert_eq!(labelled_objects(&job.id), 0);
+    assert_code(&job.cleanup(), 0);
+}
