@@ -19,19 +19,19 @@ use crate::error::{Error, Result};
 use crate::settings::Settings;
 
 /// One measured child process.
-struct Measured {
-    wall: Duration,
-    cpu: Duration,
-    max_rss_kb: i64,
-    code: i32,
-    stdout_bytes: u64,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Measured {
+    pub(crate) wall: Duration,
+    pub(crate) cpu: Duration,
+    pub(crate) max_rss_kb: i64,
+    pub(crate) code: i32,
+    pub(crate) stdout_bytes: u64,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Spawns, counts stdout bytes (keeping the first 64 KiB), and reaps with `wait4` to
 /// read the child's own peak RSS.
-fn measure(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Measured> {
+pub(crate) fn measure(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Measured> {
     let start = Instant::now();
     let mut child = Command::new(program)
         .args(args)
@@ -95,12 +95,12 @@ fn measure(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Measur
     })
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -317,6 +317,7 @@ pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
             "example build                skipped: pass --base-image and --push-to (scripts/bench.sh does)"
         ),
     }
+    crate::ops::bench_isolation::isolation_figures(&me, runs, &tag, args.push_to.as_deref())?;
     let rss_mb = peak_rss as f64 / 1024.0;
     println!(
         "runnerx peak RSS             {rss_mb:.1} MB  (target ≤ 20 MB: {})",
