@@ -1,35 +1,14 @@
 //! Faults: each failure lands in the right class (build vs system), and cleanup
 //! still removes everything.
 
-use std::io::Read;
-
 use crate::support::{Job, assert_code, docker, labelled_objects, require_docker, text};
-
-/// Starts `commands` as a stage and returns once the script printed `started`.
-fn start_stage(job: &Job, commands: &str) -> std::process::Child {
-    let mut child = job.spawn_run("build_script", commands);
-    let mut stdout = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("started\n") {
-        let n = stdout.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "stage ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
-    child.stdout = Some(stdout);
-    child
-}
 
 #[test]
 fn inner_dockerd_killed_mid_stage_is_a_system_failure() {
     require_docker();
     let mut job = Job::new();
     assert_code(&job.prepare(), 0);
-    let child = start_stage(&job, "echo started\nsleep 3\ndocker version");
+    let child = job.start_stage("echo started\nsleep 3\ndocker version");
     // The job user owns the namespace's processes: kill its dockerd from inside.
     let killed = docker(&[
         "exec",
@@ -64,7 +43,7 @@ fn builder_killed_from_outside_mid_stage_is_a_system_failure() {
     require_docker();
     let mut job = Job::new();
     assert_code(&job.prepare(), 0);
-    let child = start_stage(&job, "echo started\nsleep 30");
+    let child = job.start_stage("echo started\nsleep 30");
     assert!(docker(&["kill", &job.builder()]).status.success());
     let out = child.wait_with_output().unwrap();
     assert_code(&out, 2);

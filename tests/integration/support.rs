@@ -224,6 +224,27 @@ impl Job {
             .unwrap()
     }
 
+    /// Starts a build_script stage of `commands` and returns once it printed a line
+    /// `started` (so the script really runs), with stdout still readable.
+    pub(crate) fn start_stage(&self, commands: &str) -> Child {
+        use std::io::Read;
+        let mut child = self.spawn_run("build_script", commands);
+        let mut stdout = child.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("started\n") {
+            let n = stdout.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "stage ended early: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        child.stdout = Some(stdout);
+        child
+    }
+
     /// `runnerx cleanup`.
     pub(crate) fn cleanup(&mut self) -> Output {
         self.cleaned = true;
