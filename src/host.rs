@@ -89,6 +89,34 @@ pub fn host_handlers(proc_root: &Path, names: &[&str]) -> Vec<(String, Handler)>
         .collect()
 }
 
+/// `pid:starttime` of a process from its `/proc/<pid>/stat` text: the start time (in
+/// clock ticks since boot) tells a live process from a later one reusing its pid.
+pub fn lease_from_stat(pid: u32, stat: &str) -> Option<String> {
+    // Field 2 (comm) may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let start = rest.split_whitespace().nth(19)?;
+    Some(format!("{pid}:{start}"))
+}
+
+/// The lease a builder records at prepare: its parent process (gitlab-runner, which
+/// spawns every stage, or the operator's shell for a manual prepare).
+pub fn parent_lease() -> Option<String> {
+    let ppid = std::os::unix::process::parent_id();
+    let stat = std::fs::read_to_string(format!("/proc/{ppid}/stat")).ok()?;
+    lease_from_stat(ppid, &stat)
+}
+
+/// Whether the process a lease names still runs (same pid, same start time).
+pub fn lease_alive(lease: &str) -> bool {
+    let Some(pid) = lease.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| lease_from_stat(pid, &stat))
+        .is_some_and(|now| now == lease)
+}
+
 /// Where `runnerx host binfmt` keeps registrations across reboots (systemd-binfmt).
 pub const BINFMT_D: &str = "/etc/binfmt.d";
 
@@ -219,6 +247,22 @@ mod tests {
         assert_eq!(got[1].1, Handler::NoFixBinary);
         assert_eq!(got[2].1, Handler::Disabled);
         assert_eq!(got[3].1, Handler::Missing);
+    }
+
+    #[test]
+    fn leases_name_pid_and_start_time() {
+        let stat = "4242 (gitlab (runner)) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 12 0 987654 1234 56";
+        assert_eq!(lease_from_stat(4242, stat).as_deref(), Some("4242:987654"));
+        let me = std::process::id();
+        let mine =
+            lease_from_stat(me, &std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+        assert!(lease_alive(&mine));
+        let other_start = format!("{me}:1");
+        assert!(
+            !lease_alive(&other_start),
+            "a reused pid is not the lease holder"
+        );
+        assert!(!lease_alive("garbage"));
     }
 
     #[test]

@@ -254,6 +254,27 @@ pub enum Driver {
 
 /// Default pins: known-good tags (buildkit.md §4 on QEMU regressions).
 pub const DEFAULT_BINFMT_IMAGE: &str = "tonistiigi/binfmt:qemu-v7.0.0-28";
+/// The dotted key (`builder.host_loopback`) written on the line holding byte `at`,
+/// with the table it sits in; `None` when that line is not `key = value`.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 /// A builder's memory by default: room for a large compile plus its dockerd.
 pub const DEFAULT_MEMORY: &str = "8GiB";
 /// A builder's processes by default: far above any build, far below the host's.
@@ -550,16 +571,27 @@ impl Settings {
         Ok((raw, source))
     }
 
-    /// Parses TOML text into raw settings; errors are condensed to one line.
+    /// Parses TOML text into raw settings; errors are condensed to one line naming
+    /// the file, line, key and what to do.
     pub fn parse_toml(text: &str, path: &Path) -> Result<RawSettings> {
         toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let at = e.span().map(|s| s.start.min(text.len()));
             let message = e.message().replace('\n', " ");
-            Error::Settings(match line {
-                Some(l) => format!("{}:{l}: {message}", path.display()),
-                None => format!("{}: {message}", path.display()),
+            let Some(at) = at else {
+                return Error::Settings(format!("{}: {message}", path.display()));
+            };
+            let line = text[..at].matches('\n').count() + 1;
+            let key = key_at(text, at);
+            let fix = if message.contains("invalid type") || message.contains("invalid value") {
+                "give it a value of that type (strings in quotes, lists in [ ])"
+            } else if message.contains("unknown field") {
+                "remove or correct the key (README.md lists every setting)"
+            } else {
+                "fix the TOML syntax on that line (strings in quotes, tables as [name])"
+            };
+            Error::Settings(match key {
+                Some(k) => format!("{}:{line}: {k}: {message}; {fix}", path.display()),
+                None => format!("{}:{line}: {message}; {fix}", path.display()),
             })
         })
     }
@@ -1137,6 +1169,21 @@ mod tests {
             Some("/etc/runnerx/runnerx.toml".into()),
             &Env::from_pairs(env.iter().copied()),
         )
+    }
+
+    #[test]
+    fn toml_errors_name_the_key_and_the_fix() {
+        let text = "[builder]\nimage = \"x\"\nhost_loopback = \"yes\"\n";
+        let e = Settings::parse_toml(text, Path::new("/etc/runnerx/runnerx.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("runnerx.toml:3: builder.host_loopback:"), "{e}");
+        assert!(e.contains("give it a value of that type"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = Settings::parse_toml("[builder\n", Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fix the TOML syntax"), "{e}");
     }
 
     #[test]

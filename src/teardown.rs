@@ -16,11 +16,9 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// What the builders on this host hold, from one container listing (taken under the
-/// host lock): their network slots and the cache volumes they mount.
+/// host lock): the cache volumes they mount.
 #[derive(Debug, Default)]
 pub struct Held {
-    /// Network slots of privileged builders.
-    pub slots: BTreeSet<u32>,
     /// Cache volumes mounted by any builder.
     pub caches: BTreeSet<String>,
 }
@@ -31,9 +29,6 @@ impl Held {
         let mut held = Held::default();
         for c in engine.containers_with_label(LABEL_JOB).await? {
             let labels = c.labels.unwrap_or_default();
-            if let Some(n) = labels.get(builder::LABEL_SLOT).and_then(|v| v.parse().ok()) {
-                held.slots.insert(n);
-            }
             if let Some(v) = labels.get(builder::LABEL_CACHE) {
                 held.caches.insert(v.clone());
             }

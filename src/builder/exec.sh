@@ -23,6 +23,12 @@ if [ -n "$uid" ] && [ "$(id -u)" = 0 ]; then
     DOCKER_HOST="unix:///run/user/$uid/docker.sock" "$0" "$@"
 fi
 
+# Privileged builders: everything runs in the inner daemons' network and mount
+# namespace (its published ports on localhost, its view of /etc/hosts), as root.
+if [ -z "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ] && [ -s /run/runnerx/ns.pid ]; then
+  exec nsenter -t "$(cat /run/runnerx/ns.pid)" -n -m env RUNNERX_IN_NS=1 "$0" "$@"
+fi
+
 # binfmt_misc as the inner dockerd sees it: the namespace's own instance when rootless.
 in_namespace() {
   if [ -n "$uid" ]; then

@@ -14,9 +14,9 @@
 //!   own user, mount and network namespace, so bridges, iptables and binfmt handlers
 //!   never reach the host; every command runnerx runs in them drops to the
 //!   unprivileged user first (`exec.sh`).
-//! * Privileged builders get their own bridge (`runnerx<slot>`) and subnets carved
-//!   from `builder.subnet_pool`, so concurrent builders never share `docker0`. The
-//!   boot script removes its bridge when it stops.
+//! * Privileged builders (hosts without user namespaces) run their daemons in a
+//!   network and mount namespace of their own too (unshare + slirp4netns), so no
+//!   builder ever changes the host's links or iptables; jobs there run as root.
 //! * Every container and volume carries `runnerx.job=<id>`.
 //! * No secrets in the container spec: it is visible to `docker inspect`.
 
@@ -38,10 +38,12 @@ pub const LABEL_CREATED: &str = "runnerx.created";
 pub const LABEL_CACHE: &str = "runnerx.cache";
 /// On a cache volume: the project it belongs to.
 pub const LABEL_CACHE_PROJECT: &str = "runnerx.cache-project";
-/// The network slot a builder holds.
-pub const LABEL_SLOT: &str = "runnerx.slot";
-/// The host bridge a builder owns.
+/// The host bridge a builder of an earlier runnerx owns (cleanup and gc still delete
+/// it; builders now have no host bridge).
 pub const LABEL_BRIDGE: &str = "runnerx.bridge";
+/// On a builder: `pid:starttime` of the process that prepared it (gitlab-runner); gc
+/// never removes a builder whose lease holder still runs.
+pub const LABEL_LEASE: &str = "runnerx.lease";
 /// On a builder and a cache volume: `rootless` or `privileged`.
 pub const LABEL_ISOLATION: &str = "runnerx.isolation";
 
@@ -80,7 +82,8 @@ pub const INNER_SHUTDOWN_SECS: u64 = 2;
 /// Seconds `docker stop` waits for the boot script's teardown.
 pub const STOP_TIMEOUT_SECS: i64 = 20;
 
-/// A builder's share of the host network: a bridge and two /24s.
+/// Two /24s of `builder.subnet_pool`: the inner default bridge and the pool for
+/// networks jobs create (every builder has its own namespace, so all use slot 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     /// Slot number, unique among builders on this host.
@@ -126,8 +129,6 @@ pub struct BuilderSpec {
     pub name: String,
     /// Image.
     pub image: String,
-    /// Network slot (privileged builders; rootless ones have their own namespace).
-    pub slot: Option<Slot>,
     /// Rootless: whether the namespace may reach the host's loopback (10.0.2.2).
     pub host_loopback: bool,
     /// `host:ip` entries.
@@ -144,6 +145,8 @@ pub struct BuilderSpec {
     pub data_root: DataRoot,
     /// Resource limits of the whole builder (jobs, dockerd, inner containers).
     pub limits: Limits,
+    /// The lease label (see [`LABEL_LEASE`]).
+    pub lease: Option<String>,
 }
 
 /// Resource limits applied to a builder container.
@@ -184,11 +187,10 @@ impl BuilderSpec {
     /// Labels for the container.
     pub fn labels(&self, rights: Rights) -> HashMap<String, String> {
         let mut l = job_labels(&self.job_id, self.created);
-        if let Some(slot) = &self.slot {
-            l.insert(LABEL_SLOT.into(), slot.index.to_string());
-            l.insert(LABEL_BRIDGE.into(), slot.bridge.clone());
-        }
         l.insert(LABEL_ISOLATION.into(), rights.isolation().into());
+        if let Some(lease) = &self.lease {
+            l.insert(LABEL_LEASE.into(), lease.clone());
+        }
         if let DataRoot::Cache { name, .. } = &self.data_root {
             l.insert(LABEL_CACHE.into(), name.clone());
         }
@@ -356,24 +358,20 @@ pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody
 /// builder's volume; the default bridge and pools come from `subnet_pool`'s first
 /// slot (every namespace may use the same ones, and the operator keeps them clear of
 /// addresses builds must reach).
-pub fn daemon_json(spec: &BuilderSpec, pool: &Slot) -> String {
-    let mut v = match &spec.slot {
-        Some(slot) => serde_json::json!({
-            "hosts": ["unix:///var/run/docker.sock"],
-            "bridge": slot.bridge,
-            "default-address-pools": [{"base": slot.pool_base, "size": 28}],
-            "features": {"containerd-snapshotter": true},
-            "shutdown-timeout": INNER_SHUTDOWN_SECS,
-        }),
-        None => serde_json::json!({
-            "hosts": [ROOTLESS_DOCKER_HOST],
-            "data-root": "/var/lib/docker",
-            "bip": pool.bridge_cidr,
-            "default-address-pools": [{"base": pool.pool_base, "size": 28}],
-            "features": {"containerd-snapshotter": true},
-            "shutdown-timeout": INNER_SHUTDOWN_SECS,
-        }),
+pub fn daemon_json(spec: &BuilderSpec, pool: &Slot, rights: Rights) -> String {
+    let host = if rights == Rights::Rootless {
+        ROOTLESS_DOCKER_HOST
+    } else {
+        "unix:///var/run/docker.sock"
     };
+    let mut v = serde_json::json!({
+        "hosts": [host],
+        "data-root": "/var/lib/docker",
+        "bip": pool.bridge_cidr,
+        "default-address-pools": [{"base": pool.pool_base, "size": 28}],
+        "features": {"containerd-snapshotter": true},
+        "shutdown-timeout": INNER_SHUTDOWN_SECS,
+    });
     if let serde_json::Value::Object(m) = &mut v {
         m.extend(trust::daemon_options(&spec.registries, &spec.proxy));
     }
@@ -382,19 +380,18 @@ pub fn daemon_json(spec: &BuilderSpec, pool: &Slot) -> String {
 
 /// Values the boot scripts and the exec wrapper source (`/etc/runnerx/boot.env`).
 pub fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
-    let mut env = format!("RUNNERX_BINFMT=\"{}\"\n", spec.binfmt.join(" "));
-    match (&spec.slot, rights) {
-        (_, Rights::Rootless) => env.push_str(&format!(
-            "RUNNERX_UID={ROOTLESS_UID}\nRUNNERX_HOST_LOOPBACK={}\n",
-            u8::from(spec.host_loopback)
-        )),
-        (Some(slot), _) => env.push_str(&format!(
-            "RUNNERX_BRIDGE={}\nRUNNERX_BRIDGE_CIDR={}\nRUNNERX_CGROUP_NEST={}\n",
-            slot.bridge,
-            slot.bridge_cidr,
-            u8::from(rights == Rights::Privileged),
-        )),
-        (None, _) => {}
+    let mut env = format!(
+        "RUNNERX_BINFMT=\"{}\"\nRUNNERX_HOST_LOOPBACK={}\n",
+        spec.binfmt.join(" "),
+        u8::from(spec.host_loopback)
+    );
+    if rights == Rights::Rootless {
+        env.push_str(&format!("RUNNERX_UID={ROOTLESS_UID}\n"));
+    } else {
+        env.push_str(&format!(
+            "RUNNERX_CGROUP_NEST={}\n",
+            u8::from(rights == Rights::Privileged)
+        ));
     }
     env
 }
@@ -491,7 +488,7 @@ pub fn bundle(spec: &BuilderSpec, rights: Rights, pool: &Slot) -> Vec<u8> {
         ),
         (
             "etc/runnerx/daemon.json".into(),
-            daemon_json(spec, pool).into_bytes(),
+            daemon_json(spec, pool, rights).into_bytes(),
             0o644,
         ),
         (
@@ -505,13 +502,11 @@ pub fn bundle(spec: &BuilderSpec, rights: Rights, pool: &Slot) -> Vec<u8> {
             0o644,
         ),
     ];
-    if rights == Rights::Rootless {
-        files.push((
-            "etc/runnerx/ns-init.sh".into(),
-            NS_INIT.as_bytes().to_vec(),
-            0o755,
-        ));
-    }
+    files.push((
+        "etc/runnerx/ns-init.sh".into(),
+        NS_INIT.as_bytes().to_vec(),
+        0o755,
+    ));
     let home = (rights == Rights::Rootless).then_some(ROOTLESS_HOME);
     files.extend(trust::files(&spec.registries, &spec.proxy, home));
     let refs: Vec<(&str, &[u8], u32)> = files
@@ -607,7 +602,6 @@ mod tests {
             job_id: "42".into(),
             name: "runnerx-42".into(),
             image: "runnerx-builder:local".into(),
-            slot: Some(Slot::new(pool(), 1).unwrap()),
             host_loopback: false,
             extra_hosts: vec!["registry.test:127.0.0.1".into()],
             created: 1_700_000_000,
@@ -620,6 +614,7 @@ mod tests {
                 cpus: Some(1.5),
                 pids: 16384,
             },
+            lease: Some("77:1234".into()),
         }
     }
 
@@ -651,7 +646,7 @@ mod tests {
         assert_eq!(h["Mounts"][0]["Target"], "/var/lib/docker");
         assert!(h.get("CapAdd").is_none());
         assert_eq!(v["Labels"]["runnerx.job"], "42");
-        assert_eq!(v["Labels"]["runnerx.bridge"], "runnerx1");
+        assert!(v["Labels"].get("runnerx.bridge").is_none());
         assert_eq!(v["Cmd"][0], BOOT_SCRIPT_PATH);
         // Nothing that could carry a secret or expose the daemon.
         assert!(v.get("Env").is_none());
@@ -693,15 +688,17 @@ mod tests {
     }
 
     #[test]
-    fn daemon_json_uses_unix_socket_and_own_bridge() {
+    fn privileged_daemon_json_uses_the_unix_socket_and_the_pool() {
         let pool0 = Slot::new(pool(), 0).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&daemon_json(&spec(), &pool0)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&daemon_json(&spec(), &pool0, Rights::Privileged)).unwrap();
         assert_eq!(
             v["hosts"],
             serde_json::json!(["unix:///var/run/docker.sock"])
         );
-        assert_eq!(v["bridge"], "runnerx1");
-        assert_eq!(v["default-address-pools"][0]["base"], "10.213.3.0/24");
+        assert!(v.get("bridge").is_none());
+        assert_eq!(v["bip"], "10.213.0.1/24");
+        assert_eq!(v["default-address-pools"][0]["base"], "10.213.1.0/24");
         assert_eq!(v["features"]["containerd-snapshotter"], true);
     }
 
@@ -720,7 +717,7 @@ mod tests {
             let mut s = String::new();
             std::io::Read::read_to_string(&mut e, &mut s).unwrap();
             if path.ends_with("boot.env") {
-                assert!(s.contains("RUNNERX_BRIDGE=runnerx1\n"));
+                assert!(!s.contains("RUNNERX_BRIDGE"));
                 assert!(!s.contains("RUNNERX_UID"));
                 assert!(s.contains("RUNNERX_CGROUP_NEST=0\n"));
                 assert!(s.contains("RUNNERX_BINFMT=\"aarch64\"\n"), "{s}");
@@ -759,7 +756,6 @@ mod tests {
 
     fn rootless_spec() -> BuilderSpec {
         BuilderSpec {
-            slot: None,
             host_loopback: true,
             ..spec()
         }
@@ -799,6 +795,7 @@ mod tests {
         assert_eq!(h["Mounts"].as_array().unwrap().len(), 1);
         assert!(v["Labels"].get("runnerx.bridge").is_none());
         assert_eq!(v["Labels"]["runnerx.isolation"], "rootless");
+        assert_eq!(v["Labels"]["runnerx.lease"], "77:1234");
         assert_eq!(
             v["Env"],
             serde_json::json!(["DOCKER_HOST=unix:///run/user/1000/docker.sock"])
@@ -809,7 +806,7 @@ mod tests {
     fn rootless_daemon_json_and_boot_files() {
         let pool0 = Slot::new(pool(), 0).unwrap();
         let v: serde_json::Value =
-            serde_json::from_str(&daemon_json(&rootless_spec(), &pool0)).unwrap();
+            serde_json::from_str(&daemon_json(&rootless_spec(), &pool0, Rights::Rootless)).unwrap();
         assert_eq!(v["hosts"], serde_json::json!([ROOTLESS_DOCKER_HOST]));
         assert_eq!(v["data-root"], "/var/lib/docker");
         assert_eq!(v["bip"], "10.213.0.1/24");

@@ -1,20 +1,39 @@
 #!/bin/sh
-# runnerx namespace init: RootlessKit's child, root of the builder's own user, mount
-# and network namespace (the builder's uid 1000 outside). Registers the QEMU handlers
-# in the namespace's own binfmt_misc, points loopback registry names at the host
-# alias, then runs containerd and dockerd. Everything here dies with the namespace.
+# runnerx namespace init: the inner daemons' own network and mount namespace.
+# Rootless: RootlessKit's child, root of the builder's own user namespace too (the
+# builder's uid 1000 outside). Privileged: unshare's child, joined to the host network
+# by slirp4netns. Registers the QEMU handlers, points loopback registry names at the
+# host alias, then runs containerd and dockerd. Everything here dies with the
+# namespace.
 set -eu
 . /etc/runnerx/boot.env
 
-# /etc and /run are RootlessKit copy-ups (a tmpfs of symlinks to the builder's own):
-# drop the links that would make the inner daemons share the builder's state.
-rm -f /run/docker /run/containerd /run/xtables.lock /run/runnerx
-# Go resolves /etc/ssl through the symlink awkwardly; bind the real directory.
-if [ -L /etc/ssl ]; then
-  real=$(realpath /etc/ssl)
-  rm -f /etc/ssl
-  mkdir /etc/ssl
-  mount --rbind "$real" /etc/ssl
+if [ -n "${RUNNERX_UID:-}" ]; then
+  # /etc and /run are RootlessKit copy-ups (a tmpfs of symlinks to the builder's
+  # own): drop the links that would make the inner daemons share the builder's state.
+  rm -f /run/docker /run/containerd /run/xtables.lock /run/runnerx
+  # Go resolves /etc/ssl through the symlink awkwardly; bind the real directory.
+  if [ -L /etc/ssl ]; then
+    real=$(realpath /etc/ssl)
+    rm -f /etc/ssl
+    mkdir /etc/ssl
+    mount --rbind "$real" /etc/ssl
+  fi
+else
+  # slirp4netns configures tap0 from outside once this process exists.
+  i=0
+  while ! ip route show default 2>/dev/null | grep -q tap0; do
+    i=$((i + 1))
+    if [ $i -gt 200 ]; then
+      echo "runnerx: slirp4netns did not connect the namespace (see /run/runnerx/slirp4netns.log in the builder)" >&2
+      cat /run/runnerx/slirp4netns.log >&2 2>/dev/null || :
+      exit 1
+    fi
+    sleep 0.025
+  done
+  # Its DNS forwarder (the builder's resolvers may be host-loopback addresses).
+  { grep -v '^nameserver' /etc/resolv.conf || :; echo "nameserver 10.0.2.3"; } >"$XDG_RUNTIME_DIR/resolv.conf"
+  mount --bind "$XDG_RUNTIME_DIR/resolv.conf" /etc/resolv.conf
 fi
 
 # Names the operator mapped to a loopback address (extra_hosts, e.g. a registry on

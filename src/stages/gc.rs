@@ -2,13 +2,16 @@
 //!
 //! gitlab-runner always runs cleanup, unless the runner itself died (SIGKILL, crash,
 //! reboot). Then builders keep running and volumes and bridges stay. gc removes, per
-//! job, everything older than the given age, and host bridges named `runnerx<N>` that
-//! no existing builder claims. What it removes is printed on stdout.
+//! job, everything older than the given age whose runner is gone — each builder
+//! carries a lease (pid and start time of the process that prepared it), and a live
+//! lease keeps the job whatever its age — and host bridges named `runnerx<N>` that no
+//! kept builder claims. Every decision and its reason is printed on stdout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::builder::{LABEL_BRIDGE, LABEL_CACHE, LABEL_JOB, created_of};
+use crate::builder::{LABEL_BRIDGE, LABEL_CACHE, LABEL_JOB, LABEL_LEASE, created_of};
+use crate::host;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
@@ -33,6 +36,8 @@ pub async fn gc(
 
     // Job id -> newest creation time of any of its objects.
     let mut jobs: BTreeMap<String, u64> = BTreeMap::new();
+    // Job id -> the lease of its builder (the process that prepared it).
+    let mut leases: BTreeMap<String, String> = BTreeMap::new();
     let mut claimed_bridges = BTreeSet::new();
     for c in engine.containers_with_label(LABEL_JOB).await? {
         let labels = c.labels.unwrap_or_default();
@@ -47,6 +52,9 @@ pub async fn gc(
         if let Some(b) = labels.get(LABEL_BRIDGE) {
             claimed_bridges.insert((b.clone(), job.clone()));
         }
+        if let Some(l) = labels.get(LABEL_LEASE) {
+            leases.insert(job.clone(), l.clone());
+        }
         let e = jobs.entry(job.clone()).or_insert(0);
         *e = (*e).max(created);
     }
@@ -59,14 +67,34 @@ pub async fn gc(
         *e = (*e).max(created);
     }
 
+    // A job is over when its objects are older than --older-than AND the process that
+    // prepared it (gitlab-runner) is gone: a live runner always runs cleanup itself.
     let mut removed = 0;
+    let mut kept = BTreeSet::new();
     for (job, created) in &jobs {
+        let age = now.saturating_sub(*created);
         if !old(Some(*created)) {
+            println!("job {job}: kept, created {age}s ago (younger than --older-than)");
+            kept.insert(job.clone());
             continue;
         }
+        let why = match leases.get(job) {
+            Some(lease) if host::lease_alive(lease) => {
+                println!(
+                    "job {job}: kept, created {age}s ago but its runner (pid {}) still runs",
+                    lease.split(':').next().unwrap_or("?")
+                );
+                kept.insert(job.clone());
+                continue;
+            }
+            Some(lease) => format!(
+                "its runner (pid {}) is gone",
+                lease.split(':').next().unwrap_or("?")
+            ),
+            None => "no runner holds it".to_string(),
+        };
         println!(
-            "job {job}: created {}s ago{}",
-            now.saturating_sub(*created),
+            "job {job}: created {age}s ago and {why}{}",
             if dry_run {
                 " (would remove)"
             } else {
@@ -82,7 +110,7 @@ pub async fn gc(
     // Bridges no remaining builder claims (their builder was removed by hand).
     let live: BTreeSet<String> = claimed_bridges
         .iter()
-        .filter(|(_, job)| !jobs.get(job).is_some_and(|c| old(Some(*c))))
+        .filter(|(_, job)| kept.contains(job))
         .map(|(b, _)| b.clone())
         .collect();
     if let Ok(entries) = std::fs::read_dir("/sys/class/net") {

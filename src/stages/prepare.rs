@@ -6,11 +6,11 @@
 //! image per pull policy, `/var/lib/docker` volume, create, upload boot files, start,
 //! wait for the inner dockerd, QEMU handlers.
 //!
-//! Rootless builders touch nothing shared on the host, so prepares run in parallel;
-//! the host lock is held only while a project cache slot is chosen. Privileged
-//! builders hold it from slot choice until their dockerd answers (host bridge and
-//! iptables). A boot failure is a system failure with the tail of the dockerd log; a
-//! cancelled prepare removes its builder.
+//! Builders touch nothing shared on the host network (rootless or privileged, their
+//! daemons run in a network namespace of their own), so prepares run in parallel; the
+//! host lock is held only while a project cache slot is chosen. A boot failure is a
+//! system failure with the tail of the dockerd log; a cancelled prepare removes its
+//! builder.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -101,7 +101,6 @@ pub async fn prepare(
         job_id: job.id.clone(),
         name: name.clone(),
         image,
-        slot: None,
         host_loopback: b.host_loopback,
         extra_hosts: b.extra_hosts.clone(),
         created,
@@ -119,54 +118,48 @@ pub async fn prepare(
             cpus: b.cpus.map(|c| c.min(info.ncpu.max(1) as f64)),
             pids: b.pids_limit,
         },
+        lease: host::parent_lease(),
     };
 
-    let started = if rootless {
-        // Rootless builders share nothing on the host network: no lock, except while
-        // a project cache slot is chosen and claimed (the container's label claims it).
-        let lock = if uses_cache(settings, job) {
-            Some(take_lock(settings, cancel).await?)
-        } else {
-            None
-        };
-        let held = match &lock {
-            Some(_) => Held::list(engine).await?,
-            None => Held::default(),
-        };
-        spec.data_root = choose_volume(settings, job, engine, &held, created, "rootless").await?;
-        let body = builder::container_body(&spec, Rights::Rootless);
-        engine.create_container(&spec.name, body).await?;
+    // Builders share nothing on the host network (their daemons have their own
+    // namespace): no lock, except while a project cache slot is chosen and claimed
+    // (the container's label claims it).
+    let lock = if uses_cache(settings, job) {
+        Some(take_lock(settings, cancel).await?)
+    } else {
+        None
+    };
+    let held = match &lock {
+        Some(_) => Held::list(engine).await?,
+        None => Held::default(),
+    };
+    let isolation = if rootless { "rootless" } else { "privileged" };
+    spec.data_root = choose_volume(settings, job, engine, &held, created, isolation).await?;
+    let rights = if rootless {
+        engine
+            .create_container(&spec.name, builder::container_body(&spec, Rights::Rootless))
+            .await?;
         drop(lock);
         let r = upload_and_start(engine, &spec, Rights::Rootless, &pool).await;
         if r.is_err() {
             let _ = engine.remove_container(&spec.name).await;
         }
         r?;
-        steps.done(&format!("started {name} (rootless)"));
-        wait_ready(engine, &name, b.boot_timeout, cancel).await
+        Rights::Rootless
     } else {
-        // Privileged builders: serialize slot choice and the inner dockerd's network
-        // set-up (host bridge, host iptables) with other prepares on this host.
-        let lock = take_lock(settings, cancel).await?;
-        steps.done("host lock taken");
-        let held = Held::list(engine).await?;
-        spec.data_root = choose_volume(settings, job, engine, &held, created, "privileged").await?;
-        spec.slot = Some(allocate_slot(settings, &held)?);
         let rights = start_privileged(engine, &spec, settings, &info.id, &pool).await?;
-        let slot = spec.slot.as_ref().expect("set above");
-        steps.done(&format!(
-            "started {name} ({}, bridge {} {})",
-            match rights {
-                Rights::Capabilities => "explicit capabilities",
-                _ => "privileged",
-            },
-            slot.bridge,
-            slot.bridge_cidr
-        ));
-        let r = wait_ready(engine, &name, b.boot_timeout, cancel).await;
         drop(lock);
-        r
+        rights
     };
+    steps.done(&format!(
+        "started {name} ({})",
+        match rights {
+            Rights::Rootless => "rootless",
+            Rights::Privileged => "privileged",
+            Rights::Capabilities => "privileged, explicit capabilities",
+        }
+    ));
+    let started = wait_ready(engine, &name, b.boot_timeout, cancel).await;
     if let Err(e) = started {
         // Never leave a builder booting unattended (a cancelled or failed prepare).
         if matches!(e, Error::Cancelled(_)) {
@@ -300,24 +293,6 @@ async fn ensure_image(
             other => other,
         }),
     }
-}
-
-/// Picks the lowest slot no other builder (or leftover bridge) holds.
-fn allocate_slot(settings: &Settings, held: &Held) -> Result<Slot> {
-    let pool = settings.builder.subnet_pool;
-    for index in 0..Slot::capacity(pool) {
-        let Some(slot) = Slot::new(pool, index) else {
-            break;
-        };
-        if held.slots.contains(&index) || teardown::bridge_exists(&slot.bridge) {
-            continue;
-        }
-        return Ok(slot);
-    }
-    Err(Error::Builder(format!(
-        "all {} network slots of builder.subnet_pool are in use; run `runnerx gc --older-than 1h` or use a larger pool",
-        Slot::capacity(pool)
-    )))
 }
 
 async fn upload_and_start(

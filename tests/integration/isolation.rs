@@ -135,11 +135,20 @@ fn hostile_job_cannot_change_the_host() {
 }
 
 #[test]
-fn busy_job_leaves_the_host_exactly_as_it_was() {
+fn busy_rootless_job_leaves_the_host_exactly_as_it_was() {
+    busy_job_leaves_the_host_exactly_as_it_was("rootless");
+}
+
+#[test]
+fn busy_privileged_job_leaves_the_host_exactly_as_it_was() {
+    busy_job_leaves_the_host_exactly_as_it_was("privileged");
+}
+
+fn busy_job_leaves_the_host_exactly_as_it_was(isolation: &str) {
     require_docker();
     let _host = HOST_STATE.lock().unwrap_or_else(|e| e.into_inner());
     let before = host_state();
-    let mut job = Job::new();
+    let mut job = Job::new().with_settings(&format!("isolation = \"{isolation}\"\n"));
     assert_code(&job.prepare(), 0);
     let tag = &job.id[job.id.len() - 4..];
     let port = 20000 + tag.parse::<u16>().unwrap() % 5000;
@@ -171,9 +180,13 @@ fn busy_job_leaves_the_host_exactly_as_it_was() {
     let (stdout, _) = text(&out);
     assert!(stdout.contains("published 404"), "{stdout}");
     assert!(stdout.lines().any(|l| l == "aarch64"), "{stdout}");
-    same_host_state(&before, &during, "a running rootless job");
+    same_host_state(&before, &during, &format!("a running {isolation} job"));
     assert_code(&job.cleanup(), 0);
-    same_host_state(&before, &host_state(), "a rootless job and its cleanup");
+    same_host_state(
+        &before,
+        &host_state(),
+        &format!("a {isolation} job and its cleanup"),
+    );
 }
 
 #[test]

@@ -128,6 +128,11 @@ impl Job {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_via(bin(), args)
+    }
+
+    /// `runnerx args` run as `program args` (e.g. through a shell).
+    fn command_via(&self, program: &str, args: &[&str]) -> Command {
         let tmp = self.dir.path();
         let response = serde_json::json!({
             "id": self.id.parse::<u64>().unwrap(),
@@ -136,7 +141,7 @@ impl Job {
             "variables": [{"key": "CI_JOB_TOKEN", "value": JOB_TOKEN, "masked": true, "public": false}],
         });
         std::fs::write(tmp.join("response.json"), response.to_string()).unwrap();
-        let mut c = Command::new(bin());
+        let mut c = Command::new(program);
         c.args(args)
             .current_dir(tmp)
             .env_clear()
@@ -173,6 +178,14 @@ impl Job {
     /// `runnerx prepare`.
     pub(crate) fn prepare(&self) -> Output {
         self.command(&["prepare"]).output().unwrap()
+    }
+
+    /// `runnerx prepare` from a shell that exits right after: the builder's lease
+    /// holder is gone, as when gitlab-runner died.
+    pub(crate) fn prepare_orphaned(&self) -> Output {
+        self.command_via("sh", &["-c", "\"$0\" prepare; rc=$?; exit $rc", bin()])
+            .output()
+            .unwrap()
     }
 
     /// Writes a stage script of gitlab-runner's bash shape (`shells/bash.go`) holding
