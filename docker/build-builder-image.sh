@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the runnerx DinD builder image from Debian packages, with no registry pull
-# (test-environment.md §2): debootstrap a Debian 13 (trixie) rootfs with dockerd,
-# the docker CLI with buildx, bash, git, iproute2 and the QEMU user emulators, then
-# `docker import` it.
+# Builds the runnerx DinD builder image from Debian packages, with no registry pull:
+# debootstrap a Debian 13 (trixie) rootfs with dockerd, the docker CLI with buildx,
+# bash, git, iproute2, the QEMU user emulators and what rootless builders need
+# (rootlesskit, slirp4netns, uidmap, the user `rootless`), then `docker import` it.
 #
 # The image is tagged runnerx-builder:<hash of this recipe> and runnerx-builder:local.
 # If the hashed tag already exists the build is skipped, so tests and CI build it

@@ -1,9 +1,9 @@
 //! A host-wide lock for the little state builders really share.
 //!
 //! Held while a project cache slot is chosen (two running builders must never mount
-//! one cache), by gc per cache volume, and — privileged builders only — from network
-//! slot choice until the inner dockerd answers (their dockerds share the host's
-//! iptables and would race). Rootless prepares without a cache never take it.
+//! one cache) and by gc per cache volume. Nothing else is shared: every builder's
+//! daemons have their own network namespace, so prepares without a cache never take
+//! it.
 //!
 //! It is an advisory `flock` on `builder.lock_file` (default `/run/runnerx/lock`); the
 //! kernel drops it if we die. Its directory is created 0700 and the file 0600, so no

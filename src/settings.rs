@@ -252,7 +252,7 @@ pub enum Driver {
     DockerContainer,
 }
 
-/// Default pins: known-good tags (buildkit.md §4 on QEMU regressions).
+/// Default pins: known-good tags (QEMU releases have broken emulated builds before).
 pub const DEFAULT_BINFMT_IMAGE: &str = "tonistiigi/binfmt:qemu-v7.0.0-28";
 /// The dotted key (`builder.host_loopback`) written on the line holding byte `at`,
 /// with the table it sits in; `None` when that line is not `key = value`.
@@ -314,7 +314,7 @@ pub enum Privileged {
     Auto,
     /// `--privileged` only.
     Always,
-    /// Explicit capabilities only (test-environment.md §1).
+    /// Explicit capabilities only (where the engine refuses `--privileged`).
     Never,
 }
 
@@ -815,7 +815,7 @@ impl Settings {
             .map_err(|m| Error::Settings(format!("{} {m}", bin_origin("image", img_env))))?;
         if binfmt_image.ends_with(":latest") || !has_tag_or_digest(&binfmt_image) {
             return Err(Error::Settings(format!(
-                "{} = {binfmt_image:?} is not pinned; QEMU regressions break builds (buildkit.md §4): use a fixed tag such as {DEFAULT_BINFMT_IMAGE}",
+                "{} = {binfmt_image:?} is not pinned; QEMU regressions break builds: use a fixed tag such as {DEFAULT_BINFMT_IMAGE}",
                 bin_origin("image", img_env)
             )));
         }

@@ -1,6 +1,6 @@
 //! Registry trust, credentials and proxy for a builder, as files (pure).
 //!
-//! A private CA must be trusted in three places (buildkit.md §0): dockerd
+//! A private CA must be trusted in three places: dockerd
 //! (`/etc/docker/certs.d/<host>/ca.crt`), buildkitd (`buildkitd.toml`'s `ca`), and the
 //! buildx client's token requests (the system store). This module renders all of them,
 //! plus the inner dockerd's registry options, the docker `config.json` with

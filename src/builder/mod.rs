@@ -249,7 +249,7 @@ pub enum Rights {
     /// `--privileged`.
     Privileged,
     /// The explicit-capabilities form that works where `--privileged` is refused
-    /// (test-environment.md §1): all caps but SYS_RESOURCE, no seccomp/apparmor, no
+    /// (on VMs whose bounding set lacks it): all caps but SYS_RESOURCE, no seccomp/apparmor, no
     /// masked paths, all devices, host cgroup namespace with a writable cgroupfs.
     Capabilities,
 }
@@ -275,7 +275,7 @@ pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody
     let mut host = HostConfig {
         network_mode: Some("host".into()),
         // A private /run: the inner docker and containerd sockets and pid files never
-        // meet another builder's (test-environment.md §6).
+        // meet another builder's.
         tmpfs: Some(HashMap::from([("/run".into(), "rw,exec,mode=755".into())])),
         extra_hosts: Some(spec.extra_hosts.clone()).filter(|h| !h.is_empty()),
         ..Default::default()

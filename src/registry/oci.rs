@@ -1,5 +1,5 @@
 //! OCI/Docker manifest data (pure): references, media types, descriptors, platforms,
-//! and multi-platform index assembly (registry.md §1–2).
+//! and multi-platform index assembly (OCI distribution and image-index specs).
 //!
 //! Invariant: manifests are handled as the exact bytes the registry stored; digests are
 //! sha256 of those bytes; nothing fetched is re-serialized before being pushed again.

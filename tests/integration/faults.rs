@@ -105,3 +105,64 @@ fn cleanup_needs_no_secrets_or_ca_files() {
     assert_eq!(labelled_objects(&job.id), 0);
     assert_code(&job.cleanup(), 0);
 }
+
+#[test]
+fn registry_dying_mid_push_is_the_jobs_failure_and_cleanup_leaves_nothing() {
+    use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls};
+    require_docker();
+    let mut reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let host = reg.host();
+    let mut job = Job::new()
+        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
+        .env("REG_PW", PASSWORD);
+    assert_code(&job.prepare(), 0);
+    let child = job.start_stage(&format!(
+        "mkdir -p big && head -c 150000000 /dev/urandom > big/blob && printf 'FROM scratch\\nCOPY blob /blob\\n' > big/Dockerfile\n\
+         docker build -q -t {host}/demo/big:1 big >/dev/null\n\
+         echo started\n\
+         docker push {host}/demo/big:1"
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    reg.stop();
+    let out = child.wait_with_output().unwrap();
+    // The builder is fine: the push's own failure is the job's (a build failure).
+    assert_code(&out, 1);
+    let (_, stderr) = text(&out);
+    assert!(!stderr.contains("runner failure"), "{stderr}");
+    assert!(
+        job.build_exit_code().is_some_and(|c| c.trim() != "0"),
+        "{stderr}"
+    );
+    assert_code(&job.cleanup(), 0);
+    assert_eq!(labelled_objects(&job.id), 0);
+}
+
+#[test]
+fn the_host_lock_is_out_of_reach_of_other_users() {
+    require_docker();
+    // A cached job takes the lock; an unprivileged local user cannot even open it.
+    let mut job = Job::new()
+        .project(424_242)
+        .with_settings("[cache]\nmode = \"per-project\"\n");
+    assert_code(&job.prepare(), 0);
+    let other = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "flock",
+            "-n",
+            "/run/runnerx/lock",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!other.status.success(), "another user took the host lock");
+    let mode = std::fs::metadata("/run/runnerx").unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o700
+    );
+    assert_code(&job.cleanup(), 0);
+    let _ = docker(&["volume", "rm", "-f", "runnerx-cache-p424242-0"]);
+}

@@ -170,6 +170,12 @@ impl TestRegistry {
         format!("{HOST}:{}", self.port)
     }
 
+    /// Kills the registry process (a registry that dies under a job).
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca/ca.crt")
     }
