@@ -140,3 +140,35 @@ fn concurrent_jobs_of_one_project_never_share_a_cache_volume() {
     }
     remove_project_caches(project);
 }
+
+#[test]
+fn a_cache_filled_by_a_privileged_builder_starts_afresh_for_a_rootless_one() {
+    require_docker();
+    let project = std::process::id() as u64 * 10 + 3;
+    remove_project_caches(project);
+    let privileged = settings("").replacen(
+        "pull_policy = \"never\"\n",
+        "pull_policy = \"never\"\nisolation = \"privileged\"\n",
+        1,
+    );
+    let mut first = Job::new().settings(&privileged).project(project);
+    assert_code(&first.prepare(), 0);
+    assert_code(&first.run("build_script", BUILD), 0);
+    assert_code(&first.cleanup(), 0);
+
+    let mut second = Job::new().settings(&settings("")).project(project);
+    let out = second.prepare();
+    assert_code(&out, 0);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("was filled by a privileged builder")
+            && stderr.contains("starting it afresh"),
+        "{stderr}"
+    );
+    // The fresh cache works for the rootless builder (a root-owned one would not).
+    let out = second.run("build_script", BUILD);
+    assert_code(&out, 0);
+    assert!(!cached(&text(&out).0), "{}", text(&out).0);
+    assert_code(&second.cleanup(), 0);
+    remove_project_caches(project);
+}

@@ -166,3 +166,33 @@ fn the_host_lock_is_out_of_reach_of_other_users() {
     assert_code(&job.cleanup(), 0);
     let _ = docker(&["volume", "rm", "-f", "runnerx-cache-p424242-0"]);
 }
+
+#[test]
+fn a_prepare_cancelled_by_sigterm_leaves_no_builder_booting() {
+    require_docker();
+    let job = Job::new();
+    let mut child = job.spawn_prepare();
+    // Into the boot wait (the container exists), then cancelled as gitlab-runner does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while docker(&["inspect", &job.builder()]).status.code() != Some(0) {
+        assert!(std::time::Instant::now() < deadline, "no builder appeared");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    // Either it was cancelled (system failure) or it had just finished; no builder
+    // may be left booting unattended after a cancellation.
+    if status.code() == Some(2) {
+        assert_eq!(
+            labelled_objects(&job.id),
+            0,
+            "a cancelled prepare left objects"
+        );
+    } else {
+        assert_eq!(status.code(), Some(0));
+    }
+}

@@ -188,6 +188,15 @@ impl Job {
             .unwrap()
     }
 
+    /// `runnerx prepare`, spawned (to be signalled).
+    pub(crate) fn spawn_prepare(&self) -> Child {
+        self.command(&["prepare"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Writes a stage script of gitlab-runner's bash shape (`shells/bash.go`) holding
     /// `commands`, and returns its path. Like gitlab-runner: a fresh dir per call.
     pub(crate) fn script(&self, commands: &str) -> PathBuf {
