@@ -92,7 +92,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::Gc(args) => {
             let settings = Settings::load_lenient(cli.config.as_deref(), &env);
             let engine = engine::Engine::connect().await?;
-            stages::gc::gc(&settings, &engine, args.older_than, args.dry_run, &cancel).await
+            ops::gc::gc(&settings, &engine, args.older_than, args.dry_run, &cancel).await
         }
     }
 }

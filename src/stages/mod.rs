@@ -1,8 +1,8 @@
-//! The executor stages and operator commands, one module each. Each stage is
-//! idempotent (gitlab-runner retries prepare, and always runs cleanup) and cancellable.
+//! The four executor stages gitlab-runner calls (config, prepare, run, cleanup), one
+//! module each. Each is idempotent (gitlab-runner retries prepare, and always runs
+//! cleanup) and cancellable.
 
 pub mod cleanup;
 pub mod config;
-pub mod gc;
 pub mod prepare;
 pub mod run;

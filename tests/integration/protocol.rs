@@ -20,10 +20,13 @@ fn config_prints_one_json_object_and_nothing_else() {
 
 #[test]
 fn config_stays_pure_json_with_debug_logging() {
-    let job = Job::new().var("IGNORED", "x");
+    let job = Job::new().var("IGNORED", "x").env("RUNNERX_LOG", "debug");
     let out = job.runnerx(&["config"]);
     assert_code(&out, 0);
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout is only JSON");
+    // Debug logging really was on: its lines went to stderr.
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("debug: settings from"), "{stderr}");
 }
 
 #[test]
