@@ -20,7 +20,8 @@ done
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # env, not a prefix: sudo would drop a prefixed variable.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then
@@ -48,5 +49,5 @@ if ! ls "$cache"/busybox-static_*_arm64.deb >/dev/null 2>&1 || ! ls "$cache"/bus
     || { $SUDO apt-get update -qq; (cd "$cache" && $SUDO apt-get download -qq busybox-static:amd64 busybox-static:arm64); }
 fi
 
-"$here/docker/build-builder-image.sh" >/dev/null
-log "builder image ready: $(docker/build-builder-image.sh --print-tag 2>/dev/null || true)"
+tag="$("$here/docker/build-builder-image.sh")"
+log "builder image ready: $tag"

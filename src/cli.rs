@@ -192,13 +192,6 @@ pub struct DoctorArgs {
     pub registry: Option<String>,
 }
 
-impl Command {
-    /// Whether this is the cleanup stage (its output goes to the runner's own log).
-    pub fn is_cleanup(&self) -> bool {
-        matches!(self, Command::Cleanup(_) | Command::Gc(_))
-    }
-}
-
 /// The job a stage works on.
 #[derive(Debug, Args)]
 pub struct JobArgs {

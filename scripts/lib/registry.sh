@@ -28,7 +28,16 @@ auth:
 YAML
   docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
   REG_PID=$!
-  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  local up=""
+  for _ in $(seq 1 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=1; break; fi
+    sleep 0.1
+  done
+  if [[ -z "$up" ]]; then
+    tail -n 20 "$work/registry.log" >&2
+    echo "the local registry did not answer on port $port (log tail above)" >&2
+    return 1
+  fi
   cat >"$work/runnerx.toml" <<TOML
 [builder]
 image = "runnerx-builder:local"
