@@ -5,7 +5,7 @@
 use std::fmt;
 
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -35,13 +35,35 @@ where
     }
 }
 
+/// The level `RUNNERX_LOG` names (`error`, `warn`, `info`, `debug`, `trace`, `off`);
+/// `info` when unset or unknown. A plain level, not per-module directives: that needs
+/// no regex engine in the binary.
+fn level(value: Option<&str>) -> LevelFilter {
+    value
+        .and_then(|v| v.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO)
+}
+
 /// Installs the stderr subscriber (idempotent).
 pub fn init() {
-    let filter = EnvFilter::try_from_env("RUNNERX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = level(std::env::var("RUNNERX_LOG").ok().as_deref());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(filter)
+        .with_max_level(filter)
         .with_ansi(false)
         .event_format(Plain)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runnerx_log_names_a_level() {
+        assert_eq!(level(Some("debug")), LevelFilter::DEBUG);
+        assert_eq!(level(Some("WARN")), LevelFilter::WARN);
+        assert_eq!(level(Some("nonsense")), LevelFilter::INFO);
+        assert_eq!(level(None), LevelFilter::INFO);
+    }
 }
