@@ -134,8 +134,17 @@ fn missing_image_with_pull_policy_never_is_a_system_failure_naming_it() {
 
 #[test]
 fn sigterm_stops_a_running_stage_within_five_seconds() {
+    sigterm_stops_the_stage(Job::new());
+}
+
+#[test]
+fn sigterm_stops_a_running_stage_in_a_privileged_builder() {
+    // There the script runs in the inner daemons' namespace, entered with nsenter.
+    sigterm_stops_the_stage(Job::new().with_settings("isolation = \"privileged\"\n"));
+}
+
+fn sigterm_stops_the_stage(mut job: Job) {
     require_docker();
-    let mut job = Job::new();
     assert_code(&job.prepare(), 0);
     // The script really runs before it is cancelled.
     let mut child = job.start_stage("echo started\nsleep 300");
@@ -174,7 +183,8 @@ fn unsafe_kill(pid: u32, sig: i32) -> i32 {
 #[test]
 fn concurrent_privileged_jobs_run_side_by_side() {
     require_docker();
-    // Privileged builders change the host's links and iptables while they run.
+    // Kept apart from the host-state tests: a privileged builder is the one kind
+    // that could change the host.
     let _host = crate::isolation::HOST_STATE
         .lock()
         .unwrap_or_else(|e| e.into_inner());
