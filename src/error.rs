@@ -68,6 +68,20 @@ pub enum Error {
     #[error("registry: {0}")]
     Registry(String),
 
+    /// A stage failed because its builder or inner dockerd died under it: ours, not
+    /// the job's (the script's exit code is not the job's verdict).
+    #[error(
+        "stage {stage} failed (exit {code}) because {what}; this is a runner failure, not the job's"
+    )]
+    BuilderDied {
+        /// The stage name gitlab-runner passed.
+        stage: String,
+        /// The script's exit code as seen.
+        code: i64,
+        /// What died, and where its log is.
+        what: String,
+    },
+
     /// The builder container misbehaved (did not boot, vanished, …).
     #[error("builder: {0}")]
     Builder(String),
@@ -108,6 +122,7 @@ impl Error {
             | Error::Builder(_)
             | Error::NoBuilder(_)
             | Error::BuilderStopped(_)
+            | Error::BuilderDied { .. }
             | Error::Registry(_)
             | Error::Io { .. }
             | Error::Cancelled(_)
@@ -156,6 +171,13 @@ mod tests {
         assert_eq!(Error::Settings("x".into()).fault(), Fault::System);
         assert_eq!(Error::Builder("x".into()).fault(), Fault::System);
         assert_eq!(Error::Cancelled("SIGTERM").fault(), Fault::System);
+        let died = Error::BuilderDied {
+            stage: "build_script".into(),
+            code: 1,
+            what: "the builder runnerx-1 stopped".into(),
+        };
+        assert_eq!(died.fault(), Fault::System);
+        assert!(died.to_string().contains("runner failure"), "{died}");
     }
 
     #[test]

@@ -69,9 +69,11 @@ pub async fn run(
     // it is ours (gitlab-runner then reports a system failure instead of blaming the
     // job). Checked only on failure: it costs an inspect and an exec.
     if let Some(what) = builder_fault(engine, &name).await {
-        return Err(Error::Builder(format!(
-            "stage {stage} failed (exit {code}) because {what}; this is a runner failure, not the job's"
-        )));
+        return Err(Error::BuilderDied {
+            stage: stage.to_string(),
+            code,
+            what,
+        });
     }
     if let Some(f) = &job.build_exit_code_file {
         std::fs::write(f, format!("{code}\n")).map_err(|e| Error::io("write", f, e))?;
