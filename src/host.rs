@@ -89,6 +89,16 @@ pub fn host_handlers(proc_root: &Path, names: &[&str]) -> Vec<(String, Handler)>
         .collect()
 }
 
+/// The host's handlers among `names` that rootless builders could not use (missing,
+/// disabled or without F), as `qemu-<name> (<state>)`; empty when all are usable.
+pub fn unusable_host_handlers(names: &[&str]) -> Vec<String> {
+    host_handlers(Path::new("/proc"), names)
+        .into_iter()
+        .filter(|(_, s)| *s != Handler::Ok)
+        .map(|(n, s)| format!("qemu-{n} ({s:?})"))
+        .collect()
+}
+
 /// `pid:starttime` of a process from its `/proc/<pid>/stat` text: the start time (in
 /// clock ticks since boot) tells a live process from a later one reusing its pid.
 pub fn lease_from_stat(pid: u32, stat: &str) -> Option<String> {
@@ -166,7 +176,11 @@ pub fn register_binfmt(names: &[&str], dry_run: bool) -> Result<()> {
             std::fs::write(&entry, "-1").map_err(|e| Error::io("remove", entry, e))?;
         }
         let register = "/proc/sys/fs/binfmt_misc/register";
-        std::fs::write(register, &line).map_err(|e| Error::io("write", register, e))?;
+        std::fs::write(register, &line).map_err(|e| {
+            Error::Usage(format!(
+                "cannot register qemu-{name} in {register} ({e}); run as root, with binfmt_misc mounted (mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc)"
+            ))
+        })?;
         std::fs::create_dir_all(BINFMT_D).map_err(|e| Error::io("create", BINFMT_D, e))?;
         std::fs::write(&persist, format!("{line}\n"))
             .map_err(|e| Error::io("write", &persist, e))?;

@@ -38,7 +38,12 @@ impl HostLock {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| Error::io("create lock directory", dir, e))?;
+                .map_err(|e| {
+                    Error::Builder(format!(
+                        "cannot create the lock directory {} ({e}); run runnerx as root or set builder.lock_file to a path in a directory only this user may write",
+                        dir.display()
+                    ))
+                })?;
         }
         let file = OpenOptions::new()
             .create(true)

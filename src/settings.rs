@@ -254,6 +254,30 @@ pub enum Driver {
 
 /// Default pins: known-good tags (QEMU releases have broken emulated builds before).
 pub const DEFAULT_BINFMT_IMAGE: &str = "tonistiigi/binfmt:qemu-v7.0.0-28";
+/// `value` (or `default`) as one of `choices`; otherwise an error naming the key (from
+/// `key`, with its origin) and listing the valid values.
+fn one_of<T: Copy>(
+    value: Option<&str>,
+    default: &str,
+    choices: &[(&str, T)],
+    key: impl FnOnce() -> String,
+) -> Result<T> {
+    let value = value.unwrap_or(default);
+    if let Some((_, v)) = choices.iter().find(|(name, _)| *name == value) {
+        return Ok(*v);
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    let valid = match names.split_last() {
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(Error::Settings(format!(
+        "{} = {value:?} is not valid; use {valid}",
+        key()
+    )))
+}
+
 /// The dotted key (`builder.host_loopback`) written on the line holding byte `at`,
 /// with the table it sits in; `None` when that line is not `key = value`.
 fn key_at(text: &str, at: usize) -> Option<String> {
@@ -273,6 +297,17 @@ fn key_at(text: &str, at: usize) -> Option<String> {
         Some(t) if !t.is_empty() => format!("{t}.{key}"),
         _ => key.to_string(),
     })
+}
+
+/// Resource limits of a builder container (jobs, dockerd and inner containers).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Bytes of memory (0: none); no swap on top.
+    pub memory: u64,
+    /// CPUs (`None`: all of the host's).
+    pub cpus: Option<f64>,
+    /// Processes.
+    pub pids: i64,
 }
 
 /// A builder's memory by default: room for a large compile plus its dockerd.
@@ -373,12 +408,8 @@ pub struct BuilderSettings {
     pub lock_file: PathBuf,
     /// Images a job may select.
     pub allowed_images: Vec<String>,
-    /// Memory limit in bytes (0: none); swap is not added on top.
-    pub memory: u64,
-    /// CPU limit (`None`: all of the host's).
-    pub cpus: Option<f64>,
-    /// Process limit.
-    pub pids_limit: i64,
+    /// `memory`, `cpus`, `pids_limit`: what one builder may use.
+    pub limits: Limits,
     /// buildx driver.
     pub driver: Driver,
     /// BuildKit image for the docker-container driver.
@@ -631,45 +662,42 @@ impl Settings {
             .map_err(|m| Error::Settings(format!("{} {m}", origin("image", image_env))))?;
 
         let (pp, pp_env) = pick!(pull_policy, builder_pull_policy);
-        let pull_policy = match pp.as_deref().unwrap_or("if-not-present") {
-            "always" => PullPolicy::Always,
-            "if-not-present" => PullPolicy::IfNotPresent,
-            "never" => PullPolicy::Never,
-            other => {
-                return Err(Error::Settings(format!(
-                    "{} = {other:?} is not valid; use always, if-not-present or never",
-                    origin("pull_policy", pp_env)
-                )));
-            }
-        };
+        let pull_policy = one_of(
+            pp.as_deref(),
+            "if-not-present",
+            &[
+                ("always", PullPolicy::Always),
+                ("if-not-present", PullPolicy::IfNotPresent),
+                ("never", PullPolicy::Never),
+            ],
+            || origin("pull_policy", pp_env),
+        )?;
 
         let (iso, iso_env) = pick!(isolation, builder_isolation);
-        let isolation = match iso.as_deref().unwrap_or("rootless") {
-            "rootless" => Isolation::Rootless,
-            "privileged" => Isolation::Privileged,
-            "auto" => Isolation::Auto,
-            other => {
-                return Err(Error::Settings(format!(
-                    "{} = {other:?} is not valid; use rootless, privileged or auto",
-                    origin("isolation", iso_env)
-                )));
-            }
-        };
+        let isolation = one_of(
+            iso.as_deref(),
+            "rootless",
+            &[
+                ("rootless", Isolation::Rootless),
+                ("privileged", Isolation::Privileged),
+                ("auto", Isolation::Auto),
+            ],
+            || origin("isolation", iso_env),
+        )?;
         let (lo, _) = pick!(host_loopback, builder_host_loopback);
         let host_loopback = lo.unwrap_or(false);
 
         let (pr, pr_env) = pick!(privileged, builder_privileged);
-        let privileged = match pr.as_deref().unwrap_or("auto") {
-            "auto" => Privileged::Auto,
-            "always" => Privileged::Always,
-            "never" => Privileged::Never,
-            other => {
-                return Err(Error::Settings(format!(
-                    "{} = {other:?} is not valid; use auto, always or never",
-                    origin("privileged", pr_env)
-                )));
-            }
-        };
+        let privileged = one_of(
+            pr.as_deref(),
+            "auto",
+            &[
+                ("auto", Privileged::Auto),
+                ("always", Privileged::Always),
+                ("never", Privileged::Never),
+            ],
+            || origin("privileged", pr_env),
+        )?;
 
         let (hosts, hosts_env) = pick!(extra_hosts, builder_extra_hosts);
         let extra_hosts = non_empty(hosts.unwrap_or_default());
@@ -772,16 +800,15 @@ impl Settings {
         let proxy = validate_proxy(raw.proxy, &file)?;
 
         let (drv, drv_env) = pick!(driver, builder_driver);
-        let driver = match drv.as_deref().unwrap_or("docker") {
-            "docker" => Driver::Docker,
-            "docker-container" => Driver::DockerContainer,
-            other => {
-                return Err(Error::Settings(format!(
-                    "{} = {other:?} is not valid; use docker or docker-container",
-                    origin("driver", drv_env)
-                )));
-            }
-        };
+        let driver = one_of(
+            drv.as_deref(),
+            "docker",
+            &[
+                ("docker", Driver::Docker),
+                ("docker-container", Driver::DockerContainer),
+            ],
+            || origin("driver", drv_env),
+        )?;
         let (bk, bk_env) = pick!(buildkit_image, builder_buildkit_image);
         let buildkit_image = bk.unwrap_or_else(|| DEFAULT_BUILDKIT_IMAGE.into());
         validate_image(&buildkit_image)
@@ -789,23 +816,17 @@ impl Settings {
 
         let bin_origin = |key: &str, from_env: bool| origin_in("binfmt", key, from_env);
         let mode_env = overrides.binfmt_mode.is_some();
-        let binfmt_mode = match overrides
-            .binfmt_mode
-            .or(raw.binfmt.mode)
-            .as_deref()
-            .unwrap_or("auto")
-        {
-            "auto" => BinfmtMode::Auto,
-            "builtin" => BinfmtMode::Builtin,
-            "image" => BinfmtMode::Image,
-            "none" => BinfmtMode::None,
-            other => {
-                return Err(Error::Settings(format!(
-                    "{} = {other:?} is not valid; use auto, builtin, image or none",
-                    bin_origin("mode", mode_env)
-                )));
-            }
-        };
+        let binfmt_mode = one_of(
+            overrides.binfmt_mode.or(raw.binfmt.mode).as_deref(),
+            "auto",
+            &[
+                ("auto", BinfmtMode::Auto),
+                ("builtin", BinfmtMode::Builtin),
+                ("image", BinfmtMode::Image),
+                ("none", BinfmtMode::None),
+            ],
+            || bin_origin("mode", mode_env),
+        )?;
         let img_env = overrides.binfmt_image.is_some();
         let binfmt_image = overrides
             .binfmt_image
@@ -822,21 +843,15 @@ impl Settings {
 
         let cache_env = overrides.cache_mode.is_some();
         let cache_key = |key: &str, from_env: bool| origin_in("cache", key, from_env);
-        let cache_mode = match overrides
-            .cache_mode
-            .or(raw.cache.mode)
-            .as_deref()
-            .unwrap_or("none")
-        {
-            "none" => CacheMode::None,
-            "per-project" => CacheMode::PerProject,
-            other => {
-                return Err(Error::Settings(format!(
-                    "{} = {other:?} is not valid; use none or per-project",
-                    cache_key("mode", cache_env)
-                )));
-            }
-        };
+        let cache_mode = one_of(
+            overrides.cache_mode.or(raw.cache.mode).as_deref(),
+            "none",
+            &[
+                ("none", CacheMode::None),
+                ("per-project", CacheMode::PerProject),
+            ],
+            || cache_key("mode", cache_env),
+        )?;
         let slots = raw.cache.slots.unwrap_or(4);
         if slots == 0 || slots > 64 {
             return Err(Error::Settings(format!(
@@ -875,9 +890,11 @@ impl Settings {
                 subnet_pool,
                 lock_file,
                 allowed_images,
-                memory,
-                cpus,
-                pids_limit,
+                limits: Limits {
+                    memory,
+                    cpus,
+                    pids: pids_limit,
+                },
                 driver,
                 buildkit_image,
             },
@@ -1147,7 +1164,7 @@ fn parse_pool(text: &str) -> Result<Ipv4Net, String> {
         .parse()
         .map_err(|_| format!("{text:?} has an invalid IPv4 address"))?;
     let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 23).ok_or(format!(
-        "{text:?} needs a prefix of /23 or shorter (two /24s per builder)"
+        "{text:?} needs a prefix of /23 or shorter (its first two /24s are every builder's inner bridge and networks)"
     ))?;
     let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
     if u32::from(addr) & !mask != 0 {
@@ -1169,6 +1186,29 @@ mod tests {
             Some("/etc/runnerx/runnerx.toml".into()),
             &Env::from_pairs(env.iter().copied()),
         )
+    }
+
+    #[test]
+    fn a_wrong_choice_lists_the_valid_ones() {
+        let e = load("[builder]\nisolation = \"chroot\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("builder.isolation (in /etc/runnerx/runnerx.toml)"),
+            "{e}"
+        );
+        assert!(e.contains("use rootless, privileged or auto"), "{e}");
+        let e = load(
+            "[builder]\ndriver = \"kubernetes\"\n",
+            &[("RUNNERX_BUILDER_DRIVER", "k8s")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("(from RUNNERX_BUILDER_DRIVER)"), "{e}");
+        assert!(
+            e.contains("\"k8s\" is not valid; use docker or docker-container"),
+            "{e}"
+        );
     }
 
     #[test]

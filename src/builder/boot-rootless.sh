@@ -19,7 +19,9 @@ if [ -n "$missing" ]; then
   exit 1
 fi
 uid=$RUNNERX_UID
-home=$(getent passwd "$uid" | cut -d: -f6)
+entry=$(getent passwd "$uid" || :)
+user=$(echo "$entry" | cut -d: -f1)
+home=$(echo "$entry" | cut -d: -f6)
 if [ -z "$home" ]; then
   echo "runnerx: the builder image has no user with uid $uid (see docker/Dockerfile)" >&2
   exit 1
@@ -65,7 +67,7 @@ loopback=--disable-host-loopback
 # setpriv, not su: no PAM, no setuid helper, and the user keeps no capability.
 # shellcheck disable=SC2086 # $loopback is one flag or nothing
 setpriv --reuid="$uid" --regid="$uid" --init-groups --inh-caps=-all \
-  env HOME="$home" XDG_RUNTIME_DIR="$run" USER=rootless \
+  env HOME="$home" XDG_RUNTIME_DIR="$run" USER="$user" \
   rootlesskit \
   --state-dir="$run/rootlesskit" \
   --net=slirp4netns --mtu=65520 \

@@ -16,8 +16,7 @@ set -u
 . /etc/runnerx/boot.env
 uid=${RUNNERX_UID:-}
 if [ -n "$uid" ] && [ "$(id -u)" = 0 ]; then
-  home=$(getent passwd "$uid" | cut -d: -f6)
-  user=$(getent passwd "$uid" | cut -d: -f1)
+  IFS=: read -r user _ _ _ _ home _ < <(getent passwd "$uid")
   exec setpriv --reuid="$uid" --regid="$uid" --init-groups --inh-caps=-all --no-new-privs \
     env HOME="$home" USER="$user" LOGNAME="$user" XDG_RUNTIME_DIR="/run/user/$uid" \
     DOCKER_HOST="unix:///run/user/$uid/docker.sock" "$0" "$@"

@@ -27,7 +27,7 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountType,
 };
 
-use crate::settings::{Ipv4Net, Proxy, Registry};
+use crate::settings::{Ipv4Net, Limits, Proxy, Registry};
 use crate::trust;
 
 /// Label every runnerx object carries: the job id.
@@ -82,41 +82,26 @@ pub const INNER_SHUTDOWN_SECS: u64 = 2;
 /// Seconds `docker stop` waits for the boot script's teardown.
 pub const STOP_TIMEOUT_SECS: i64 = 20;
 
-/// Two /24s of `builder.subnet_pool`: the inner default bridge and the pool for
-/// networks jobs create (every builder has its own namespace, so all use slot 0).
+/// The inner dockerd's own networks, from the first two /24s of `builder.subnet_pool`:
+/// its default bridge and the pool for networks jobs create. Every builder has its own
+/// network namespace, so all builders use the same ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Slot {
-    /// Slot number, unique among builders on this host.
-    pub index: u32,
-    /// Host bridge name (≤ 15 chars).
-    pub bridge: String,
-    /// Gateway address with prefix for the bridge, e.g. `10.213.2.1/24`.
-    pub bridge_cidr: String,
-    /// Base of the address pool for networks created inside, e.g. `10.213.3.0/24`.
+pub struct InnerNet {
+    /// Default bridge address with prefix, e.g. `10.213.0.1/24`.
+    pub bip: String,
+    /// Base of the pool for networks created inside, e.g. `10.213.1.0/24`.
     pub pool_base: String,
 }
 
-impl Slot {
-    /// How many slots a pool holds (two /24s each).
-    pub fn capacity(pool: Ipv4Net) -> u32 {
-        (1u32 << (24 - u32::from(pool.prefix))) / 2
-    }
-
-    /// The slot `index` of `pool`; `None` if the pool is too small.
-    pub fn new(pool: Ipv4Net, index: u32) -> Option<Slot> {
-        if index >= Self::capacity(pool) {
-            return None;
-        }
+impl InnerNet {
+    /// The inner networks of `pool` (validated: prefix /23 or shorter).
+    pub fn of(pool: Ipv4Net) -> InnerNet {
         let base = u32::from(pool.addr);
-        let bridge_net = Ipv4Addr::from(base + (2 * index) * 256);
-        let pool_net = Ipv4Addr::from(base + (2 * index + 1) * 256);
-        let o = bridge_net.octets();
-        Some(Slot {
-            index,
-            bridge: format!("runnerx{index}"),
-            bridge_cidr: format!("{}.{}.{}.1/24", o[0], o[1], o[2]),
-            pool_base: format!("{pool_net}/24"),
-        })
+        let o = Ipv4Addr::from(base).octets();
+        InnerNet {
+            bip: format!("{}.{}.{}.1/24", o[0], o[1], o[2]),
+            pool_base: format!("{}/24", Ipv4Addr::from(base + 256)),
+        }
     }
 }
 
@@ -143,21 +128,12 @@ pub struct BuilderSpec {
     pub binfmt: Vec<String>,
     /// The volume mounted at /var/lib/docker.
     pub data_root: DataRoot,
+    /// The inner dockerd's bridge and network pool.
+    pub inner_net: InnerNet,
     /// Resource limits of the whole builder (jobs, dockerd, inner containers).
     pub limits: Limits,
     /// The lease label (see [`LABEL_LEASE`]).
     pub lease: Option<String>,
-}
-
-/// Resource limits applied to a builder container.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Limits {
-    /// Bytes of memory (0: none); no swap on top.
-    pub memory: u64,
-    /// CPUs (`None`: no limit).
-    pub cpus: Option<f64>,
-    /// Processes.
-    pub pids: i64,
 }
 
 /// The volume a builder mounts at /var/lib/docker.
@@ -354,11 +330,10 @@ pub fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody
 /// containerd image store (multi-platform images with the `docker` buildx driver),
 /// plus registry options (insecure registries, Hub mirrors) and proxies.
 ///
-/// Rootless: the socket under the user's runtime dir and the data root on the
-/// builder's volume; the default bridge and pools come from `subnet_pool`'s first
-/// slot (every namespace may use the same ones, and the operator keeps them clear of
-/// addresses builds must reach).
-pub fn daemon_json(spec: &BuilderSpec, pool: &Slot, rights: Rights) -> String {
+/// Rootless: the socket under the user's runtime dir. The data root is the builder's
+/// volume; the default bridge and pools are [`InnerNet`] (the operator keeps them
+/// clear of addresses builds must reach).
+pub fn daemon_json(spec: &BuilderSpec, rights: Rights) -> String {
     let host = if rights == Rights::Rootless {
         ROOTLESS_DOCKER_HOST
     } else {
@@ -367,8 +342,8 @@ pub fn daemon_json(spec: &BuilderSpec, pool: &Slot, rights: Rights) -> String {
     let mut v = serde_json::json!({
         "hosts": [host],
         "data-root": "/var/lib/docker",
-        "bip": pool.bridge_cidr,
-        "default-address-pools": [{"base": pool.pool_base, "size": 28}],
+        "bip": spec.inner_net.bip,
+        "default-address-pools": [{"base": spec.inner_net.pool_base, "size": 28}],
         "features": {"containerd-snapshotter": true},
         "shutdown-timeout": INNER_SHUTDOWN_SECS,
     });
@@ -469,7 +444,7 @@ pub fn binfmt_check_cmd(names: &[&str]) -> Vec<String> {
 /// The files uploaded into a created builder before it starts (tar, rooted at `/`).
 /// Holds registry secrets (credentials, client keys) in 0600 files: files are the one
 /// channel `docker inspect` does not show.
-pub fn bundle(spec: &BuilderSpec, rights: Rights, pool: &Slot) -> Vec<u8> {
+pub fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
     let boot = if rights == Rights::Rootless {
         BOOT_ROOTLESS
     } else {
@@ -488,7 +463,7 @@ pub fn bundle(spec: &BuilderSpec, rights: Rights, pool: &Slot) -> Vec<u8> {
         ),
         (
             "etc/runnerx/daemon.json".into(),
-            daemon_json(spec, pool, rights).into_bytes(),
+            daemon_json(spec, rights).into_bytes(),
             0o644,
         ),
         (
@@ -501,12 +476,12 @@ pub fn bundle(spec: &BuilderSpec, rights: Rights, pool: &Slot) -> Vec<u8> {
             CONTAINERD_TOML.as_bytes().to_vec(),
             0o644,
         ),
+        (
+            "etc/runnerx/ns-init.sh".into(),
+            NS_INIT.as_bytes().to_vec(),
+            0o755,
+        ),
     ];
-    files.push((
-        "etc/runnerx/ns-init.sh".into(),
-        NS_INIT.as_bytes().to_vec(),
-        0o755,
-    ));
     let home = (rights == Rights::Rootless).then_some(ROOTLESS_HOME);
     files.extend(trust::files(&spec.registries, &spec.proxy, home));
     let refs: Vec<(&str, &[u8], u32)> = files
@@ -545,15 +520,10 @@ fn tar_owned(files: &[(&str, &[u8], u32)], user: Option<(&str, u32)>) -> Vec<u8>
             && let Some(rest) = path.strip_prefix(home).and_then(|r| r.strip_prefix('/'))
         {
             uid = owner;
+            // Every directory between the home and the file, outermost first.
             let mut dir = home.to_string();
-            for part in rest
-                .split('/')
-                .collect::<Vec<_>>()
-                .iter()
-                .rev()
-                .skip(1)
-                .rev()
-            {
+            let parents = rest.rsplit_once('/').map_or("", |(d, _)| d);
+            for part in parents.split('/').filter(|p| !p.is_empty()) {
                 dir = format!("{dir}/{part}");
                 if dirs_done.insert(dir.clone()) {
                     let mut h = header(0, 0o700, owner, tar::EntryType::Directory);
@@ -609,6 +579,7 @@ mod tests {
             proxy: Proxy::default(),
             binfmt: vec!["aarch64".into()],
             data_root: DataRoot::Job(volume_name("42")),
+            inner_net: InnerNet::of(pool()),
             limits: Limits {
                 memory: 8 << 30,
                 cpus: Some(1.5),
@@ -619,18 +590,24 @@ mod tests {
     }
 
     #[test]
-    fn slots_carve_distinct_subnets() {
-        assert_eq!(Slot::capacity(pool()), 128);
-        let a = Slot::new(pool(), 0).unwrap();
-        let b = Slot::new(pool(), 1).unwrap();
-        assert_eq!(a.bridge_cidr, "10.213.0.1/24");
+    fn rootless_socket_belongs_to_the_rootless_uid() {
+        assert_eq!(
+            ROOTLESS_DOCKER_HOST,
+            format!("unix:///run/user/{ROOTLESS_UID}/docker.sock")
+        );
+    }
+
+    #[test]
+    fn inner_networks_are_the_first_two_24s_of_the_pool() {
+        let a = InnerNet::of(pool());
+        assert_eq!(a.bip, "10.213.0.1/24");
         assert_eq!(a.pool_base, "10.213.1.0/24");
-        assert_eq!(b.bridge, "runnerx1");
-        assert_eq!(b.bridge_cidr, "10.213.2.1/24");
-        assert_eq!(b.pool_base, "10.213.3.0/24");
-        assert_eq!(Slot::new(pool(), 127).unwrap().pool_base, "10.213.255.0/24");
-        assert!(Slot::new(pool(), 128).is_none());
-        assert!(Slot::new(pool(), 127).unwrap().bridge.len() <= 15);
+        let small = InnerNet::of(Ipv4Net {
+            addr: Ipv4Addr::new(192, 168, 8, 0),
+            prefix: 23,
+        });
+        assert_eq!(small.bip, "192.168.8.1/24");
+        assert_eq!(small.pool_base, "192.168.9.0/24");
     }
 
     #[test]
@@ -689,9 +666,8 @@ mod tests {
 
     #[test]
     fn privileged_daemon_json_uses_the_unix_socket_and_the_pool() {
-        let pool0 = Slot::new(pool(), 0).unwrap();
         let v: serde_json::Value =
-            serde_json::from_str(&daemon_json(&spec(), &pool0, Rights::Privileged)).unwrap();
+            serde_json::from_str(&daemon_json(&spec(), Rights::Privileged)).unwrap();
         assert_eq!(
             v["hosts"],
             serde_json::json!(["unix:///var/run/docker.sock"])
@@ -704,11 +680,7 @@ mod tests {
 
     #[test]
     fn bundle_holds_boot_files() {
-        let tar_bytes = bundle(
-            &spec(),
-            Rights::Capabilities,
-            &Slot::new(pool(), 0).unwrap(),
-        );
+        let tar_bytes = bundle(&spec(), Rights::Capabilities);
         let mut a = tar::Archive::new(tar_bytes.as_slice());
         let mut seen = vec![];
         for e in a.entries().unwrap() {
@@ -804,9 +776,8 @@ mod tests {
 
     #[test]
     fn rootless_daemon_json_and_boot_files() {
-        let pool0 = Slot::new(pool(), 0).unwrap();
         let v: serde_json::Value =
-            serde_json::from_str(&daemon_json(&rootless_spec(), &pool0, Rights::Rootless)).unwrap();
+            serde_json::from_str(&daemon_json(&rootless_spec(), Rights::Rootless)).unwrap();
         assert_eq!(v["hosts"], serde_json::json!([ROOTLESS_DOCKER_HOST]));
         assert_eq!(v["data-root"], "/var/lib/docker");
         assert_eq!(v["bip"], "10.213.0.1/24");
@@ -815,7 +786,7 @@ mod tests {
         assert!(env.contains("RUNNERX_UID=1000\n"), "{env}");
         assert!(env.contains("RUNNERX_HOST_LOOPBACK=1\n"), "{env}");
         assert!(!env.contains("BRIDGE"), "{env}");
-        let tar_bytes = bundle(&rootless_spec(), Rights::Rootless, &pool0);
+        let tar_bytes = bundle(&rootless_spec(), Rights::Rootless);
         let mut a = tar::Archive::new(tar_bytes.as_slice());
         let mut boot = String::new();
         let mut paths = vec![];

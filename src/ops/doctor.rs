@@ -173,12 +173,7 @@ fn isolation_checks(settings: &Settings, facts: &crate::host::Facts, r: &mut Rep
                 "each rootless builder registers its own QEMU handlers (Linux ≥ 6.7)",
             );
         } else {
-            let bad: Vec<String> =
-                crate::host::host_handlers(std::path::Path::new("/proc"), &needed)
-                    .into_iter()
-                    .filter(|(_, s)| *s != crate::binfmt::Handler::Ok)
-                    .map(|(n, _)| format!("qemu-{n}"))
-                    .collect();
+            let bad = crate::host::unusable_host_handlers(&needed);
             if bad.is_empty() {
                 r.ok(
                     "binfmt per namespace",
@@ -187,7 +182,7 @@ fn isolation_checks(settings: &Settings, facts: &crate::host::Facts, r: &mut Rep
             } else {
                 r.fail(
                     "binfmt per namespace",
-                    format!("Linux < 6.7 has no binfmt_misc per user namespace, and the host lacks {} with F", bad.join(", ")),
+                    format!("Linux < 6.7 has no binfmt_misc per user namespace, and these host handlers are not usable: {}", bad.join(", ")),
                     "run `runnerx host binfmt` once as root (needs qemu-user-static on the host)",
                 );
             }

@@ -19,14 +19,16 @@ use tokio_util::sync::CancellationToken;
 use std::path::Path;
 
 use crate::binfmt::{self, Handler};
-use crate::builder::{self, BuilderSpec, DataRoot, Rights, Slot};
+use crate::builder::{self, BuilderSpec, DataRoot, InnerNet, Rights};
 use crate::duration::human;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::host;
 use crate::hostlock::HostLock;
 use crate::job::Job;
-use crate::settings::{BinfmtMode, CacheMode, Driver, Isolation, Privileged, PullPolicy, Settings};
+use crate::settings::{
+    BinfmtMode, CacheMode, Driver, Isolation, Limits, Privileged, PullPolicy, Settings,
+};
 use crate::teardown::{self, Held};
 
 /// Logs each step with its duration.
@@ -66,11 +68,12 @@ pub async fn prepare(
     }
     let info = engine.info().await?;
     let facts = host::facts(Path::new("/proc"));
-    let rootless = choose_isolation(b.isolation, &facts)?;
+    let wanted = choose_isolation(b.isolation, &facts)?;
+    let rootless = wanted == Rights::Rootless;
     tracing::info!(
         "preparing builder {name} from {image} (engine {}, {} isolation)",
         info.version,
-        if rootless { "rootless" } else { "privileged" }
+        wanted.isolation()
     );
 
     if let Some(running) = engine.running(&name).await? {
@@ -96,7 +99,6 @@ pub async fn prepare(
     let native = info.arch.as_str();
     let needed = binfmt::needed(&b.platforms, native);
     let register_at_boot = matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
-    let pool = Slot::new(b.subnet_pool, 0).expect("a validated pool holds slot 0");
     let mut spec = BuilderSpec {
         job_id: job.id.clone(),
         name: name.clone(),
@@ -112,11 +114,11 @@ pub async fn prepare(
             vec![]
         },
         data_root: DataRoot::Job(String::new()),
-        limits: builder::Limits {
-            memory: b.memory,
+        inner_net: InnerNet::of(b.subnet_pool),
+        limits: Limits {
             // Docker refuses a CPU limit above the host's count.
-            cpus: b.cpus.map(|c| c.min(info.ncpu.max(1) as f64)),
-            pids: b.pids_limit,
+            cpus: b.limits.cpus.map(|c| c.min(info.ncpu.max(1) as f64)),
+            ..b.limits
         },
         lease: host::parent_lease(),
     };
@@ -133,24 +135,11 @@ pub async fn prepare(
         Some(_) => Held::list(engine).await?,
         None => Held::default(),
     };
-    let isolation = if rootless { "rootless" } else { "privileged" };
-    spec.data_root = choose_volume(settings, job, engine, &held, created, isolation).await?;
-    let rights = if rootless {
-        engine
-            .create_container(&spec.name, builder::container_body(&spec, Rights::Rootless))
-            .await?;
-        drop(lock);
-        let r = upload_and_start(engine, &spec, Rights::Rootless, &pool).await;
-        if r.is_err() {
-            let _ = engine.remove_container(&spec.name).await;
-        }
-        r?;
-        Rights::Rootless
-    } else {
-        let rights = start_privileged(engine, &spec, settings, &info.id, &pool).await?;
-        drop(lock);
-        rights
-    };
+    spec.data_root =
+        choose_volume(settings, job, engine, &held, created, wanted.isolation()).await?;
+    // The lock is held until the container exists: its label claims the cache.
+    let rights = start_builder(engine, &spec, settings, &info.id, wanted).await?;
+    drop(lock);
     steps.done(&format!(
         "started {name} ({})",
         match rights {
@@ -208,17 +197,17 @@ pub async fn prepare(
     Ok(())
 }
 
-/// Rootless or privileged, and why (logged): `auto` picks rootless when the host
-/// allows unprivileged user namespaces.
-fn choose_isolation(isolation: Isolation, facts: &host::Facts) -> Result<bool> {
+/// `Rights::Rootless` or `Rights::Privileged`, and why (logged): `auto` picks rootless
+/// when the host allows unprivileged user namespaces.
+fn choose_isolation(isolation: Isolation, facts: &host::Facts) -> Result<Rights> {
     match (isolation, &facts.userns) {
-        (Isolation::Privileged, _) => Ok(false),
-        (Isolation::Rootless | Isolation::Auto, Ok(())) => Ok(true),
+        (Isolation::Privileged, _) => Ok(Rights::Privileged),
+        (Isolation::Rootless | Isolation::Auto, Ok(())) => Ok(Rights::Rootless),
         (Isolation::Auto, Err(why)) => {
             tracing::warn!(
                 "builder.isolation = \"auto\": rootless builders are not possible here ({why}); using a privileged builder, which a job can use to reach the host"
             );
-            Ok(false)
+            Ok(Rights::Privileged)
         }
         (Isolation::Rootless, Err(why)) => Err(Error::Builder(format!(
             "rootless builders need user namespaces: {why}; or set builder.isolation = \"privileged\" (jobs can then reach the host)"
@@ -295,31 +284,17 @@ async fn ensure_image(
     }
 }
 
-async fn upload_and_start(
-    engine: &Engine,
-    spec: &BuilderSpec,
-    rights: Rights,
-    pool: &Slot,
-) -> Result<()> {
+async fn create_and_start(engine: &Engine, spec: &BuilderSpec, rights: Rights) -> Result<()> {
     engine
-        .upload(&spec.name, builder::bundle(spec, rights, pool))
+        .create_container(&spec.name, builder::container_body(spec, rights))
+        .await?;
+    engine
+        .upload(&spec.name, builder::bundle(spec, rights))
         .await?;
     engine
         .start(&spec.name)
         .await
         .map_err(|e| Error::docker(format!("start builder {}", spec.name), e))
-}
-
-async fn create_and_start(
-    engine: &Engine,
-    spec: &BuilderSpec,
-    rights: Rights,
-    pool: &Slot,
-) -> Result<()> {
-    engine
-        .create_container(&spec.name, builder::container_body(spec, rights))
-        .await?;
-    upload_and_start(engine, spec, rights, pool).await
 }
 
 /// Where `auto` remembers that an engine refuses privileged builders, so later
@@ -333,24 +308,29 @@ fn refusal_marker(settings: &Settings) -> std::path::PathBuf {
     ))
 }
 
-async fn start_privileged(
+/// Creates, fills and starts the builder with `wanted` rights (rootless, or
+/// privileged: then `builder.privileged` decides, and `auto` falls back to explicit
+/// capabilities when the engine refuses `--privileged`). A failed start leaves no
+/// container behind.
+async fn start_builder(
     engine: &Engine,
     spec: &BuilderSpec,
     settings: &Settings,
     engine_id: &str,
-    pool: &Slot,
+    wanted: Rights,
 ) -> Result<Rights> {
     let mode = settings.builder.privileged;
     let marker = refusal_marker(settings);
     let known_refused = mode == Privileged::Auto
         && !engine_id.is_empty()
         && std::fs::read_to_string(&marker).is_ok_and(|id| id.trim() == engine_id);
-    let first = match mode {
-        Privileged::Never => Rights::Capabilities,
-        Privileged::Auto if known_refused => Rights::Capabilities,
-        Privileged::Auto | Privileged::Always => Rights::Privileged,
+    let first = match (wanted, mode) {
+        (Rights::Rootless, _) => Rights::Rootless,
+        (_, Privileged::Never) => Rights::Capabilities,
+        (_, Privileged::Auto) if known_refused => Rights::Capabilities,
+        (_, Privileged::Auto | Privileged::Always) => Rights::Privileged,
     };
-    match create_and_start(engine, spec, first, pool).await {
+    match create_and_start(engine, spec, first).await {
         Ok(()) => Ok(first),
         Err(e) if mode == Privileged::Auto && first == Rights::Privileged => {
             tracing::warn!(
@@ -359,7 +339,7 @@ async fn start_privileged(
                 marker.display()
             );
             engine.remove_container(&spec.name).await?;
-            create_and_start(engine, spec, Rights::Capabilities, pool).await?;
+            create_and_start(engine, spec, Rights::Capabilities).await?;
             if !engine_id.is_empty() {
                 let _ = std::fs::write(&marker, engine_id);
             }
@@ -416,7 +396,7 @@ async fn wait_ready(
                 )
             } else {
                 format!(
-                    "builder {name} exited while booting (log tail above); check the builder image and builder.privileged"
+                    "builder {name} exited while booting (log tail above); check the builder image (docker/Dockerfile) and builder.isolation"
                 )
             }));
         }
@@ -437,11 +417,7 @@ async fn setup_platforms(
     if !in_builder && !needed.is_empty() && mode != BinfmtMode::None {
         // A rootless builder on a kernel without binfmt_misc per user namespace
         // (< 6.7) uses the host's handlers: they must be there, with F.
-        let bad: Vec<String> = host::host_handlers(Path::new("/proc"), needed)
-            .into_iter()
-            .filter(|(_, s)| *s != Handler::Ok)
-            .map(|(n, s)| format!("qemu-{n} {s:?}"))
-            .collect();
+        let bad = host::unusable_host_handlers(needed);
         if bad.is_empty() {
             return Ok(());
         }
