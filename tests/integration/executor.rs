@@ -128,8 +128,7 @@ fn missing_image_with_pull_policy_never_is_a_system_failure_naming_it() {
         "{stderr}"
     );
     assert!(stderr.contains("pull_policy"), "{stderr}");
-    assert_code(&job.cleanup(), 0);
-    assert_eq!(labelled_objects(&job.id), 0);
+    job.cleanup_leaves_nothing();
 }
 
 #[test]
@@ -168,8 +167,7 @@ fn sigterm_stops_the_stage(mut job: Job) {
         !String::from_utf8_lossy(&ps.stdout).contains("sleep 300"),
         "script still running"
     );
-    assert_code(&job.cleanup(), 0);
-    assert_eq!(labelled_objects(&job.id), 0);
+    job.cleanup_leaves_nothing();
 }
 
 fn unsafe_kill(pid: u32, sig: i32) -> i32 {
@@ -212,8 +210,7 @@ fn concurrent_privileged_jobs_run_side_by_side() {
         assert!(ip.starts_with("10.213."), "{ip}");
     }
     for mut j in jobs {
-        assert_code(&j.cleanup(), 0);
-        assert_eq!(labelled_objects(&j.id), 0);
+        j.cleanup_leaves_nothing();
     }
 }
 

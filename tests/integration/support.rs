@@ -273,6 +273,18 @@ impl Job {
         self.command(&["cleanup"]).output().unwrap()
     }
 
+    /// `runnerx cleanup` succeeds and nothing labelled for the job is left.
+    #[track_caller]
+    pub(crate) fn cleanup_leaves_nothing(&mut self) {
+        assert_code(&self.cleanup(), 0);
+        assert_eq!(
+            labelled_objects(&self.id),
+            0,
+            "objects labelled for job {} remain",
+            self.id
+        );
+    }
+
     /// Runs the runnerx binary with extra args in this job's environment.
     pub(crate) fn runnerx(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
