@@ -116,6 +116,11 @@ pub fn parent_lease() -> Option<String> {
     lease_from_stat(ppid, &stat)
 }
 
+/// The pid part of a lease, for messages.
+pub fn lease_pid(lease: &str) -> &str {
+    lease.split(':').next().unwrap_or("?")
+}
+
 /// Whether the process a lease names still runs (same pid, same start time).
 pub fn lease_alive(lease: &str) -> bool {
     let Some(pid) = lease.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {

@@ -95,6 +95,24 @@ pub(crate) fn measure(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Re
     })
 }
 
+/// `runnerx prepare --job-id id`, measured; a failure is an error carrying its ERROR
+/// line.
+pub(crate) fn prepare(program: &Path, id: &str, env: &[(&str, &str)]) -> Result<Measured> {
+    let m = measure(program, &["prepare", "--job-id", id], env)?;
+    if m.code != 0 {
+        return Err(Error::Builder(format!(
+            "prepare failed in the benchmark: {}",
+            m.stderr
+                .lines()
+                .rev()
+                .find(|l| l.contains("ERROR"))
+                .unwrap_or("see `runnerx prepare` output")
+                .trim()
+        )));
+    }
+    Ok(m)
+}
+
 pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -148,18 +166,7 @@ pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
         } else {
             format!("bench-{tag}-{i}")
         };
-        let m = measure(&me, &["prepare", "--job-id", &id], &[])?;
-        if m.code != 0 {
-            return Err(Error::Builder(format!(
-                "prepare failed in the benchmark: {}",
-                m.stderr
-                    .lines()
-                    .rev()
-                    .find(|l| l.contains("ERROR"))
-                    .unwrap_or("see `runnerx prepare` output")
-                    .trim()
-            )));
-        }
+        let m = prepare(&me, &id, &[])?;
         peak_rss = peak_rss.max(m.max_rss_kb);
         prep.push(m.wall);
         boot.extend(dockerd_boot(&m.stderr));

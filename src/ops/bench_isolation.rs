@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::ops::bench::{measure, median, ms};
+use crate::ops::bench::{measure, median, ms, prepare};
 
 /// Prints the side-by-side figures; `push_to` (a repository in a configured
 /// registry) enables the layer push/pull figure.
@@ -22,14 +22,9 @@ pub fn isolation_figures(me: &Path, runs: usize, tag: &str, push_to: Option<&str
         let mut prep = vec![];
         for i in 0..runs {
             let id = format!("bench-{tag}-{iso}-{i}");
-            let m = measure(me, &["prepare", "--job-id", &id], &env)?;
+            let m = prepare(me, &id, &env);
             let _ = measure(me, &["cleanup", "--job-id", &id], &env)?;
-            if m.code != 0 {
-                return Err(Error::Builder(format!(
-                    "{iso} prepare failed in the benchmark"
-                )));
-            }
-            prep.push(m.wall);
+            prep.push(m?.wall);
         }
         rows[0].1.push(ms(median(prep)));
 
@@ -69,8 +64,9 @@ pub fn isolation_figures(me: &Path, runs: usize, tag: &str, push_to: Option<&str
 fn layer_push_pull(me: &Path, tag: &str, iso: &str, repo: &str) -> Result<String> {
     let env = [("RUNNERX_BUILDER_ISOLATION", iso)];
     let id = format!("bench-{tag}-{iso}-layer");
-    if measure(me, &["prepare", "--job-id", &id], &env)?.code != 0 {
-        return Ok("prepare failed".into());
+    if let Err(e) = prepare(me, &id, &env) {
+        let _ = measure(me, &["cleanup", "--job-id", &id], &env);
+        return Ok(format!("failed: {e}"));
     }
     let image = format!("{repo}:layer-{tag}-{iso}");
     let script = std::env::temp_dir().join(format!("runnerx-bench-layer-{tag}"));

@@ -82,15 +82,12 @@ pub async fn gc(
             Some(lease) if host::lease_alive(lease) => {
                 println!(
                     "job {job}: kept, created {age}s ago but its runner (pid {}) still runs",
-                    lease.split(':').next().unwrap_or("?")
+                    host::lease_pid(lease)
                 );
                 kept.insert(job.clone());
                 continue;
             }
-            Some(lease) => format!(
-                "its runner (pid {}) is gone",
-                lease.split(':').next().unwrap_or("?")
-            ),
+            Some(lease) => format!("its runner (pid {}) is gone", host::lease_pid(lease)),
             None => "no runner holds it".to_string(),
         };
         println!(
