@@ -216,7 +216,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// Only remove what was created longer ago than this (e.g. 2h, 1d).
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::settings::values::duration)]
     pub older_than: Duration,
     /// Print what would be removed without removing it.
     #[arg(long)]

@@ -3,31 +3,25 @@
 //!
 //! See `docs/architecture.md` for the map. Entry point: [`run`].
 
-pub mod binfmt;
-pub mod builder;
-pub mod cancel;
-pub mod certs;
+pub(crate) mod builder;
+pub(crate) mod cancel;
 pub mod cli;
-pub mod duration;
-pub mod engine;
 pub mod env;
 pub mod error;
-pub mod host;
-pub mod hostlock;
-pub mod job;
+pub mod gitlab;
+pub(crate) mod host;
 pub mod logging;
-pub mod ops;
-pub mod pipeline;
-pub mod registry;
-pub mod settings;
-pub mod stages;
-pub mod teardown;
-pub mod trust;
+pub(crate) mod ops;
+pub(crate) mod registry;
+pub(crate) mod settings;
+pub(crate) mod trust;
+
+pub use gitlab::job::ExitCodes;
 
 use cli::{Cli, Command};
 use env::Env;
 use error::Result;
-use job::Job;
+use gitlab::job::Job;
 use settings::Settings;
 
 /// Runs one command to completion.
@@ -38,24 +32,24 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::Config(args) => {
             let settings = settings()?;
             let job = Job::from_env(&env, args.job_id.as_deref(), false).ok();
-            stages::config::config(&settings, job.as_ref())
+            gitlab::stages::config::config(&settings, job.as_ref())
         }
         Command::Prepare(args) => {
             let settings = settings()?;
             let job = Job::from_env(&env, args.job_id.as_deref(), true)?;
-            let engine = engine::Engine::connect().await?;
-            stages::prepare::prepare(&settings, &job, &engine, &cancel).await
+            let engine = builder::engine::Engine::connect().await?;
+            gitlab::stages::prepare::prepare(&settings, &job, &engine, &cancel).await
         }
         Command::Run(args) => {
             let job = Job::from_env(&env, args.job_id.as_deref(), false)?;
-            let engine = engine::Engine::connect().await?;
-            stages::run::run(&job, &engine, &args.script, &args.stage, &cancel).await
+            let engine = builder::engine::Engine::connect().await?;
+            gitlab::stages::run::run(&job, &engine, &args.script, &args.stage, &cancel).await
         }
         Command::Cleanup(args) => {
             let settings = Settings::load_lenient(cli.config.as_deref(), &env);
             let job = Job::from_env(&env, args.job_id.as_deref(), false)?;
-            let engine = engine::Engine::connect().await?;
-            stages::cleanup::cleanup(&settings, &job, &engine).await
+            let engine = builder::engine::Engine::connect().await?;
+            gitlab::stages::cleanup::cleanup(&settings, &job, &engine).await
         }
         Command::Certs(cmd) => ops::certs::run(cmd),
         Command::Doctor(args) => {
@@ -85,13 +79,13 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         }
         Command::Host(cli::HostCommand::Binfmt { dry_run }) => {
             let settings = settings()?;
-            let native = binfmt::goarch(std::env::consts::ARCH);
-            let needed = binfmt::needed(&settings.builder.platforms, native);
+            let native = host::binfmt::goarch(std::env::consts::ARCH);
+            let needed = host::binfmt::needed(&settings.builder.platforms, native);
             host::register_binfmt(&needed, *dry_run)
         }
         Command::Gc(args) => {
             let settings = Settings::load_lenient(cli.config.as_deref(), &env);
-            let engine = engine::Engine::connect().await?;
+            let engine = builder::engine::Engine::connect().await?;
             ops::gc::gc(&settings, &engine, args.older_than, args.dry_run, &cancel).await
         }
     }

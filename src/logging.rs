@@ -55,6 +55,15 @@ pub fn init() {
         .try_init();
 }
 
+/// Formats a measured duration for log lines: `840ms`, `3.21s`.
+pub(crate) fn human(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +74,14 @@ mod tests {
         assert_eq!(level(Some("WARN")), LevelFilter::WARN);
         assert_eq!(level(Some("nonsense")), LevelFilter::INFO);
         assert_eq!(level(None), LevelFilter::INFO);
+    }
+
+    #[test]
+    fn human_formats() {
+        assert_eq!(super::human(std::time::Duration::from_millis(840)), "840ms");
+        assert_eq!(
+            super::human(std::time::Duration::from_millis(3210)),
+            "3.21s"
+        );
     }
 }

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use runnerx::ExitCodes;
 use runnerx::cli::Cli;
 use runnerx::env::Env;
 use runnerx::error::{Error, Fault};
-use runnerx::job::ExitCodes;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::builder::engine::Engine;
 use crate::cli::BenchArgs;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
@@ -144,7 +144,7 @@ fn check(ok: bool) -> &'static str {
 }
 
 /// Runs the benchmark and prints the figures.
-pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
+pub(crate) async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
     let me = std::env::current_exe().map_err(|e| Error::io("find", "runnerx", e))?;
     let docker = Path::new("docker");
     let runs = args.runs.max(1);
@@ -155,7 +155,7 @@ pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
         settings.builder.image
     );
     let mut peak_rss = 0i64;
-    let tag = crate::job::random_hex(3);
+    let tag = crate::gitlab::job::random_hex(3);
 
     // 1. prepare to a ready builder; keep the last one for the run figures.
     let (mut prep, mut boot, mut clean) = (vec![], vec![], vec![]);
@@ -336,7 +336,7 @@ pub async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
 /// The cache key `runnerx local` uses is derived from the project directory's name.
 async fn drop_local_caches(engine: &Engine, example: &Path) -> Result<()> {
     let (_, name) = crate::ops::local::project_of(example, None)?;
-    let project = crate::job::local_project_key(&name);
+    let project = crate::gitlab::job::local_project_key(&name);
     for v in engine
         .volumes_with_label(&format!(
             "{}={project}",

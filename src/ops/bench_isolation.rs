@@ -10,7 +10,12 @@ use crate::ops::bench::{measure, median, ms, prepare};
 
 /// Prints the side-by-side figures; `push_to` (a repository in a configured
 /// registry) enables the layer push/pull figure.
-pub fn isolation_figures(me: &Path, runs: usize, tag: &str, push_to: Option<&str>) -> Result<()> {
+pub(crate) fn isolation_figures(
+    me: &Path,
+    runs: usize,
+    tag: &str,
+    push_to: Option<&str>,
+) -> Result<()> {
     println!("isolation side by side       rootless | privileged");
     let mut rows: Vec<(String, Vec<String>)> = vec![
         ("prepare (median)".into(), vec![]),

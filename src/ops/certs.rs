@@ -1,11 +1,11 @@
 //! `runnerx certs ca|server|client`: writes the files and says where each one goes.
 
-use crate::certs::{self, OutFile};
 use crate::cli::CertsCommand;
 use crate::error::Result;
+use crate::trust::ca::{self, OutFile};
 
 /// Runs a certs subcommand; prints each written file and its destination on stdout.
-pub fn run(cmd: &CertsCommand) -> Result<()> {
+pub(crate) fn run(cmd: &CertsCommand) -> Result<()> {
     let (dir, files, force) = match cmd {
         CertsCommand::Ca {
             out,
@@ -13,10 +13,10 @@ pub fn run(cmd: &CertsCommand) -> Result<()> {
             days,
             force,
         } => {
-            let cn = cn
-                .clone()
-                .unwrap_or_else(|| format!("runnerx registry CA {}", crate::job::random_hex(4)));
-            let ca = certs::make_ca(&cn, *days)?;
+            let cn = cn.clone().unwrap_or_else(|| {
+                format!("runnerx registry CA {}", crate::gitlab::job::random_hex(4))
+            });
+            let ca = ca::make_ca(&cn, *days)?;
             let files = vec![
                 OutFile {
                     name: "ca.crt",
@@ -40,8 +40,8 @@ pub fn run(cmd: &CertsCommand) -> Result<()> {
             days,
             force,
         } => {
-            let issuer = certs::read_ca(ca)?;
-            let server = certs::make_server(&issuer, names, *days)?;
+            let issuer = ca::read_ca(ca)?;
+            let server = ca::make_server(&issuer, names, *days)?;
             let files = vec![
                 OutFile {
                     name: "server.crt",
@@ -66,8 +66,8 @@ pub fn run(cmd: &CertsCommand) -> Result<()> {
             days,
             force,
         } => {
-            let issuer = certs::read_ca(ca)?;
-            let client = certs::make_client(&issuer, cn, *days)?;
+            let issuer = ca::read_ca(ca)?;
+            let client = ca::make_client(&issuer, cn, *days)?;
             let files = vec![
                 OutFile {
                     name: "client.cert",
@@ -85,7 +85,7 @@ pub fn run(cmd: &CertsCommand) -> Result<()> {
             (out, files, *force)
         }
     };
-    let written = certs::write_all(dir, &files, force)?;
+    let written = ca::write_all(dir, &files, force)?;
     for (path, f) in written.iter().zip(&files) {
         println!("wrote {} ({:o})\n  -> {}", path.display(), f.mode, f.goes);
     }

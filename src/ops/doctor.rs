@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
-use crate::engine::Engine;
+use crate::builder::engine::Engine;
 use crate::error::{Error, Result};
 use crate::registry::{self, Auth, Challenge, Client, TlsOutcome, TokenError};
 use crate::settings::{Registry, Settings};
@@ -40,7 +40,7 @@ impl Report {
 }
 
 /// Runs all checks.
-pub async fn doctor(settings: &Settings, only: Option<&str>) -> Result<()> {
+pub(crate) async fn doctor(settings: &Settings, only: Option<&str>) -> Result<()> {
     let mut r = Report::default();
     println!("runner host");
     host_checks(settings, &mut r).await;
@@ -165,8 +165,8 @@ fn isolation_checks(settings: &Settings, facts: &crate::host::Facts, r: &mut Rep
         ),
     }
     if wanted != Isolation::Privileged {
-        let native = crate::binfmt::goarch(std::env::consts::ARCH);
-        let needed = crate::binfmt::needed(&settings.builder.platforms, native);
+        let native = crate::host::binfmt::goarch(std::env::consts::ARCH);
+        let needed = crate::host::binfmt::needed(&settings.builder.platforms, native);
         if facts.binfmt_per_userns || needed.is_empty() {
             r.ok(
                 "binfmt per namespace",

@@ -14,14 +14,14 @@ use crate::builder::{LABEL_BRIDGE, LABEL_CACHE, LABEL_JOB, LABEL_LEASE, created_
 use crate::host;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
+use crate::builder::engine::Engine;
+use crate::builder::lifecycle::{Held, delete_bridge, teardown_job};
 use crate::error::Result;
-use crate::hostlock::HostLock;
+use crate::host::lock::HostLock;
 use crate::settings::Settings;
-use crate::teardown::{Held, delete_bridge, teardown_job};
 
 /// Runs gc.
-pub async fn gc(
+pub(crate) async fn gc(
     settings: &Settings,
     engine: &Engine,
     older_than: Duration,

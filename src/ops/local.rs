@@ -13,16 +13,15 @@ use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::builder::engine::Engine;
 use crate::cli::LocalArgs;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::job::Job;
-use crate::pipeline::{self, Pipeline};
+use crate::gitlab::job::Job;
+use crate::gitlab::pipeline::{self, Pipeline};
 use crate::settings::Settings;
-use crate::stages;
 
 /// Runs the job.
-pub async fn local(
+pub(crate) async fn local(
     settings: &Settings,
     args: &LocalArgs,
     cancel: &CancellationToken,
@@ -30,14 +29,14 @@ pub async fn local(
     let pipeline = Pipeline::load(&args.file).map_err(Error::Usage)?;
     let def = pipeline.job(&args.job).map_err(Error::Usage)?;
     let (project, name) = project_of(&args.file, args.project_dir.as_deref())?;
-    let project_dir = format!("{}/local/{name}", stages::config::BUILDS_DIR);
+    let project_dir = format!("{}/local/{name}", crate::gitlab::stages::config::BUILDS_DIR);
 
     let job = Job::local(def.image.clone(), &name);
     let vars = variables(&def, &job, &name, &project_dir, &project, &args.vars)?;
     let engine = Engine::connect().await?;
     let tmp = tempdir()?;
 
-    let config = stages::config::output(Some(&job));
+    let config = crate::gitlab::stages::config::output(Some(&job));
     tracing::info!(
         "running job {:?} as {} with {} {}",
         def.name,
@@ -46,7 +45,7 @@ pub async fn local(
         config.driver.version
     );
     let result = async {
-        stages::prepare::prepare(settings, &job, &engine, cancel).await?;
+        crate::gitlab::stages::prepare::prepare(settings, &job, &engine, cancel).await?;
         let run = |stage: &'static str, commands: Vec<String>, vars: Vec<(String, String)>| {
             let tmp = tmp.clone();
             let job = job.clone();
@@ -57,7 +56,7 @@ pub async fn local(
                 let cd = (stage != "prepare_script").then_some(project_dir.as_str());
                 write_private(&path, &pipeline::bash_script(&vars, cd, &commands))?;
                 section(stage);
-                stages::run::run(&job, &engine, &path, stage, cancel).await
+                crate::gitlab::stages::run::run(&job, &engine, &path, stage, cancel).await
             }
         };
         run(
@@ -83,7 +82,7 @@ pub async fn local(
     }
     .await;
     section("cleanup");
-    if let Err(e) = stages::cleanup::cleanup(settings, &job, &engine).await {
+    if let Err(e) = crate::gitlab::stages::cleanup::cleanup(settings, &job, &engine).await {
         tracing::warn!("cleanup: {e}");
     }
     let _ = std::fs::remove_dir_all(&tmp);
@@ -99,7 +98,7 @@ pub async fn local(
 
 /// The project directory (`--project-dir`, else the pipeline file's directory) and its
 /// name, which names the checkout and the per-project cache.
-pub fn project_of(file: &Path, project_dir: Option<&Path>) -> Result<(PathBuf, String)> {
+pub(crate) fn project_of(file: &Path, project_dir: Option<&Path>) -> Result<(PathBuf, String)> {
     let dir = match project_dir {
         Some(d) => d.to_path_buf(),
         None => file
@@ -121,7 +120,10 @@ fn section(stage: &str) {
 }
 
 fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("runnerx-local-{}", crate::job::random_hex(6)));
+    let dir = std::env::temp_dir().join(format!(
+        "runnerx-local-{}",
+        crate::gitlab::job::random_hex(6)
+    ));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
     Ok(dir)
 }
@@ -178,7 +180,10 @@ fn variables(
         ("CI_PIPELINE_SOURCE".into(), "runnerx-local".into()),
         ("CI_PROJECT_NAME".into(), name.into()),
         ("CI_PROJECT_DIR".into(), project_dir.into()),
-        ("CI_BUILDS_DIR".into(), stages::config::BUILDS_DIR.into()),
+        (
+            "CI_BUILDS_DIR".into(),
+            crate::gitlab::stages::config::BUILDS_DIR.into(),
+        ),
         ("CI_COMMIT_SHA".into(), sha.clone()),
         ("CI_COMMIT_SHORT_SHA".into(), sha[..8.min(sha.len())].into()),
         ("CI_COMMIT_REF_NAME".into(), branch),

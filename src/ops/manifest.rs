@@ -33,7 +33,7 @@ struct Child {
 }
 
 /// `manifest create`.
-pub async fn create(
+pub(crate) async fn create(
     settings: &Settings,
     target: &str,
     sources: &[String],
@@ -63,7 +63,11 @@ pub async fn create(
     }
     let overrides = platforms
         .iter()
-        .map(|p| Platform::parse(p).map_err(|m| Error::Usage(format!("--platform {p:?} {m}"))))
+        .map(|p| {
+            p.parse::<crate::settings::Platform>()
+                .map(Platform::from)
+                .map_err(|m| Error::Usage(format!("--platform {p:?} {m}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut s = session(settings, &target).await?;
 
@@ -197,7 +201,7 @@ pub async fn create(
 }
 
 /// `manifest inspect`.
-pub async fn inspect(settings: &Settings, reference: &str) -> Result<()> {
+pub(crate) async fn inspect(settings: &Settings, reference: &str) -> Result<()> {
     let r = Reference::parse(reference).map_err(Error::Usage)?;
     let mut s = session(settings, &r).await?;
     let (bytes, media, digest) = s

@@ -1,10 +1,10 @@
 //! Operator commands (not part of the GitLab protocol): certificates, diagnosis,
 //! garbage collection, benchmarks, local runs and manifests.
 
-pub mod bench;
-pub mod bench_isolation;
-pub mod certs;
-pub mod doctor;
-pub mod gc;
-pub mod local;
-pub mod manifest;
+pub(crate) mod bench;
+pub(crate) mod bench_isolation;
+pub(crate) mod certs;
+pub(crate) mod doctor;
+pub(crate) mod gc;
+pub(crate) mod local;
+pub(crate) mod manifest;

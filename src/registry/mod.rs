@@ -23,14 +23,14 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use crate::settings::{Credentials, Registry};
 
-pub mod oci;
-pub mod session;
+pub(crate) mod oci;
+pub(crate) mod session;
 
 /// Where Debian-family systems keep the system CA bundle.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// `host[:port]` split, with the scheme's default port.
-pub fn host_port(reg: &Registry) -> (String, u16) {
+pub(crate) fn host_port(reg: &Registry) -> (String, u16) {
     let default = if reg.http { 80 } else { 443 };
     match reg.host.rsplit_once(':') {
         Some((h, p)) => (h.to_string(), p.parse().unwrap_or(default)),
@@ -39,7 +39,7 @@ pub fn host_port(reg: &Registry) -> (String, u16) {
 }
 
 /// The settings entry for `host`, or an anonymous one trusting only system roots.
-pub fn registry_for(settings: &crate::settings::Settings, host: &str) -> Registry {
+pub(crate) fn registry_for(settings: &crate::settings::Settings, host: &str) -> Registry {
     settings
         .registries
         .iter()
@@ -59,7 +59,7 @@ pub fn registry_for(settings: &crate::settings::Settings, host: &str) -> Registr
 }
 
 /// Resolves `host` as a builder would: `builder.extra_hosts` first, then DNS.
-pub async fn resolve(
+pub(crate) async fn resolve(
     extra_hosts: &[String],
     host: &str,
     port: u16,
@@ -86,7 +86,7 @@ pub async fn resolve(
 
 /// What the TLS handshake said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsOutcome {
+pub(crate) enum TlsOutcome {
     /// Verified; protocol version.
     Ok(String),
     /// The chain does not end at a trusted CA.
@@ -107,7 +107,7 @@ pub enum TlsOutcome {
 
 /// Facts about a certificate, for explanations.
 #[derive(Debug, Clone, Default)]
-pub struct CertFacts {
+pub(crate) struct CertFacts {
     /// DNS and IP SANs.
     pub names: Vec<String>,
     /// notAfter, RFC 2822-ish.
@@ -210,13 +210,18 @@ fn handshake(
 }
 
 /// Makes sure the process-wide rustls provider is set (aws-lc-rs, reqwest's too).
-pub fn install_crypto() {
+pub(crate) fn install_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Handshakes with `addr` as `host` using the registry's trust; classifies failures.
 /// Blocking: call from `spawn_blocking`.
-pub fn probe_tls(addr: SocketAddr, host: &str, reg: &Registry, timeout: Duration) -> TlsOutcome {
+pub(crate) fn probe_tls(
+    addr: SocketAddr,
+    host: &str,
+    reg: &Registry,
+    timeout: Duration,
+) -> TlsOutcome {
     install_crypto();
     let cfg = match client_config(reg, true) {
         Ok(c) => c,
@@ -261,7 +266,7 @@ pub fn probe_tls(addr: SocketAddr, host: &str, reg: &Registry, timeout: Duration
 }
 
 /// Reads the peer certificate without verifying it.
-pub fn peer_facts(
+pub(crate) fn peer_facts(
     addr: SocketAddr,
     host: &str,
     reg: &Registry,
@@ -297,13 +302,13 @@ pub fn peer_facts(
 }
 
 /// Sends a plain HTTP request; true when an HTTP response comes back.
-pub fn speaks_plain_http(addr: SocketAddr, host: &str, timeout: Duration) -> bool {
+pub(crate) fn speaks_plain_http(addr: SocketAddr, host: &str, timeout: Duration) -> bool {
     plain_http_head(addr, host, timeout)
         .is_some_and(|r| r.starts_with("HTTP/") && !r.contains("HTTPS server"))
 }
 
 /// The first bytes of the answer to a plain-HTTP `GET /v2/` (`None` if none).
-pub fn plain_http_head(addr: SocketAddr, host: &str, timeout: Duration) -> Option<String> {
+pub(crate) fn plain_http_head(addr: SocketAddr, host: &str, timeout: Duration) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
     s.set_read_timeout(Some(timeout)).ok()?;
     s.write_all(
@@ -317,7 +322,7 @@ pub fn plain_http_head(addr: SocketAddr, host: &str, timeout: Duration) -> Optio
 
 /// A `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Challenge {
+pub(crate) enum Challenge {
     /// `Basic realm=…`
     Basic,
     /// `Bearer realm=…,service=…[,scope=…]`
@@ -330,7 +335,7 @@ pub enum Challenge {
 }
 
 /// Parses a `WWW-Authenticate` header value (case-insensitive scheme, quoted values).
-pub fn parse_challenge(header: &str) -> Option<Challenge> {
+pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
     let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     let params = parse_params(rest);
     let get = |k: &str| {
@@ -372,7 +377,7 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
 }
 
 /// An HTTP client for one registry.
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     creds: Option<Credentials>,
@@ -380,7 +385,7 @@ pub struct Client {
 
 /// An HTTP answer reduced to what the checks and the OCI client need.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Status code.
     pub status: u16,
     /// `WWW-Authenticate`, if any.
@@ -397,7 +402,7 @@ pub struct Answer {
 
 /// What to send besides method, URL and auth.
 #[derive(Debug, Default)]
-pub struct Extra<'a> {
+pub(crate) struct Extra<'a> {
     /// `Accept` header.
     pub accept: Option<&'a str>,
     /// Body and its `Content-Type`.
@@ -407,7 +412,7 @@ pub struct Extra<'a> {
 impl Client {
     /// A client trusting the platform roots plus the registry's CA; `resolve` pins the
     /// host to an address (e.g. from `builder.extra_hosts`).
-    pub fn new(reg: &Registry, resolve: Option<SocketAddr>) -> Result<Client, String> {
+    pub(crate) fn new(reg: &Registry, resolve: Option<SocketAddr>) -> Result<Client, String> {
         install_crypto();
         let mut b = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
@@ -455,7 +460,7 @@ impl Client {
     }
 
     /// Sends a request to `path` (absolute URL or path under the registry).
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -465,7 +470,7 @@ impl Client {
     }
 
     /// Like [`Client::send`], with an `Accept` header and/or a body.
-    pub async fn send_with(
+    pub(crate) async fn send_with(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -518,7 +523,7 @@ impl Client {
     }
 
     /// Fetches a Bearer token for `scopes` from `realm` (Basic credentials if any).
-    pub async fn token(
+    pub(crate) async fn token(
         &self,
         realm: &str,
         service: Option<&str>,
@@ -558,14 +563,14 @@ impl Client {
 /// The registry's URL base, `https://host[:port]`.
 impl Client {
     /// `https://host[:port]` (or `http://`).
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 }
 
 /// Why a token could not be had.
 #[derive(Debug)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// 401/403 from the token endpoint.
     Denied(u16),
     /// Anything else.
@@ -574,7 +579,7 @@ pub enum TokenError {
 
 /// How to authenticate one request.
 #[derive(Debug, Clone, Copy)]
-pub enum Auth<'a> {
+pub(crate) enum Auth<'a> {
     /// No header.
     None,
     /// Basic with the registry's credentials.
@@ -584,7 +589,7 @@ pub enum Auth<'a> {
 }
 
 /// One line for a reqwest error, with its cause chain (no URL credentials: we use none).
-pub fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
@@ -597,7 +602,7 @@ pub fn describe(e: &reqwest::Error) -> String {
 
 /// The `access` claim of a JWT (Harbor and distribution tokens): actions granted on
 /// `repository`. Empty when the token is not a readable JWT.
-pub fn jwt_actions(token: &str, repository: &str) -> Vec<String> {
+pub(crate) fn jwt_actions(token: &str, repository: &str) -> Vec<String> {
     let Some(payload) = token.split('.').nth(1) else {
         return vec![];
     };

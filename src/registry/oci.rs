@@ -8,31 +8,32 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Docker manifest list.
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Docker v2 schema 2 manifest.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+#[cfg(test)]
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Every type runnerx reads; registry 2.8 hides OCI content unless asked for.
-pub const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// `sha256:<hex>` of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
+pub(crate) fn digest(bytes: &[u8]) -> String {
     let h = Sha256::digest(bytes);
     let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
 
 /// Whether a media type is an index/list.
-pub fn is_index(media_type: &str) -> bool {
+pub(crate) fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_LIST
 }
 
 /// An image reference split into registry, repository and tag/digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
+pub(crate) struct Reference {
     /// `host[:port]` (`docker.io` when none is written).
     pub registry: String,
     /// Repository path, e.g. `base/busybox` (`library/x` on Docker Hub).
@@ -43,7 +44,7 @@ pub struct Reference {
 
 impl Reference {
     /// Parses `[registry/]repo[:tag][@digest]`.
-    pub fn parse(text: &str) -> Result<Reference, String> {
+    pub(crate) fn parse(text: &str) -> Result<Reference, String> {
         let bad = |why: &str| {
             format!(
                 "{text:?} is not an image reference ({why}); write e.g. harbor.example.com/project/app:1.0"
@@ -110,7 +111,7 @@ impl std::fmt::Display for Reference {
 
 /// `platform` of an index entry / image config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Platform {
+pub(crate) struct Platform {
     /// GOARCH.
     pub architecture: String,
     /// GOOS.
@@ -137,22 +138,20 @@ impl std::fmt::Display for Platform {
     }
 }
 
-impl Platform {
-    /// From `os/arch[/variant]`.
-    pub fn parse(text: &str) -> Result<Platform, String> {
-        let p = crate::settings::parse_platform(text)?;
-        Ok(Platform {
+impl From<crate::settings::Platform> for Platform {
+    fn from(p: crate::settings::Platform) -> Platform {
+        Platform {
             architecture: p.arch,
             os: p.os,
             variant: p.variant,
             os_version: None,
-        })
+        }
     }
 }
 
 /// A content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     /// Media type.
     #[serde(rename = "mediaType")]
     pub media_type: String,
@@ -170,7 +169,7 @@ pub struct Descriptor {
 
 impl Descriptor {
     /// BuildKit's provenance/SBOM entries (`unknown/unknown`, reference-type annotation).
-    pub fn is_attestation(&self) -> bool {
+    pub(crate) fn is_attestation(&self) -> bool {
         let annotated = self.annotations.as_ref().is_some_and(|a| {
             a.get("vnd.docker.reference.type").and_then(|v| v.as_str())
                 == Some("attestation-manifest")
@@ -197,21 +196,21 @@ struct ManifestDoc {
 }
 
 /// Entries of an index/list document.
-pub fn index_entries(bytes: &[u8]) -> Result<Vec<Descriptor>, String> {
+pub(crate) fn index_entries(bytes: &[u8]) -> Result<Vec<Descriptor>, String> {
     serde_json::from_slice::<IndexDoc>(bytes)
         .map(|d| d.manifests)
         .map_err(|e| format!("the index is not valid JSON of an OCI index/Docker list: {e}"))
 }
 
 /// Config and layer descriptors of an image manifest.
-pub fn manifest_blobs(bytes: &[u8]) -> Result<(Descriptor, Vec<Descriptor>), String> {
+pub(crate) fn manifest_blobs(bytes: &[u8]) -> Result<(Descriptor, Vec<Descriptor>), String> {
     serde_json::from_slice::<ManifestDoc>(bytes)
         .map(|d| (d.config, d.layers))
         .map_err(|e| format!("the manifest is not a valid image manifest: {e}"))
 }
 
 /// The platform an image config declares.
-pub fn config_platform(bytes: &[u8]) -> Result<Platform, String> {
+pub(crate) fn config_platform(bytes: &[u8]) -> Result<Platform, String> {
     let p: Platform = serde_json::from_slice(bytes)
         .map_err(|e| format!("image config without os/architecture: {e}"))?;
     if p.os.is_empty() || p.architecture.is_empty() {
@@ -225,7 +224,7 @@ pub fn config_platform(bytes: &[u8]) -> Result<Platform, String> {
 
 /// Serializes an index of `children`: an OCI index if any child is OCI, else a Docker
 /// list (what `docker manifest` and registries expect). Returns (bytes, media type).
-pub fn build_index(children: &[Descriptor]) -> (Vec<u8>, &'static str) {
+pub(crate) fn build_index(children: &[Descriptor]) -> (Vec<u8>, &'static str) {
     let oci = children
         .iter()
         .any(|c| c.media_type.starts_with("application/vnd.oci."));

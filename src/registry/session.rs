@@ -12,7 +12,7 @@ use super::{Answer, Auth, Challenge, Client, Extra, TokenError, parse_challenge}
 use crate::settings::Registry;
 
 /// A session with one registry.
-pub struct Session {
+pub(crate) struct Session {
     client: Client,
     host: String,
     challenge: Option<Challenge>,
@@ -21,7 +21,7 @@ pub struct Session {
 
 /// One line for a failed registry answer: the status, the distribution error codes,
 /// and the fix that status usually needs (`repo` is the repository asked about).
-pub fn registry_error(a: &Answer, host: &str, repo: &str) -> String {
+pub(crate) fn registry_error(a: &Answer, host: &str, repo: &str) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&a.bytes).ok();
     let codes: Vec<(String, String)> = parsed
         .as_ref()
@@ -67,7 +67,10 @@ pub fn registry_error(a: &Answer, host: &str, repo: &str) -> String {
 
 impl Session {
     /// Pings `/v2/` to learn how to authenticate.
-    pub async fn open(reg: &Registry, resolve: Option<SocketAddr>) -> Result<Session, String> {
+    pub(crate) async fn open(
+        reg: &Registry,
+        resolve: Option<SocketAddr>,
+    ) -> Result<Session, String> {
         let client = Client::new(reg, resolve)?;
         let ping = client
             .send(Method::GET, "/v2/", Auth::None)
@@ -158,7 +161,7 @@ impl Session {
     }
 
     /// GETs a manifest: (exact bytes, media type, digest).
-    pub async fn get_manifest(
+    pub(crate) async fn get_manifest(
         &mut self,
         repo: &str,
         reference: &str,
@@ -202,7 +205,7 @@ impl Session {
     }
 
     /// GETs a blob (small ones: configs).
-    pub async fn get_blob(&mut self, repo: &str, digest: &str) -> Result<Vec<u8>, String> {
+    pub(crate) async fn get_blob(&mut self, repo: &str, digest: &str) -> Result<Vec<u8>, String> {
         let a = self
             .call(
                 Method::GET,
@@ -222,7 +225,7 @@ impl Session {
     }
 
     /// Whether `repo` has blob `digest`.
-    pub async fn has_blob(&mut self, repo: &str, digest: &str) -> Result<bool, String> {
+    pub(crate) async fn has_blob(&mut self, repo: &str, digest: &str) -> Result<bool, String> {
         let a = self
             .call(
                 Method::HEAD,
@@ -236,7 +239,7 @@ impl Session {
 
     /// Makes blob `digest` of `source` available in `target`: a cross-repository mount,
     /// or, when the registry opens an upload instead, a copy.
-    pub async fn mount_blob(
+    pub(crate) async fn mount_blob(
         &mut self,
         target: &str,
         source: &str,
@@ -306,7 +309,7 @@ impl Session {
     }
 
     /// PUTs manifest bytes under `reference`; returns the registry's digest.
-    pub async fn put_manifest(
+    pub(crate) async fn put_manifest(
         &mut self,
         repo: &str,
         reference: &str,

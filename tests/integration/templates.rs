@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runnerx::pipeline::Pipeline;
+use runnerx::gitlab::pipeline::Pipeline;
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {

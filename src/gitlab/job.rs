@@ -43,7 +43,7 @@ impl ExitCodes {
 
 /// Where the job id came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdSource {
+pub(crate) enum IdSource {
     /// `--job-id` on the command line.
     Flag,
     /// `id` in `JOB_RESPONSE_FILE` (trusted).
@@ -84,7 +84,7 @@ struct JobVars {
 
 /// One job as seen by a driver call.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     /// Validated id; names the builder `runnerx-<id>`.
     pub id: String,
     /// Where `id` came from.
@@ -103,7 +103,7 @@ pub struct Job {
 impl Job {
     /// Reads the job context. `flag_id` is `--job-id`; `generate` allows making an id
     /// up when there is none (manual `prepare`).
-    pub fn from_env(env: &Env, flag_id: Option<&str>, generate: bool) -> Result<Job> {
+    pub(crate) fn from_env(env: &Env, flag_id: Option<&str>, generate: bool) -> Result<Job> {
         let response = match env.non_empty("JOB_RESPONSE_FILE") {
             Some(path) => Some(read_response(path)?),
             None => None,
@@ -160,7 +160,7 @@ impl Job {
 
     /// A job run by `runnerx local` (no gitlab-runner): a generated id, the pipeline
     /// job's `image:`, logs like under GitLab.
-    pub fn local(image: Option<String>, project: &str) -> Job {
+    pub(crate) fn local(image: Option<String>, project: &str) -> Job {
         Job {
             id: format!("local-{}", random_hex(4)),
             project: Some(local_project_key(project)),
@@ -172,14 +172,14 @@ impl Job {
     }
 
     /// Name of the builder container (also the `hostname` reported by `config`).
-    pub fn builder_name(&self) -> String {
+    pub(crate) fn builder_name(&self) -> String {
         format!("runnerx-{}", self.id)
     }
 
     /// The builder image for this job: the settings' image, or the job's `image:` when
     /// the settings allow it. A job image that is not allowed is ignored with a
     /// warning: many pipelines set a global `image:` meant for other executors.
-    pub fn builder_image(&self, builder: &BuilderSettings) -> (String, Option<String>) {
+    pub(crate) fn builder_image(&self, builder: &BuilderSettings) -> (String, Option<String>) {
         match &self.image {
             Some(img) if *img == builder.image => (img.clone(), None),
             Some(img) if builder.allowed_images.iter().any(|a| a == img) => (img.clone(), None),
@@ -207,7 +207,7 @@ fn read_response(path: &str) -> Result<JobResponse> {
 
 /// The cache key of a `runnerx local` project named `name` (`local-<slug>`): it never
 /// collides with GitLab's numeric project ids.
-pub fn local_project_key(name: &str) -> String {
+pub(crate) fn local_project_key(name: &str) -> String {
     let slug: String = name
         .chars()
         .map(|c| {
@@ -223,7 +223,7 @@ pub fn local_project_key(name: &str) -> String {
 }
 
 /// Job ids name containers, volumes and labels: keep them to a safe alphabet.
-pub fn validate_job_id(id: &str) -> std::result::Result<(), String> {
+pub(crate) fn validate_job_id(id: &str) -> std::result::Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 48
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -238,7 +238,7 @@ pub fn validate_job_id(id: &str) -> std::result::Result<(), String> {
 }
 
 /// `n` random bytes from the kernel, hex-encoded.
-pub fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; n];
     let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));

@@ -8,17 +8,17 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::gitlab::job::Job;
 use crate::settings::Settings;
 
 /// Inside the builder, where projects are cloned.
-pub const BUILDS_DIR: &str = "/builds";
+pub(crate) const BUILDS_DIR: &str = "/builds";
 /// Inside the builder, where gitlab-runner keeps local cache archives.
-pub const CACHE_DIR: &str = "/cache";
+pub(crate) const CACHE_DIR: &str = "/cache";
 
 /// `api.ConfigExecOutput`.
 #[derive(Debug, Serialize)]
-pub struct ConfigOutput {
+pub(crate) struct ConfigOutput {
     /// Root of project checkouts.
     pub builds_dir: &'static str,
     /// Root of local cache archives.
@@ -34,7 +34,7 @@ pub struct ConfigOutput {
 
 /// Driver name and version.
 #[derive(Debug, Serialize)]
-pub struct Driver {
+pub(crate) struct Driver {
     /// `runnerx`.
     pub name: &'static str,
     /// Crate version.
@@ -42,7 +42,7 @@ pub struct Driver {
 }
 
 /// Builds the config output (pure).
-pub fn output(job: Option<&Job>) -> ConfigOutput {
+pub(crate) fn output(job: Option<&Job>) -> ConfigOutput {
     ConfigOutput {
         builds_dir: BUILDS_DIR,
         cache_dir: CACHE_DIR,
@@ -56,7 +56,7 @@ pub fn output(job: Option<&Job>) -> ConfigOutput {
 }
 
 /// Prints the config JSON on stdout.
-pub fn config(settings: &Settings, job: Option<&Job>) -> Result<()> {
+pub(crate) fn config(settings: &Settings, job: Option<&Job>) -> Result<()> {
     tracing::debug!("settings from {:?}", settings.source);
     let json = serde_json::to_string(&output(job)).expect("config output serializes");
     let mut out = std::io::stdout().lock();

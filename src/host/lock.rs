@@ -20,13 +20,13 @@ use crate::error::{Error, Result};
 
 /// A held lock; released on drop.
 #[derive(Debug)]
-pub struct HostLock {
+pub(crate) struct HostLock {
     file: File,
 }
 
 impl HostLock {
     /// Waits for the lock (polling, so cancellation is honoured) up to `timeout`.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         path: &Path,
         timeout: Duration,
         cancel: &CancellationToken,

@@ -12,7 +12,7 @@
 use crate::settings::Platform;
 
 /// The QEMU handler name for a GOARCH (`arm64` → `aarch64`).
-pub fn qemu_name(arch: &str) -> Option<&'static str> {
+pub(crate) fn qemu_name(arch: &str) -> Option<&'static str> {
     Some(match arch {
         "amd64" => "x86_64",
         "arm64" => "aarch64",
@@ -29,7 +29,7 @@ pub fn qemu_name(arch: &str) -> Option<&'static str> {
 }
 
 /// GOARCH of a kernel machine name (`uname -m`, engine `Architecture`).
-pub fn goarch(machine: &str) -> &str {
+pub(crate) fn goarch(machine: &str) -> &str {
     match machine {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -46,7 +46,7 @@ fn runs_natively(arch: &str, native: &str) -> bool {
 }
 
 /// QEMU handler names needed for `platforms` on a `native` host, deduplicated.
-pub fn needed(platforms: &[Platform], native: &str) -> Vec<&'static str> {
+pub(crate) fn needed(platforms: &[Platform], native: &str) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = platforms
         .iter()
         .filter(|p| !runs_natively(&p.arch, native))
@@ -60,7 +60,7 @@ pub fn needed(platforms: &[Platform], native: &str) -> Vec<&'static str> {
 
 /// State of one handler as seen inside the builder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handler {
+pub(crate) enum Handler {
     /// Enabled with the F flag.
     Ok,
     /// Not registered.
@@ -72,7 +72,7 @@ pub enum Handler {
 }
 
 /// Parses the output of `builder::binfmt_check_cmd`; a handler with no line counts as missing.
-pub fn parse_check(names: &[&str], output: &str) -> Vec<(String, Handler)> {
+pub(crate) fn parse_check(names: &[&str], output: &str) -> Vec<(String, Handler)> {
     names
         .iter()
         .map(|n| {
@@ -91,7 +91,7 @@ pub fn parse_check(names: &[&str], output: &str) -> Vec<(String, Handler)> {
 }
 
 /// `image` mode: install the handlers with the pinned binfmt image in the inner dockerd.
-pub fn install_cmd(image: &str, names: &[&str]) -> Vec<String> {
+pub(crate) fn install_cmd(image: &str, names: &[&str]) -> Vec<String> {
     // tonistiigi/binfmt takes GOARCH-ish names; qemu names map back.
     let arches: Vec<&str> = names
         .iter()
@@ -118,13 +118,13 @@ pub fn install_cmd(image: &str, names: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::parse_platform;
+    use crate::settings::Platform;
 
     #[test]
     fn needed_handlers_skip_native_platforms() {
         let p: Vec<_> = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/386"]
             .iter()
-            .map(|s| parse_platform(s).unwrap())
+            .map(|s| s.parse::<Platform>().unwrap())
             .collect();
         assert_eq!(needed(&p, "amd64"), ["aarch64", "arm"]);
         assert_eq!(needed(&p, "arm64"), ["arm", "i386", "x86_64"]);

@@ -17,15 +17,15 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::builder;
-use crate::engine::{Engine, ExecStream};
+use crate::builder::engine::{Engine, ExecStream};
 use crate::error::{Error, Result};
-use crate::job::{Job, random_hex};
+use crate::gitlab::job::{Job, random_hex};
 
 /// How long a cancelled script gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_millis(2500);
 
 /// Runs the stage.
-pub async fn run(
+pub(crate) async fn run(
     job: &Job,
     engine: &Engine,
     script: &Path,

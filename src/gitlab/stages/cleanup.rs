@@ -5,13 +5,13 @@
 //! exact id). It needs only what identifies the job's objects: settings are loaded
 //! leniently, so a rotated secret or a missing CA file never leaks a builder.
 
-use crate::engine::Engine;
+use crate::builder::engine::Engine;
+use crate::builder::lifecycle::teardown_job;
 use crate::error::Result;
-use crate::job::Job;
+use crate::gitlab::job::Job;
 use crate::settings::Settings;
-use crate::teardown::teardown_job;
 
 /// Runs the cleanup stage.
-pub async fn cleanup(settings: &Settings, job: &Job, engine: &Engine) -> Result<()> {
+pub(crate) async fn cleanup(settings: &Settings, job: &Job, engine: &Engine) -> Result<()> {
     teardown_job(engine, &job.id, &settings.builder.image).await
 }

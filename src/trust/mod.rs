@@ -11,22 +11,24 @@
 
 use std::collections::BTreeMap;
 
+pub(crate) mod ca;
+
 use base64::Engine as _;
 use serde::Serialize;
 
 use crate::settings::{Proxy, Registry};
 
 /// A file for the builder: path relative to `/`, content, mode.
-pub type File = (String, Vec<u8>, u32);
+pub(crate) type File = (String, Vec<u8>, u32);
 
 /// Where the rendered buildkitd.toml lives in the builder.
-pub const BUILDKITD_TOML: &str = "/etc/buildkit/buildkitd.toml";
+pub(crate) const BUILDKITD_TOML: &str = "/etc/buildkit/buildkitd.toml";
 /// Shell-syntax proxy variables the exec wrapper exports for every stage script.
-pub const JOB_ENV: &str = "/etc/runnerx/job.env";
+pub(crate) const JOB_ENV: &str = "/etc/runnerx/job.env";
 
 /// `harbor.example.com:8443` → `harbor.example.com_8443` (buildx's own rule for cert
 /// dirs: anything outside `[a-zA-Z0-9.-]` becomes `_`).
-pub fn sanitize(host: &str) -> String {
+pub(crate) fn sanitize(host: &str) -> String {
     host.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -64,7 +66,7 @@ struct BuildkitToml {
 }
 
 /// `buildkitd.toml` for docker-container/remote builders created inside the builder.
-pub fn buildkitd_toml(registries: &[Registry]) -> String {
+pub(crate) fn buildkitd_toml(registries: &[Registry]) -> String {
     let mut map: BTreeMap<String, BuildkitRegistry> = BTreeMap::new();
     for r in registries {
         let dir = format!("/etc/buildkit/certs/{}", sanitize(&r.host));
@@ -101,7 +103,7 @@ pub fn buildkitd_toml(registries: &[Registry]) -> String {
 }
 
 /// Registry options for the inner dockerd's daemon.json.
-pub fn daemon_options(
+pub(crate) fn daemon_options(
     registries: &[Registry],
     proxy: &Proxy,
 ) -> serde_json::Map<String, serde_json::Value> {
@@ -141,7 +143,7 @@ pub fn daemon_options(
 
 /// Docker CLI `config.json`: `auths` for registries with credentials, and the proxy
 /// the CLI passes to builds and containers. `None` when there is nothing to say.
-pub fn docker_config_json(registries: &[Registry], proxy: &Proxy) -> Option<String> {
+pub(crate) fn docker_config_json(registries: &[Registry], proxy: &Proxy) -> Option<String> {
     let mut auths = serde_json::Map::new();
     for r in registries {
         if let Some(c) = &r.credentials {
@@ -185,7 +187,7 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// Proxy variables (both cases, as tools disagree) for job scripts.
-pub fn job_env(proxy: &Proxy) -> String {
+pub(crate) fn job_env(proxy: &Proxy) -> String {
     let mut out = String::new();
     for (names, v) in [
         (["HTTP_PROXY", "http_proxy"], &proxy.http_proxy),
@@ -204,7 +206,7 @@ pub fn job_env(proxy: &Proxy) -> String {
 /// Every trust/credential/proxy file for the builder. `user_home`: the rootless job
 /// user's home (its docker config, and the certs.d its rootless dockerd reads, which is
 /// `$XDG_CONFIG_HOME/docker/certs.d` rather than /etc/docker/certs.d); `None` for root.
-pub fn files(registries: &[Registry], proxy: &Proxy, user_home: Option<&str>) -> Vec<File> {
+pub(crate) fn files(registries: &[Registry], proxy: &Proxy, user_home: Option<&str>) -> Vec<File> {
     let mut files: Vec<File> = vec![];
     let home = user_home.unwrap_or("/root").trim_start_matches('/');
     for r in registries {

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 
 /// A certificate and its private key, PEM.
 #[derive(Debug, Clone)]
-pub struct Pem {
+pub(crate) struct Pem {
     /// Certificate PEM.
     pub cert: String,
     /// PKCS#8 private key PEM.
@@ -49,7 +49,7 @@ fn dn(cn: &str) -> DistinguishedName {
 }
 
 /// A self-signed CA.
-pub fn make_ca(cn: &str, days: u32) -> Result<Pem> {
+pub(crate) fn make_ca(cn: &str, days: u32) -> Result<Pem> {
     let mut params =
         CertificateParams::new(Vec::<String>::new()).map_err(rc("make CA parameters"))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -96,7 +96,7 @@ fn leaf(
 }
 
 /// A server certificate for `names` (DNS names or IP addresses, all as SANs).
-pub fn make_server(ca: &Pem, names: &[String], days: u32) -> Result<Pem> {
+pub(crate) fn make_server(ca: &Pem, names: &[String], days: u32) -> Result<Pem> {
     let first = names
         .first()
         .ok_or_else(|| Error::Usage("a server certificate needs at least one --name".into()))?;
@@ -132,14 +132,14 @@ fn is_dns_name(n: &str) -> bool {
 }
 
 /// A client certificate (mTLS to a registry) with common name `cn`.
-pub fn make_client(ca: &Pem, cn: &str, days: u32) -> Result<Pem> {
+pub(crate) fn make_client(ca: &Pem, cn: &str, days: u32) -> Result<Pem> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rc("make parameters"))?;
     params.distinguished_name = dn(cn);
     leaf(ca, params, days, ExtendedKeyUsagePurpose::ClientAuth)
 }
 
 /// Reads a CA pair from `dir/ca.crt` and `dir/ca.key`.
-pub fn read_ca(dir: &Path) -> Result<Pem> {
+pub(crate) fn read_ca(dir: &Path) -> Result<Pem> {
     let read = |name: &str| {
         let p = dir.join(name);
         std::fs::read_to_string(&p).map_err(|e| {
@@ -157,7 +157,7 @@ pub fn read_ca(dir: &Path) -> Result<Pem> {
 }
 
 /// One file to write: name, content, mode, and where it goes.
-pub struct OutFile {
+pub(crate) struct OutFile {
     /// File name inside the output directory.
     pub name: &'static str,
     /// Content.
@@ -170,7 +170,7 @@ pub struct OutFile {
 
 /// Writes files into `dir` (created if needed); refuses to overwrite unless `force`.
 /// Checks every target first so nothing is half-written.
-pub fn write_all(dir: &Path, files: &[OutFile], force: bool) -> Result<Vec<PathBuf>> {
+pub(crate) fn write_all(dir: &Path, files: &[OutFile], force: bool) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     if !force && let Some(f) = files.iter().find(|f| dir.join(f.name).exists()) {
         return Err(Error::Usage(format!(

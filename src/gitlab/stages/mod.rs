@@ -2,7 +2,7 @@
 //! module each. Each is idempotent (gitlab-runner retries prepare, and always runs
 //! cleanup) and cancellable.
 
-pub mod cleanup;
-pub mod config;
-pub mod prepare;
-pub mod run;
+pub(crate) mod cleanup;
+pub(crate) mod config;
+pub(crate) mod prepare;
+pub(crate) mod run;

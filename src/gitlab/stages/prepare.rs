@@ -18,18 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 use std::path::Path;
 
-use crate::binfmt::{self, Handler};
+use crate::builder::engine::Engine;
+use crate::builder::lifecycle::{self, Held};
 use crate::builder::{self, BuilderSpec, DataRoot, InnerNet, Rights};
-use crate::duration::human;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::gitlab::job::Job;
 use crate::host;
-use crate::hostlock::HostLock;
-use crate::job::Job;
-use crate::settings::{
-    BinfmtMode, CacheMode, Driver, Isolation, Limits, Privileged, PullPolicy, Settings,
-};
-use crate::teardown::{self, Held};
+use crate::host::binfmt::{self, Handler};
+use crate::host::lock::HostLock;
+use crate::logging::human;
+use crate::settings::{BinfmtMode, CacheMode, Driver, Isolation, Limits, Settings};
 
 /// Logs each step with its duration.
 struct Steps {
@@ -53,7 +51,7 @@ impl Steps {
 }
 
 /// Runs the prepare stage.
-pub async fn prepare(
+pub(crate) async fn prepare(
     settings: &Settings,
     job: &Job,
     engine: &Engine,
@@ -75,9 +73,10 @@ pub async fn prepare(
         info.version,
         wanted.isolation()
     );
+    tracing::debug!("job id {} taken from {:?}", job.id, job.id_source);
 
     if let Some(running) = engine.running(&name).await? {
-        if running && dockerd_answers(engine, &name, 1).await {
+        if running && lifecycle::dockerd_answers(engine, &name, 1).await {
             tracing::info!(
                 "builder {name} from an earlier attempt is running and ready; reusing it"
             );
@@ -85,11 +84,11 @@ pub async fn prepare(
             return Ok(());
         }
         tracing::info!("removing the unusable builder {name} left by an earlier attempt");
-        teardown::teardown_job(engine, &job.id, &b.image).await?;
+        lifecycle::teardown_job(engine, &job.id, &b.image).await?;
         steps.done("removed leftover builder");
     }
 
-    ensure_image(engine, &image, b.pull_policy, cancel).await?;
+    lifecycle::ensure_image(engine, &image, b.pull_policy, cancel).await?;
     steps.done(&format!("image {image} ready"));
 
     let created = SystemTime::now()
@@ -138,7 +137,7 @@ pub async fn prepare(
     spec.data_root =
         choose_volume(settings, job, engine, &held, created, wanted.isolation()).await?;
     // The lock is held until the container exists: its label claims the cache.
-    let rights = start_builder(engine, &spec, settings, &info.id, wanted).await?;
+    let rights = lifecycle::start_builder(engine, &spec, settings, &info.id, wanted).await?;
     drop(lock);
     steps.done(&format!(
         "started {name} ({})",
@@ -148,11 +147,11 @@ pub async fn prepare(
             Rights::Capabilities => "privileged, explicit capabilities",
         }
     ));
-    let started = wait_ready(engine, &name, b.boot_timeout, cancel).await;
+    let started = lifecycle::wait_ready(engine, &name, b.boot_timeout, cancel).await;
     if let Err(e) = started {
         // Never leave a builder booting unattended (a cancelled or failed prepare).
         if matches!(e, Error::Cancelled(_)) {
-            let _ = teardown::teardown_job(engine, &job.id, &b.image).await;
+            let _ = lifecycle::teardown_job(engine, &job.id, &b.image).await;
         }
         return Err(e);
     }
@@ -246,161 +245,6 @@ fn finish(job: &Job, name: &str, steps: &Steps, rootless: bool) {
     }
     println!("  run:     runnerx run --job-id {} SCRIPT STAGE", job.id);
     println!("  remove:  runnerx cleanup --job-id {}", job.id);
-}
-
-async fn ensure_image(
-    engine: &Engine,
-    image: &str,
-    policy: PullPolicy,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let present = engine.image_exists(image).await?;
-    let pull = match policy {
-        PullPolicy::Always => true,
-        PullPolicy::IfNotPresent => !present,
-        PullPolicy::Never if present => false,
-        PullPolicy::Never => {
-            return Err(Error::Builder(format!(
-                "builder image {image} is not present and builder.pull_policy is \"never\"; \
-                 load it into the engine (docker/build-builder-image.sh builds one) or set pull_policy = \"if-not-present\""
-            )));
-        }
-    };
-    if !pull {
-        return Ok(());
-    }
-    tracing::info!("pulling {image}");
-    let pulling = engine.pull(image, Duration::from_secs(3), |line| {
-        tracing::info!("{line}")
-    });
-    tokio::select! {
-        () = cancel.cancelled() => Err(Error::Cancelled("signal")),
-        r = pulling => r.map_err(|e| match e {
-            Error::Docker { source, .. } => Error::Builder(format!(
-                "cannot pull builder image {image}: {source}; check the name, the registry's reachability and credentials, or pre-load the image"
-            )),
-            other => other,
-        }),
-    }
-}
-
-async fn create_and_start(engine: &Engine, spec: &BuilderSpec, rights: Rights) -> Result<()> {
-    engine
-        .create_container(&spec.name, builder::container_body(spec, rights))
-        .await?;
-    engine
-        .upload(&spec.name, builder::bundle(spec, rights))
-        .await?;
-    engine
-        .start(&spec.name)
-        .await
-        .map_err(|e| Error::docker(format!("start builder {}", spec.name), e))
-}
-
-/// Where `auto` remembers that an engine refuses privileged builders, so later
-/// prepares skip the failing attempt (keyed by engine id; next to the host lock).
-fn refusal_marker(settings: &Settings) -> std::path::PathBuf {
-    let lock = &settings.builder.lock_file;
-    lock.with_file_name(format!(
-        "{}.privileged-refused",
-        lock.file_name()
-            .map_or_else(|| "runnerx".into(), |n| n.to_string_lossy().to_string())
-    ))
-}
-
-/// Creates, fills and starts the builder with `wanted` rights (rootless, or
-/// privileged: then `builder.privileged` decides, and `auto` falls back to explicit
-/// capabilities when the engine refuses `--privileged`). A failed start leaves no
-/// container behind.
-async fn start_builder(
-    engine: &Engine,
-    spec: &BuilderSpec,
-    settings: &Settings,
-    engine_id: &str,
-    wanted: Rights,
-) -> Result<Rights> {
-    let mode = settings.builder.privileged;
-    let marker = refusal_marker(settings);
-    let known_refused = mode == Privileged::Auto
-        && !engine_id.is_empty()
-        && std::fs::read_to_string(&marker).is_ok_and(|id| id.trim() == engine_id);
-    let first = match (wanted, mode) {
-        (Rights::Rootless, _) => Rights::Rootless,
-        (_, Privileged::Never) => Rights::Capabilities,
-        (_, Privileged::Auto) if known_refused => Rights::Capabilities,
-        (_, Privileged::Auto | Privileged::Always) => Rights::Privileged,
-    };
-    match create_and_start(engine, spec, first).await {
-        Ok(()) => Ok(first),
-        Err(e) if mode == Privileged::Auto && first == Rights::Privileged => {
-            tracing::warn!(
-                "the engine refused a privileged builder ({e}); retrying with explicit capabilities \
-                 (remembered in {}; set builder.privileged = \"never\" to skip this attempt)",
-                marker.display()
-            );
-            engine.remove_container(&spec.name).await?;
-            create_and_start(engine, spec, Rights::Capabilities).await?;
-            if !engine_id.is_empty() {
-                let _ = std::fs::write(&marker, engine_id);
-            }
-            Ok(Rights::Capabilities)
-        }
-        Err(e) => {
-            let _ = engine.remove_container(&spec.name).await;
-            Err(match (mode, e) {
-                (Privileged::Always, Error::Docker { source, .. }) => Error::Builder(format!(
-                    "the engine refused a privileged builder: {source}; set builder.privileged = \"auto\" to fall back to explicit capabilities"
-                )),
-                (_, e) => e,
-            })
-        }
-    }
-}
-
-async fn dockerd_answers(engine: &Engine, name: &str, secs: u64) -> bool {
-    matches!(
-        engine
-            .exec_capture(name, builder::wait_ready_cmd(secs))
-            .await,
-        Ok((0, _))
-    )
-}
-
-async fn wait_ready(
-    engine: &Engine,
-    name: &str,
-    timeout: Duration,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        // Each exec polls inside the builder for up to 2 s; between them we check the
-        // container is alive and honour cancellation.
-        let polled = tokio::select! {
-            () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
-            r = engine.exec_capture(name, builder::wait_ready_cmd(2)) => r,
-        };
-        if matches!(polled, Ok((0, _))) {
-            return Ok(());
-        }
-        let alive = engine.running(name).await? == Some(true);
-        if !alive || Instant::now() >= deadline {
-            let tail = engine.logs_tail(name, 25).await;
-            for line in tail.lines() {
-                tracing::error!("  dockerd: {line}");
-            }
-            return Err(Error::Builder(if alive {
-                format!(
-                    "inner dockerd of {name} did not answer within {}s (log tail above); raise builder.boot_timeout or check the builder image",
-                    timeout.as_secs()
-                )
-            } else {
-                format!(
-                    "builder {name} exited while booting (log tail above); check the builder image (docker/Dockerfile) and builder.isolation"
-                )
-            }));
-        }
-    }
 }
 
 /// Registers (image mode) and checks the QEMU handlers every non-native platform needs.

@@ -28,13 +28,13 @@ use crate::error::{Error, Result};
 
 /// A connected engine.
 #[derive(Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     docker: Docker,
 }
 
 /// Facts about the engine.
 #[derive(Debug, Clone)]
-pub struct EngineInfo {
+pub(crate) struct EngineInfo {
     /// `20.10.24 (API 1.41)`: server version and the negotiated API version.
     pub version: String,
     /// Unique engine id (stable across restarts).
@@ -46,7 +46,7 @@ pub struct EngineInfo {
 }
 
 /// An attached exec: its id and its output stream.
-pub struct ExecStream {
+pub(crate) struct ExecStream {
     /// Exec id, for [`Engine::exec_exit_code`].
     pub id: String,
     /// stdout/stderr chunks as they arrive.
@@ -77,7 +77,7 @@ fn is_not_modified(e: &BollardError) -> bool {
 
 /// Adds `:latest` when a reference has neither tag nor digest: the pull API would
 /// otherwise fetch every tag of the repository.
-pub fn with_default_tag(image: &str) -> String {
+pub(crate) fn with_default_tag(image: &str) -> String {
     if crate::settings::has_tag_or_digest(image) {
         image.to_string()
     } else {
@@ -87,7 +87,7 @@ pub fn with_default_tag(image: &str) -> String {
 
 impl Engine {
     /// Connects via `DOCKER_HOST` or the local socket and negotiates the API version.
-    pub async fn connect() -> Result<Engine> {
+    pub(crate) async fn connect() -> Result<Engine> {
         let where_ =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let fix = |e: BollardError| {
@@ -102,7 +102,7 @@ impl Engine {
 
     /// What runnerx needs to know about the engine, from one `/info` call (on Docker
     /// 20.10 `/version` and `/info` cost ~10–15 ms each: prepare asks once).
-    pub async fn info(&self) -> Result<EngineInfo> {
+    pub(crate) async fn info(&self) -> Result<EngineInfo> {
         let info = self
             .docker
             .info()
@@ -117,13 +117,13 @@ impl Engine {
                 api.minor_version
             ),
             id: info.id.unwrap_or_default(),
-            arch: crate::binfmt::goarch(&info.architecture.unwrap_or_default()).to_string(),
+            arch: crate::host::binfmt::goarch(&info.architecture.unwrap_or_default()).to_string(),
             ncpu: info.ncpu.unwrap_or(1),
         })
     }
 
     /// Whether `image` is in the engine's image store.
-    pub async fn image_exists(&self, image: &str) -> Result<bool> {
+    pub(crate) async fn image_exists(&self, image: &str) -> Result<bool> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
@@ -132,7 +132,7 @@ impl Engine {
     }
 
     /// Pulls `image`, reporting progress through `progress` at most every `every`.
-    pub async fn pull(
+    pub(crate) async fn pull(
         &self,
         image: &str,
         every: Duration,
@@ -163,7 +163,11 @@ impl Engine {
     }
 
     /// Creates a container named `name`.
-    pub async fn create_container(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+    pub(crate) async fn create_container(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String> {
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         let r = self
             .docker
@@ -174,7 +178,7 @@ impl Engine {
     }
 
     /// Extracts an uncompressed tar at `/` of a (created or running) container.
-    pub async fn upload(&self, container: &str, tar: Vec<u8>) -> Result<()> {
+    pub(crate) async fn upload(&self, container: &str, tar: Vec<u8>) -> Result<()> {
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker
             .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
@@ -183,7 +187,7 @@ impl Engine {
     }
 
     /// Starts a created container.
-    pub async fn start(&self, container: &str) -> Result<(), BollardError> {
+    pub(crate) async fn start(&self, container: &str) -> Result<(), BollardError> {
         match self.docker.start_container(container, None).await {
             Err(e) if is_not_modified(&e) => Ok(()),
             other => other,
@@ -191,7 +195,7 @@ impl Engine {
     }
 
     /// Whether a container runs; `None` when it does not exist.
-    pub async fn running(&self, container: &str) -> Result<Option<bool>> {
+    pub(crate) async fn running(&self, container: &str) -> Result<Option<bool>> {
         match self.docker.inspect_container(container, None).await {
             Ok(c) => Ok(Some(c.state.and_then(|s| s.running).unwrap_or(false))),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -200,7 +204,7 @@ impl Engine {
     }
 
     /// Stops a container (SIGTERM, then SIGKILL after `timeout_secs`); absent is fine.
-    pub async fn stop(&self, container: &str, timeout_secs: i32) -> Result<()> {
+    pub(crate) async fn stop(&self, container: &str, timeout_secs: i32) -> Result<()> {
         let opts = StopContainerOptionsBuilder::default()
             .t(timeout_secs)
             .build();
@@ -212,7 +216,7 @@ impl Engine {
     }
 
     /// Removes a container and its anonymous volumes; absent is fine.
-    pub async fn remove_container(&self, container: &str) -> Result<()> {
+    pub(crate) async fn remove_container(&self, container: &str) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -229,7 +233,7 @@ impl Engine {
     }
 
     /// Containers (any state) carrying `label` (`key` or `key=value`).
-    pub async fn containers_with_label(&self, label: &str) -> Result<Vec<ContainerSummary>> {
+    pub(crate) async fn containers_with_label(&self, label: &str) -> Result<Vec<ContainerSummary>> {
         let filters = HashMap::from([("label", vec![label])]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
@@ -242,7 +246,11 @@ impl Engine {
     }
 
     /// Creates a named volume with labels (no-op if it exists).
-    pub async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()> {
+    pub(crate) async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
         let req = VolumeCreateRequest {
             name: Some(name.into()),
             labels: Some(labels),
@@ -256,7 +264,7 @@ impl Engine {
     }
 
     /// Volumes carrying `label`.
-    pub async fn volumes_with_label(&self, label: &str) -> Result<Vec<Volume>> {
+    pub(crate) async fn volumes_with_label(&self, label: &str) -> Result<Vec<Volume>> {
         let filters = HashMap::from([("label", vec![label])]);
         let opts = ListVolumesOptionsBuilder::default()
             .filters(&filters)
@@ -271,8 +279,8 @@ impl Engine {
 
     /// Size in bytes of a volume no container uses, measured by `du` in a short-lived
     /// container of `image` (the df API's shape differs across engine versions).
-    pub async fn volume_size(&self, volume: &str, image: &str) -> Result<u64> {
-        let name = format!("runnerx-du-{}", crate::job::random_hex(4));
+    pub(crate) async fn volume_size(&self, volume: &str, image: &str) -> Result<u64> {
+        let name = format!("runnerx-du-{}", crate::gitlab::job::random_hex(4));
         let body = ContainerCreateBody {
             image: Some(image.into()),
             entrypoint: Some(vec!["du".into(), "-sk".into(), "/v".into()]),
@@ -303,7 +311,7 @@ impl Engine {
     }
 
     /// Removes a volume; absent is fine.
-    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+    pub(crate) async fn remove_volume(&self, name: &str) -> Result<()> {
         let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
         match self.docker.remove_volume(name, Some(opts)).await {
             Ok(()) => Ok(()),
@@ -313,7 +321,7 @@ impl Engine {
     }
 
     /// The last `lines` lines of a container's output.
-    pub async fn logs_tail(&self, container: &str, lines: usize) -> String {
+    pub(crate) async fn logs_tail(&self, container: &str, lines: usize) -> String {
         let n = lines.to_string();
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
@@ -329,7 +337,7 @@ impl Engine {
     }
 
     /// Starts `cmd` in `container`, attached, writing `stdin` to it first.
-    pub async fn exec(
+    pub(crate) async fn exec(
         &self,
         container: &str,
         cmd: Vec<String>,
@@ -385,7 +393,7 @@ impl Engine {
     }
 
     /// The exit code of a finished exec (polls briefly while the engine catches up).
-    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<i64> {
+    pub(crate) async fn exec_exit_code(&self, exec_id: &str) -> Result<i64> {
         for _ in 0..50 {
             let r = self
                 .docker
@@ -405,7 +413,7 @@ impl Engine {
     }
 
     /// Runs a short-lived container to completion, removes it, returns its exit code.
-    pub async fn run_oneshot(&self, name: &str, body: ContainerCreateBody) -> Result<i64> {
+    pub(crate) async fn run_oneshot(&self, name: &str, body: ContainerCreateBody) -> Result<i64> {
         self.remove_container(name).await?;
         self.create_container(name, body).await?;
         if let Err(e) = self.start(name).await {
@@ -431,7 +439,11 @@ impl Engine {
     }
 
     /// Runs `cmd` to completion and returns its exit code and combined output.
-    pub async fn exec_capture(&self, container: &str, cmd: Vec<String>) -> Result<(i64, String)> {
+    pub(crate) async fn exec_capture(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+    ) -> Result<(i64, String)> {
         let mut ex = self.exec(container, cmd, None).await?;
         let mut out = String::new();
         while let Some(chunk) = ex.output.next().await {

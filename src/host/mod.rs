@@ -8,12 +8,15 @@
 
 use std::path::Path;
 
-use crate::binfmt::Handler;
+pub(crate) mod binfmt;
+pub(crate) mod lock;
+
 use crate::error::{Error, Result};
+use crate::host::binfmt::Handler;
 
 /// What the host allows, as read from `/proc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// Kernel release (`6.18.44-…`).
     pub kernel: String,
     /// Unprivileged user namespaces can be created (rootless builders).
@@ -23,7 +26,7 @@ pub struct Facts {
 }
 
 /// `6.18.44-fc` → (6, 18).
-pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+pub(crate) fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut it = release.split(|c: char| !c.is_ascii_digit());
     let major = it.next()?.parse().ok()?;
     let minor = it.next()?.parse().ok()?;
@@ -37,7 +40,7 @@ fn read(proc_root: &Path, rel: &str) -> Option<String> {
 }
 
 /// Reads the facts under `proc_root` (normally `/proc`).
-pub fn facts(proc_root: &Path) -> Facts {
+pub(crate) fn facts(proc_root: &Path) -> Facts {
     let kernel = read(proc_root, "sys/kernel/osrelease").unwrap_or_default();
     let userns = if read(proc_root, "sys/user/max_user_namespaces").as_deref() == Some("0") {
         Err("user.max_user_namespaces is 0; set it above 0 (sysctl -w user.max_user_namespaces=15000)".into())
@@ -68,7 +71,7 @@ pub fn facts(proc_root: &Path) -> Facts {
 }
 
 /// States of the host's own QEMU handlers (`binfmt_misc` under `proc_root`).
-pub fn host_handlers(proc_root: &Path, names: &[&str]) -> Vec<(String, Handler)> {
+pub(crate) fn host_handlers(proc_root: &Path, names: &[&str]) -> Vec<(String, Handler)> {
     names
         .iter()
         .map(|n| {
@@ -91,7 +94,7 @@ pub fn host_handlers(proc_root: &Path, names: &[&str]) -> Vec<(String, Handler)>
 
 /// The host's handlers among `names` that rootless builders could not use (missing,
 /// disabled or without F), as `qemu-<name> (<state>)`; empty when all are usable.
-pub fn unusable_host_handlers(names: &[&str]) -> Vec<String> {
+pub(crate) fn unusable_host_handlers(names: &[&str]) -> Vec<String> {
     host_handlers(Path::new("/proc"), names)
         .into_iter()
         .filter(|(_, s)| *s != Handler::Ok)
@@ -101,7 +104,7 @@ pub fn unusable_host_handlers(names: &[&str]) -> Vec<String> {
 
 /// `pid:starttime` of a process from its `/proc/<pid>/stat` text: the start time (in
 /// clock ticks since boot) tells a live process from a later one reusing its pid.
-pub fn lease_from_stat(pid: u32, stat: &str) -> Option<String> {
+pub(crate) fn lease_from_stat(pid: u32, stat: &str) -> Option<String> {
     // Field 2 (comm) may hold spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let start = rest.split_whitespace().nth(19)?;
@@ -110,19 +113,19 @@ pub fn lease_from_stat(pid: u32, stat: &str) -> Option<String> {
 
 /// The lease a builder records at prepare: its parent process (gitlab-runner, which
 /// spawns every stage, or the operator's shell for a manual prepare).
-pub fn parent_lease() -> Option<String> {
+pub(crate) fn parent_lease() -> Option<String> {
     let ppid = std::os::unix::process::parent_id();
     let stat = std::fs::read_to_string(format!("/proc/{ppid}/stat")).ok()?;
     lease_from_stat(ppid, &stat)
 }
 
 /// The pid part of a lease, for messages.
-pub fn lease_pid(lease: &str) -> &str {
+pub(crate) fn lease_pid(lease: &str) -> &str {
     lease.split(':').next().unwrap_or("?")
 }
 
 /// Whether the process a lease names still runs (same pid, same start time).
-pub fn lease_alive(lease: &str) -> bool {
+pub(crate) fn lease_alive(lease: &str) -> bool {
     let Some(pid) = lease.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
         return false;
     };
@@ -133,11 +136,11 @@ pub fn lease_alive(lease: &str) -> bool {
 }
 
 /// Where `runnerx host binfmt` keeps registrations across reboots (systemd-binfmt).
-pub const BINFMT_D: &str = "/etc/binfmt.d";
+pub(crate) const BINFMT_D: &str = "/etc/binfmt.d";
 
 /// The `register` line for `name` from a `qemu-<name>.conf` (qemu-user-static's
 /// `/usr/lib/binfmt.d`), with the `F` flag added when missing.
-pub fn register_line(conf: &str, name: &str) -> Option<String> {
+pub(crate) fn register_line(conf: &str, name: &str) -> Option<String> {
     let line = conf
         .lines()
         .find(|l| l.starts_with(&format!(":qemu-{name}:")))?;
@@ -154,7 +157,7 @@ pub fn register_line(conf: &str, name: &str) -> Option<String> {
 /// F flag (so they work from every container and namespace on kernels without
 /// per-namespace binfmt_misc) and writes them to /etc/binfmt.d for the next boot.
 /// Needs root and the host's qemu-user-static.
-pub fn register_binfmt(names: &[&str], dry_run: bool) -> Result<()> {
+pub(crate) fn register_binfmt(names: &[&str], dry_run: bool) -> Result<()> {
     let proc_root = Path::new("/proc");
     let states = host_handlers(proc_root, names);
     for (name, state) in states {

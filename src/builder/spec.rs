@@ -1,0 +1,848 @@
+//! The per-job DinD builder, as data: pure functions, no I/O.
+//!
+//! Owns the container spec ([`container_body`]), the shell that runs inside the builder
+//! (boot, namespace init, exec wrapper: real `.sh` files next to this one, embedded),
+//! the inner dockerd's `daemon.json`, the tar of files uploaded before start, and the
+//! labels. Everything here is unit- and snapshot-tested; `stages` feeds the results to
+//! `engine`.
+//!
+//! Invariants:
+//! * Host networking, and the inner dockerd listens on a unix socket under a private
+//!   tmpfs `/run` only — never on TCP (the host network would expose it).
+//! * Rootless builders ([`Rights::Rootless`]) get no capability beyond CHOWN, MKNOD,
+//!   SETUID and SETGID; their containerd and dockerd run under RootlessKit in their
+//!   own user, mount and network namespace, so bridges, iptables and binfmt handlers
+//!   never reach the host; every command runnerx runs in them drops to the
+//!   unprivileged user first (`exec.sh`).
+//! * Privileged builders (hosts without user namespaces) run their daemons in a
+//!   network and mount namespace of their own too (unshare + slirp4netns), so no
+//!   builder ever changes the host's links or iptables; jobs there run as root.
+//! * Every container and volume carries `runnerx.job=<id>`.
+//! * No secrets in the container spec: it is visible to `docker inspect`.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountType,
+};
+
+use ipnet::Ipv4Net;
+
+use crate::settings::{Limits, Proxy, Registry};
+use crate::trust;
+
+/// Label every runnerx object carries: the job id.
+pub(crate) const LABEL_JOB: &str = "runnerx.job";
+/// Unix time the object was created (for `gc`).
+pub(crate) const LABEL_CREATED: &str = "runnerx.created";
+/// On a builder: the cache volume it mounts. On a cache volume: its key.
+pub(crate) const LABEL_CACHE: &str = "runnerx.cache";
+/// On a cache volume: the project it belongs to.
+pub(crate) const LABEL_CACHE_PROJECT: &str = "runnerx.cache-project";
+/// The host bridge a builder of an earlier runnerx owns (cleanup and gc still delete
+/// it; builders now have no host bridge).
+pub(crate) const LABEL_BRIDGE: &str = "runnerx.bridge";
+/// On a builder: `pid:starttime` of the process that prepared it (gitlab-runner); gc
+/// never removes a builder whose lease holder still runs.
+pub(crate) const LABEL_LEASE: &str = "runnerx.lease";
+/// On a builder and a cache volume: `rootless` or `privileged`.
+pub(crate) const LABEL_ISOLATION: &str = "runnerx.isolation";
+
+/// The boot script inside the builder.
+pub(crate) const BOOT_SCRIPT_PATH: &str = "/etc/runnerx/boot.sh";
+/// The wrapper every exec goes through.
+pub(crate) const EXEC_PATH: &str = "/etc/runnerx/exec.sh";
+/// The unprivileged user of rootless builders: jobs run as it, and it owns the
+/// namespace the inner dockerd runs in (uid 0 inside). The builder image must have
+/// it (with a subordinate id range in /etc/subuid and /etc/subgid).
+pub(crate) const ROOTLESS_UID: u32 = 1000;
+/// Its home directory (docker config, rootless dockerd's certs.d).
+pub(crate) const ROOTLESS_HOME: &str = "/home/rootless";
+/// Where a rootless builder's inner dockerd listens.
+pub(crate) const ROOTLESS_DOCKER_HOST: &str = "unix:///run/user/1000/docker.sock";
+
+/// Pid 1 of a rootless builder.
+pub(crate) const BOOT_ROOTLESS: &str = include_str!("boot-rootless.sh");
+/// The RootlessKit child: binfmt, hosts, containerd and dockerd in the namespace.
+pub(crate) const NS_INIT: &str = include_str!("ns-init.sh");
+/// Pid 1 of a privileged builder.
+pub(crate) const BOOT_PRIVILEGED: &str = include_str!("boot-privileged.sh");
+/// The exec wrapper (stage scripts, cancellation, readiness, binfmt checks).
+pub(crate) const EXEC_SCRIPT: &str = include_str!("exec.sh");
+/// The seccomp profile of rootless builders: Docker's default profile plus the calls
+/// that create and enter user namespaces and mount inside them (clone/unshare with
+/// namespace flags, setns, mount, pivot_root, the new mount API), with the keyring
+/// calls answering ENOSYS so runc does not fail joining a session keyring. Not
+/// `unconfined`: everything else Docker's default forbids (kexec, modules, bpf,
+/// perf, …) stays forbidden.
+pub(crate) const SECCOMP_PROFILE: &str = include_str!("seccomp.json");
+/// Seconds the inner dockerd gives the job's containers at cleanup before killing them
+/// (its default, 10 s, made every cleanup of a job with a running service take 10 s;
+/// nothing in a builder outlives the job anyway).
+pub(crate) const INNER_SHUTDOWN_SECS: u64 = 2;
+/// Seconds `docker stop` waits for the boot script's teardown.
+pub(crate) const STOP_TIMEOUT_SECS: i64 = 20;
+
+/// The inner dockerd's own networks, from the first two /24s of `builder.subnet_pool`:
+/// its default bridge and the pool for networks jobs create. Every builder has its own
+/// network namespace, so all builders use the same ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InnerNet {
+    /// Default bridge address with prefix, e.g. `10.213.0.1/24`.
+    pub bip: String,
+    /// Base of the pool for networks created inside, e.g. `10.213.1.0/24`.
+    pub pool_base: String,
+}
+
+impl InnerNet {
+    /// The inner networks of `pool` (validated: prefix /23 or shorter).
+    pub(crate) fn of(pool: Ipv4Net) -> InnerNet {
+        let base = u32::from(pool.network());
+        let o = Ipv4Addr::from(base).octets();
+        InnerNet {
+            bip: format!("{}.{}.{}.1/24", o[0], o[1], o[2]),
+            pool_base: format!("{}/24", Ipv4Addr::from(base + 256)),
+        }
+    }
+}
+
+/// What a builder is made of.
+#[derive(Debug, Clone)]
+pub(crate) struct BuilderSpec {
+    /// Job id.
+    pub job_id: String,
+    /// Container name, `runnerx-<id>`.
+    pub name: String,
+    /// Image.
+    pub image: String,
+    /// Rootless: whether the namespace may reach the host's loopback (10.0.2.2).
+    pub host_loopback: bool,
+    /// `host:ip` entries.
+    pub extra_hosts: Vec<String>,
+    /// Unix time of creation (label).
+    pub created: u64,
+    /// Registries to trust and log in to (files only; never in the spec).
+    pub registries: Vec<Registry>,
+    /// Proxy for dockerd, builds and job scripts.
+    pub proxy: Proxy,
+    /// QEMU handlers the boot script registers from the image's binfmt.d (builtin/auto).
+    pub binfmt: Vec<String>,
+    /// The volume mounted at /var/lib/docker.
+    pub data_root: DataRoot,
+    /// The inner dockerd's bridge and network pool.
+    pub inner_net: InnerNet,
+    /// Resource limits of the whole builder (jobs, dockerd, inner containers).
+    pub limits: Limits,
+    /// The lease label (see [`LABEL_LEASE`]).
+    pub lease: Option<String>,
+}
+
+/// The volume a builder mounts at /var/lib/docker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DataRoot {
+    /// The job's own volume (job label; removed at cleanup).
+    Job(String),
+    /// A project cache volume (no job label; kept). `warm`: it holds an earlier job's data.
+    Cache {
+        /// Volume name, also the builder's `runnerx.cache` label.
+        name: String,
+        /// Whether it existed already.
+        warm: bool,
+    },
+}
+
+impl DataRoot {
+    /// The volume's name.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            DataRoot::Job(n) | DataRoot::Cache { name: n, .. } => n,
+        }
+    }
+}
+
+impl BuilderSpec {
+    /// Labels for the container.
+    pub(crate) fn labels(&self, rights: Rights) -> HashMap<String, String> {
+        let mut l = job_labels(&self.job_id, self.created);
+        l.insert(LABEL_ISOLATION.into(), rights.isolation().into());
+        if let Some(lease) = &self.lease {
+            l.insert(LABEL_LEASE.into(), lease.clone());
+        }
+        if let DataRoot::Cache { name, .. } = &self.data_root {
+            l.insert(LABEL_CACHE.into(), name.clone());
+        }
+        l
+    }
+}
+
+/// The `runnerx.created` label as Unix seconds (0 when missing or unreadable, i.e. old).
+pub(crate) fn created_of(labels: &HashMap<String, String>) -> u64 {
+    labels
+        .get(LABEL_CREATED)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Name of a job's `/var/lib/docker` volume.
+pub(crate) fn volume_name(job_id: &str) -> String {
+    format!("runnerx-{job_id}-docker")
+}
+
+/// Name of a project's cache volume in `slot`.
+pub(crate) fn cache_volume_name(project: &str, slot: u32) -> String {
+    format!("runnerx-cache-p{project}-{slot}")
+}
+
+/// The labels of a cache volume: no job label, so cleanup keeps it. `isolation`:
+/// whose uid map its files carry (a rootless namespace cannot use root-owned files).
+pub(crate) fn cache_labels(
+    project: &str,
+    key: &str,
+    created: u64,
+    isolation: &str,
+) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_CACHE.to_string(), key.to_string()),
+        (LABEL_CACHE_PROJECT.to_string(), project.to_string()),
+        (LABEL_CREATED.to_string(), created.to_string()),
+        (LABEL_ISOLATION.to_string(), isolation.to_string()),
+    ])
+}
+
+/// The labels every object of a job carries.
+pub(crate) fn job_labels(job_id: &str, created: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_JOB.to_string(), job_id.to_string()),
+        (LABEL_CREATED.to_string(), created.to_string()),
+    ])
+}
+
+/// How the builder gets its rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rights {
+    /// Four capabilities, runnerx's seccomp profile, inner daemons under RootlessKit,
+    /// jobs as the unprivileged user.
+    Rootless,
+    /// `--privileged`.
+    Privileged,
+    /// The explicit-capabilities form that works where `--privileged` is refused
+    /// (on VMs whose bounding set lacks it): all caps but SYS_RESOURCE, no seccomp/apparmor, no
+    /// masked paths, all devices, host cgroup namespace with a writable cgroupfs.
+    Capabilities,
+}
+
+impl Rights {
+    /// The `runnerx.isolation` label value.
+    pub(crate) fn isolation(self) -> &'static str {
+        match self {
+            Rights::Rootless => "rootless",
+            Rights::Privileged | Rights::Capabilities => "privileged",
+        }
+    }
+}
+
+/// The container create body for a builder.
+pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCreateBody {
+    let mut mounts = vec![Mount {
+        typ: Some(MountType::VOLUME),
+        source: Some(spec.data_root.name().to_string()),
+        target: Some("/var/lib/docker".into()),
+        ..Default::default()
+    }];
+    let mut host = HostConfig {
+        network_mode: Some("host".into()),
+        // A private /run: the inner docker and containerd sockets and pid files never
+        // meet another builder's.
+        tmpfs: Some(HashMap::from([("/run".into(), "rw,exec,mode=755".into())])),
+        extra_hosts: Some(spec.extra_hosts.clone()).filter(|h| !h.is_empty()),
+        ..Default::default()
+    };
+    let mut env = None;
+    match rights {
+        Rights::Rootless => {
+            // What the rootless builder needs, nothing more: SETUID/SETGID for
+            // newuidmap/newgidmap and the drop to the user, CHOWN for the user's
+            // runtime dir and data root, MKNOD for /dev/net/tun (Docker's default
+            // device rules allow c 10:200). No NET_ADMIN, no SYS_ADMIN.
+            host.cap_drop = Some(vec!["ALL".into()]);
+            host.cap_add = Some(
+                ["CHOWN", "MKNOD", "SETUID", "SETGID"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            host.security_opt = Some(vec![
+                format!("seccomp={SECCOMP_PROFILE}"),
+                // A no-op without AppArmor; Ubuntu's docker-default profile denies
+                // the mounts RootlessKit makes.
+                "apparmor=unconfined".into(),
+            ]);
+            // systempaths=unconfined: inner `docker run` mounts a fresh proc, which
+            // the kernel refuses while masked paths cover /proc. It leaves /proc/sys
+            // writable by the builder's uid 0, which is why no job runs as it.
+            host.masked_paths = Some(vec![]);
+            host.readonly_paths = Some(vec![]);
+            env = Some(vec![format!("DOCKER_HOST={ROOTLESS_DOCKER_HOST}")]);
+        }
+        Rights::Privileged => host.privileged = Some(true),
+        Rights::Capabilities => {
+            host.cap_add = Some(vec!["ALL".into()]);
+            host.cap_drop = Some(vec!["SYS_RESOURCE".into()]);
+            host.security_opt = Some(vec![
+                "seccomp=unconfined".into(),
+                "apparmor=unconfined".into(),
+            ]);
+            // `--security-opt systempaths=unconfined` is a CLI flag; on the API it is
+            // empty masked and read-only path lists.
+            host.masked_paths = Some(vec![]);
+            host.readonly_paths = Some(vec![]);
+            host.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
+            host.cgroupns_mode = Some(HostConfigCgroupnsModeEnum::HOST);
+            mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: Some("/sys/fs/cgroup".into()),
+                target: Some("/sys/fs/cgroup".into()),
+                read_only: Some(false),
+                ..Default::default()
+            });
+        }
+    }
+    host.mounts = Some(mounts);
+    if spec.limits.memory > 0 {
+        let m = i64::try_from(spec.limits.memory).unwrap_or(i64::MAX);
+        host.memory = Some(m);
+        host.memory_swap = Some(m);
+    }
+    host.nano_cpus = spec.limits.cpus.map(|c| (c * 1e9) as i64);
+    host.pids_limit = Some(spec.limits.pids);
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: Some(vec!["/bin/sh".into()]),
+        cmd: Some(vec![BOOT_SCRIPT_PATH.into()]),
+        env,
+        labels: Some(spec.labels(rights)),
+        stop_signal: Some("SIGTERM".into()),
+        stop_timeout: Some(STOP_TIMEOUT_SECS),
+        host_config: Some(host),
+        ..Default::default()
+    }
+}
+
+/// The inner dockerd's configuration: unix socket only, own bridge and address pool,
+/// containerd image store (multi-platform images with the `docker` buildx driver),
+/// plus registry options (insecure registries, Hub mirrors) and proxies.
+///
+/// Rootless: the socket under the user's runtime dir. The data root is the builder's
+/// volume; the default bridge and pools are [`InnerNet`] (the operator keeps them
+/// clear of addresses builds must reach).
+pub(crate) fn daemon_json(spec: &BuilderSpec, rights: Rights) -> String {
+    let host = if rights == Rights::Rootless {
+        ROOTLESS_DOCKER_HOST
+    } else {
+        "unix:///var/run/docker.sock"
+    };
+    let mut v = serde_json::json!({
+        "hosts": [host],
+        "data-root": "/var/lib/docker",
+        "bip": spec.inner_net.bip,
+        "default-address-pools": [{"base": spec.inner_net.pool_base, "size": 28}],
+        "features": {"containerd-snapshotter": true},
+        "shutdown-timeout": INNER_SHUTDOWN_SECS,
+    });
+    if let serde_json::Value::Object(m) = &mut v {
+        m.extend(trust::daemon_options(&spec.registries, &spec.proxy));
+    }
+    serde_json::to_string_pretty(&v).expect("static JSON") + "\n"
+}
+
+/// Values the boot scripts and the exec wrapper source (`/etc/runnerx/boot.env`).
+pub(crate) fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
+    let mut env = format!(
+        "RUNNERX_BINFMT=\"{}\"\nRUNNERX_HOST_LOOPBACK={}\n",
+        spec.binfmt.join(" "),
+        u8::from(spec.host_loopback)
+    );
+    if rights == Rights::Rootless {
+        env.push_str(&format!("RUNNERX_UID={ROOTLESS_UID}\n"));
+    } else {
+        env.push_str(&format!(
+            "RUNNERX_CGROUP_NEST={}\n",
+            u8::from(rights == Rights::Privileged)
+        ));
+    }
+    env
+}
+
+/// Name of the buildx builder runnerx creates for the docker-container driver.
+pub(crate) const BUILDX_BUILDER: &str = "runnerx";
+
+/// `docker buildx create` for the docker-container driver: the rendered buildkitd.toml
+/// (registry CAs, mirrors), host networking (resolves registries as the builder does),
+/// a pinned BuildKit image, the configured platforms, and `--use` so plain
+/// `docker buildx build` in job scripts picks it.
+pub(crate) fn buildx_create_cmd(
+    buildkit_image: &str,
+    platforms: &[crate::settings::Platform],
+) -> Vec<String> {
+    let platforms = platforms
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    [
+        "docker",
+        "buildx",
+        "create",
+        "--name",
+        BUILDX_BUILDER,
+        "--driver",
+        "docker-container",
+        "--driver-opt",
+        "network=host",
+        "--driver-opt",
+        &format!("image={buildkit_image}"),
+        "--buildkitd-config",
+        trust::BUILDKITD_TOML,
+        "--platform",
+        &platforms,
+        "--use",
+        "--bootstrap",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect()
+}
+
+/// Config for the containerd the boot script starts: no CRI plugin (Kubernetes only).
+pub(crate) const CONTAINERD_TOML: &str =
+    "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n";
+
+/// `exec.sh <cmd> <args…>`: how runnerx runs anything in a builder.
+fn wrapped(cmd: &str, args: impl IntoIterator<Item = String>) -> Vec<String> {
+    ["bash", EXEC_PATH, cmd]
+        .map(String::from)
+        .into_iter()
+        .chain(args)
+        .collect()
+}
+
+/// Command that succeeds once the inner dockerd answers, polling for up to `secs`.
+/// One exec for the whole wait instead of one per poll: an exec costs tens of ms.
+pub(crate) fn wait_ready_cmd(secs: u64) -> Vec<String> {
+    wrapped("ready", [secs.to_string()])
+}
+
+/// `cmd` run as the job user (rootless) or as is (privileged).
+pub(crate) fn user_cmd(cmd: Vec<String>) -> Vec<String> {
+    wrapped("do", cmd)
+}
+
+/// Prints `<name> ok|missing|disabled|nof` per QEMU handler, as the inner dockerd
+/// sees them (inside the namespace for rootless builders).
+pub(crate) fn binfmt_check_cmd(names: &[&str]) -> Vec<String> {
+    wrapped("binfmt", names.iter().map(|n| (*n).to_string()))
+}
+
+/// The files uploaded into a created builder before it starts (tar, rooted at `/`).
+/// Holds registry secrets (credentials, client keys) in 0600 files: files are the one
+/// channel `docker inspect` does not show.
+pub(crate) fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
+    let boot = if rights == Rights::Rootless {
+        BOOT_ROOTLESS
+    } else {
+        BOOT_PRIVILEGED
+    };
+    let mut files: Vec<trust::File> = vec![
+        (
+            "etc/runnerx/boot.sh".into(),
+            boot.as_bytes().to_vec(),
+            0o755,
+        ),
+        (
+            "etc/runnerx/boot.env".into(),
+            boot_env(spec, rights).into_bytes(),
+            0o644,
+        ),
+        (
+            "etc/runnerx/daemon.json".into(),
+            daemon_json(spec, rights).into_bytes(),
+            0o644,
+        ),
+        (
+            EXEC_PATH.trim_start_matches('/').into(),
+            EXEC_SCRIPT.as_bytes().to_vec(),
+            0o755,
+        ),
+        (
+            "etc/runnerx/containerd.toml".into(),
+            CONTAINERD_TOML.as_bytes().to_vec(),
+            0o644,
+        ),
+        (
+            "etc/runnerx/ns-init.sh".into(),
+            NS_INIT.as_bytes().to_vec(),
+            0o755,
+        ),
+    ];
+    let home = (rights == Rights::Rootless).then_some(ROOTLESS_HOME);
+    files.extend(trust::files(&spec.registries, &spec.proxy, home));
+    let refs: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(p, c, m)| (p.as_str(), c.as_slice(), *m))
+        .collect();
+    let user = home.map(|h| (h.trim_start_matches('/'), ROOTLESS_UID));
+    tar_owned(&refs, user)
+}
+
+/// An uncompressed tar of `(path, content, mode)` entries owned by root, except that entries under `user.0` (a home directory, relative) belong to
+/// uid/gid `user.1`, with their parent directories (0700) in the tar too: the builder's
+/// root cannot chown inside a 0700 home it may not enter (no CAP_DAC_OVERRIDE), and the
+/// engine keeps a tar's ownership on upload.
+fn tar_owned(files: &[(&str, &[u8], u32)], user: Option<(&str, u32)>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs_done = std::collections::BTreeSet::new();
+    let header = |size: u64, mode: u32, uid: u32, kind: tar::EntryType| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(uid.into());
+        h.set_gid(uid.into());
+        h.set_mtime(0);
+        h.set_entry_type(kind);
+        h
+    };
+    for (path, data, mode) in files {
+        let mut uid = 0;
+        if let Some((home, owner)) = user
+            && let Some(rest) = path.strip_prefix(home).and_then(|r| r.strip_prefix('/'))
+        {
+            uid = owner;
+            // Every directory between the home and the file, outermost first.
+            let mut dir = home.to_string();
+            let parents = rest.rsplit_once('/').map_or("", |(d, _)| d);
+            for part in parents.split('/').filter(|p| !p.is_empty()) {
+                dir = format!("{dir}/{part}");
+                if dirs_done.insert(dir.clone()) {
+                    let mut h = header(0, 0o700, owner, tar::EntryType::Directory);
+                    b.append_data(&mut h, format!("{dir}/"), std::io::empty())
+                        .expect("writing a tar to memory cannot fail");
+                }
+            }
+        }
+        let mut h = header(data.len() as u64, *mode, uid, tar::EntryType::Regular);
+        b.append_data(&mut h, path, *data)
+            .expect("writing a tar to memory cannot fail");
+    }
+    b.into_inner().expect("writing a tar to memory cannot fail")
+}
+
+/// Runs a stage script inside the builder without leaving a copy of it there.
+///
+/// The script (it holds the job token) arrives on stdin, length-prefixed by the
+/// length argument, and is read through a pipe by `exec.sh run`: it is never written
+/// to the container's filesystem. `setsid` gives the script its own process group so
+/// cancellation can signal the whole tree, as gitlab-runner does with `kill(-pid)`;
+/// its pid goes to `/run/runnerx/<token>.pid`. The script's own stdin is /dev/null.
+pub(crate) fn exec_wrapper(script_len: usize, token: &str) -> Vec<String> {
+    wrapped("run", [script_len.to_string(), token.to_string()])
+}
+
+/// Sends `signal` to the process group of the script started with `token`.
+/// Waits briefly for the pid file, which the wrapper writes right after starting.
+pub(crate) fn kill_cmd(token: &str, signal: &str) -> Vec<String> {
+    wrapped("kill", [token.to_string(), signal.to_string()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Ipv4Net {
+        "10.213.0.0/16".parse().unwrap()
+    }
+
+    fn spec() -> BuilderSpec {
+        BuilderSpec {
+            job_id: "42".into(),
+            name: "runnerx-42".into(),
+            image: "runnerx-builder:local".into(),
+            host_loopback: false,
+            extra_hosts: vec!["registry.test:127.0.0.1".into()],
+            created: 1_700_000_000,
+            registries: vec![],
+            proxy: Proxy::default(),
+            binfmt: vec!["aarch64".into()],
+            data_root: DataRoot::Job(volume_name("42")),
+            inner_net: InnerNet::of(pool()),
+            limits: Limits {
+                memory: 8 << 30,
+                cpus: Some(1.5),
+                pids: 16384,
+            },
+            lease: Some("77:1234".into()),
+        }
+    }
+
+    #[test]
+    fn rootless_socket_belongs_to_the_rootless_uid() {
+        assert_eq!(
+            ROOTLESS_DOCKER_HOST,
+            format!("unix:///run/user/{ROOTLESS_UID}/docker.sock")
+        );
+    }
+
+    #[test]
+    fn inner_networks_are_the_first_two_24s_of_the_pool() {
+        let a = InnerNet::of(pool());
+        assert_eq!(a.bip, "10.213.0.1/24");
+        assert_eq!(a.pool_base, "10.213.1.0/24");
+        let small = InnerNet::of("192.168.8.0/23".parse().unwrap());
+        assert_eq!(small.bip, "192.168.8.1/24");
+        assert_eq!(small.pool_base, "192.168.9.0/24");
+    }
+
+    #[test]
+    fn privileged_spec_is_host_network_private_run_and_labelled() {
+        let body = container_body(&spec(), Rights::Privileged);
+        let v = serde_json::to_value(&body).unwrap();
+        let h = &v["HostConfig"];
+        assert_eq!(h["NetworkMode"], "host");
+        assert_eq!(h["Privileged"], true);
+        assert_eq!(h["Tmpfs"]["/run"], "rw,exec,mode=755");
+        assert_eq!(h["ExtraHosts"][0], "registry.test:127.0.0.1");
+        assert_eq!(h["Mounts"][0]["Source"], "runnerx-42-docker");
+        assert_eq!(h["Mounts"][0]["Target"], "/var/lib/docker");
+        assert!(h.get("CapAdd").is_none());
+        assert_eq!(v["Labels"]["runnerx.job"], "42");
+        assert!(v["Labels"].get("runnerx.bridge").is_none());
+        assert_eq!(v["Cmd"][0], BOOT_SCRIPT_PATH);
+        // Nothing that could carry a secret or expose the daemon.
+        assert!(v.get("Env").is_none());
+        assert!(!v.to_string().contains("tcp://"));
+    }
+
+    #[test]
+    fn capabilities_spec_matches_the_measured_fallback() {
+        let v = serde_json::to_value(container_body(&spec(), Rights::Capabilities)).unwrap();
+        let h = &v["HostConfig"];
+        assert!(h.get("Privileged").is_none());
+        assert_eq!(h["CapAdd"], serde_json::json!(["ALL"]));
+        assert_eq!(h["CapDrop"], serde_json::json!(["SYS_RESOURCE"]));
+        assert_eq!(h["MaskedPaths"], serde_json::json!([]));
+        assert_eq!(h["ReadonlyPaths"], serde_json::json!([]));
+        assert_eq!(h["DeviceCgroupRules"], serde_json::json!(["a *:* rwm"]));
+        assert_eq!(h["CgroupnsMode"], "host");
+        assert_eq!(h["Mounts"][1]["Target"], "/sys/fs/cgroup");
+    }
+
+    #[test]
+    fn cache_volumes_carry_no_job_label() {
+        let l = cache_labels("77", "runnerx-cache-p77-0", 1, "rootless");
+        assert_eq!(l[LABEL_ISOLATION], "rootless");
+        assert!(!l.contains_key(LABEL_JOB));
+        assert_eq!(l[LABEL_CACHE_PROJECT], "77");
+        let mut s = spec();
+        s.data_root = DataRoot::Cache {
+            name: cache_volume_name("77", 0),
+            warm: false,
+        };
+        let v = serde_json::to_value(container_body(&s, Rights::Privileged)).unwrap();
+        assert_eq!(
+            v["HostConfig"]["Mounts"][0]["Source"],
+            "runnerx-cache-p77-0"
+        );
+        assert_eq!(v["Labels"]["runnerx.cache"], "runnerx-cache-p77-0");
+        assert_eq!(v["Labels"]["runnerx.job"], "42");
+    }
+
+    #[test]
+    fn privileged_daemon_json_uses_the_unix_socket_and_the_pool() {
+        let v: serde_json::Value =
+            serde_json::from_str(&daemon_json(&spec(), Rights::Privileged)).unwrap();
+        assert_eq!(
+            v["hosts"],
+            serde_json::json!(["unix:///var/run/docker.sock"])
+        );
+        assert!(v.get("bridge").is_none());
+        assert_eq!(v["bip"], "10.213.0.1/24");
+        assert_eq!(v["default-address-pools"][0]["base"], "10.213.1.0/24");
+        assert_eq!(v["features"]["containerd-snapshotter"], true);
+    }
+
+    #[test]
+    fn bundle_holds_boot_files() {
+        let tar_bytes = bundle(&spec(), Rights::Capabilities);
+        let mut a = tar::Archive::new(tar_bytes.as_slice());
+        let mut seen = vec![];
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            if path.ends_with("boot.env") {
+                assert!(!s.contains("RUNNERX_BRIDGE"));
+                assert!(!s.contains("RUNNERX_UID"));
+                assert!(s.contains("RUNNERX_CGROUP_NEST=0\n"));
+                assert!(s.contains("RUNNERX_BINFMT=\"aarch64\"\n"), "{s}");
+            }
+            seen.push(path);
+        }
+        assert_eq!(
+            &seen[..3],
+            [
+                "etc/runnerx/boot.sh",
+                "etc/runnerx/boot.env",
+                "etc/runnerx/daemon.json"
+            ]
+        );
+        assert!(
+            seen.contains(&"etc/buildkit/buildkitd.toml".to_string()),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn buildx_create_uses_rendered_config_host_network_and_pinned_image() {
+        let platforms: Vec<_> = ["linux/amd64", "linux/arm64"]
+            .iter()
+            .map(|p| p.parse::<crate::settings::Platform>().unwrap())
+            .collect();
+        let cmd =
+            buildx_create_cmd("harbor.example.com/mirror/buildkit:v0.23.2", &platforms).join(" ");
+        assert_eq!(
+            cmd,
+            "docker buildx create --name runnerx --driver docker-container --driver-opt network=host \
+             --driver-opt image=harbor.example.com/mirror/buildkit:v0.23.2 \
+             --buildkitd-config /etc/buildkit/buildkitd.toml --platform linux/amd64,linux/arm64 --use --bootstrap"
+        );
+    }
+
+    fn rootless_spec() -> BuilderSpec {
+        BuilderSpec {
+            host_loopback: true,
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn rootless_spec_adds_four_capabilities_and_its_own_seccomp_profile() {
+        let v = serde_json::to_value(container_body(&rootless_spec(), Rights::Rootless)).unwrap();
+        let h = &v["HostConfig"];
+        assert_eq!(h["NetworkMode"], "host");
+        assert!(h.get("Privileged").is_none());
+        assert_eq!(h["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(
+            h["CapAdd"],
+            serde_json::json!(["CHOWN", "MKNOD", "SETUID", "SETGID"])
+        );
+        let opts: Vec<&str> = h["SecurityOpt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        let seccomp = opts
+            .iter()
+            .find_map(|o| o.strip_prefix("seccomp="))
+            .expect("a seccomp profile");
+        assert_ne!(seccomp, "unconfined");
+        let profile: serde_json::Value = serde_json::from_str(seccomp).unwrap();
+        assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+        // No host cgroups, no devices, no bridge.
+        assert!(h.get("DeviceCgroupRules").is_none());
+        assert_eq!(h["Memory"], 8i64 << 30);
+        assert_eq!(h["MemorySwap"], 8i64 << 30);
+        assert_eq!(h["NanoCpus"], 1_500_000_000i64);
+        assert_eq!(h["PidsLimit"], 16384);
+        assert!(h.get("CgroupnsMode").is_none());
+        assert_eq!(h["Mounts"].as_array().unwrap().len(), 1);
+        assert!(v["Labels"].get("runnerx.bridge").is_none());
+        assert_eq!(v["Labels"]["runnerx.isolation"], "rootless");
+        assert_eq!(v["Labels"]["runnerx.lease"], "77:1234");
+        assert_eq!(
+            v["Env"],
+            serde_json::json!(["DOCKER_HOST=unix:///run/user/1000/docker.sock"])
+        );
+    }
+
+    #[test]
+    fn rootless_daemon_json_and_boot_files() {
+        let v: serde_json::Value =
+            serde_json::from_str(&daemon_json(&rootless_spec(), Rights::Rootless)).unwrap();
+        assert_eq!(v["hosts"], serde_json::json!([ROOTLESS_DOCKER_HOST]));
+        assert_eq!(v["data-root"], "/var/lib/docker");
+        assert_eq!(v["bip"], "10.213.0.1/24");
+        assert!(v.get("bridge").is_none());
+        let env = boot_env(&rootless_spec(), Rights::Rootless);
+        assert!(env.contains("RUNNERX_UID=1000\n"), "{env}");
+        assert!(env.contains("RUNNERX_HOST_LOOPBACK=1\n"), "{env}");
+        assert!(!env.contains("BRIDGE"), "{env}");
+        let tar_bytes = bundle(&rootless_spec(), Rights::Rootless);
+        let mut a = tar::Archive::new(tar_bytes.as_slice());
+        let mut boot = String::new();
+        let mut paths = vec![];
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            if path == "etc/runnerx/boot.sh" {
+                std::io::Read::read_to_string(&mut e, &mut boot).unwrap();
+            }
+            paths.push(path);
+        }
+        assert!(
+            boot.contains("rootlesskit"),
+            "rootless boot script expected"
+        );
+        assert!(paths.contains(&"etc/runnerx/ns-init.sh".to_string()));
+        assert!(paths.contains(&"etc/runnerx/exec.sh".to_string()));
+    }
+
+    #[test]
+    fn files_in_the_users_home_belong_to_the_user() {
+        let tar_bytes = tar_owned(
+            &[
+                ("etc/x", b"a", 0o644),
+                ("home/u/.docker/config.json", b"{}", 0o600),
+                ("home/u/.config/docker/certs.d/r:1/ca.crt", b"c", 0o644),
+            ],
+            Some(("home/u", 1000)),
+        );
+        let mut a = tar::Archive::new(tar_bytes.as_slice());
+        let got: Vec<(String, u64)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path()
+                        .unwrap()
+                        .display()
+                        .to_string()
+                        .trim_end_matches('/')
+                        .to_string(),
+                    e.header().uid().unwrap(),
+                )
+            })
+            .collect();
+        let owner = |p: &str| got.iter().find(|(q, _)| q == p).map(|(_, u)| *u);
+        assert_eq!(owner("etc/x"), Some(0));
+        assert_eq!(owner("home/u/.docker"), Some(1000));
+        assert_eq!(owner("home/u/.docker/config.json"), Some(1000));
+        assert_eq!(owner("home/u/.config/docker/certs.d/r:1"), Some(1000));
+        assert_eq!(
+            owner("home/u/.config/docker/certs.d/r:1/ca.crt"),
+            Some(1000)
+        );
+        assert_eq!(owner("home/u"), None, "the home itself is the image's");
+    }
+
+    #[test]
+    fn exec_wrapper_never_puts_the_script_in_argv() {
+        let cmd = exec_wrapper(1234, "tok");
+        assert_eq!(cmd, ["bash", EXEC_PATH, "run", "1234", "tok"]);
+        assert!(EXEC_SCRIPT.contains("head -c \"$len\""));
+        assert!(EXEC_SCRIPT.contains("setsid"));
+        // Rootless: the wrapper drops to the user for good before anything else.
+        assert!(EXEC_SCRIPT.contains("--no-new-privs"));
+    }
+}

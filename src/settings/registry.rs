@@ -1,0 +1,310 @@
+//! `[[registries]]` and `[proxy]`: which registries builders trust and log in to,
+//! and the proxy their jobs use. Secrets (passwords, client keys) are read here from
+//! runnerx's own environment or files and wrapped in [`Secret`], which never prints.
+
+use std::path::{Path, PathBuf};
+
+use super::raw::{RawProxy, RawRegistry};
+use super::values::Invalid;
+use crate::env::Env;
+use crate::error::{Error, Result};
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub(crate) fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The value, for the few places that must send or write it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Login for a registry.
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: Secret,
+}
+
+/// PEM material read at validation time, so a bad file fails before any job runs.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientIdentity {
+    /// Client certificate PEM.
+    pub cert_pem: String,
+    /// Client key PEM.
+    pub key_pem: Secret,
+}
+
+/// A validated registry entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Registry {
+    /// `host[:port]`.
+    pub host: String,
+    /// CA bundle PEM, if any.
+    pub ca_pem: Option<String>,
+    /// Where the CA came from.
+    pub ca_file: Option<PathBuf>,
+    /// mTLS identity, if any.
+    pub client: Option<ClientIdentity>,
+    /// Login, if any.
+    pub credentials: Option<Credentials>,
+    /// HTTPS without verification.
+    pub insecure: bool,
+    /// Plain HTTP.
+    pub http: bool,
+    /// Registries this one mirrors.
+    pub mirror_for: Vec<String>,
+    /// Repository doctor checks push permission on.
+    pub check_repository: Option<String>,
+}
+
+impl Registry {
+    /// `https` or `http`.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.http { "http" } else { "https" }
+    }
+}
+
+/// Validated proxy settings (all optional). Proxy URLs may carry `user:password@`, so
+/// `Debug` masks that part.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct Proxy {
+    /// HTTP proxy URL.
+    pub http_proxy: Option<String>,
+    /// HTTPS proxy URL.
+    pub https_proxy: Option<String>,
+    /// Comma-separated exclusions.
+    pub no_proxy: Option<String>,
+}
+
+/// `http://user:pass@proxy:3128` → `http://***@proxy:3128`.
+pub(crate) fn mask_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = |v: &Option<String>| v.as_deref().map(mask_userinfo);
+        f.debug_struct("Proxy")
+            .field("http_proxy", &m(&self.http_proxy))
+            .field("https_proxy", &m(&self.https_proxy))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// Whether any proxy is set.
+    pub(crate) fn is_set(&self) -> bool {
+        self.http_proxy.is_some() || self.https_proxy.is_some()
+    }
+}
+
+pub(crate) fn validate_registry(
+    i: usize,
+    r: RawRegistry,
+    file: &str,
+    env: &Env,
+) -> Result<Registry> {
+    let key = |k: &str| format!("registries[{i}].{k} (in {file})");
+    let bad = |k: &str, m: String| Error::Settings(format!("{} {m}", key(k)));
+    let host = r.host.ok_or_else(|| {
+        bad(
+            "host",
+            "is missing; write the registry as in image references, e.g. \"harbor.example.com\""
+                .into(),
+        )
+    })?;
+    validate_registry_host(&host).map_err(|m| bad("host", format!("{host:?} {m}")))?;
+    let read = |k: &str, p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| {
+            bad(
+                k,
+                format!(
+                    "{}: {e}; fix the path or the file's permissions",
+                    p.display()
+                ),
+            )
+        })
+    };
+    let ca_pem = match &r.ca_file {
+        Some(p) => {
+            let pem = read("ca_file", p)?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(bad(
+                    "ca_file",
+                    format!(
+                        "{} holds no PEM certificate; give the CA certificate (ca.crt), not a key or DER file",
+                        p.display()
+                    ),
+                ));
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    let client = match (&r.client_cert_file, &r.client_key_file) {
+        (Some(c), Some(k)) => {
+            let cert_pem = read("client_cert_file", c)?;
+            let key_pem = read("client_key_file", k)?;
+            if !key_pem.contains("PRIVATE KEY-----") {
+                return Err(bad(
+                    "client_key_file",
+                    format!("{} holds no PEM private key", k.display()),
+                ));
+            }
+            Some(ClientIdentity {
+                cert_pem,
+                key_pem: Secret::new(key_pem),
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad(
+                "client_key_file",
+                "is missing; mTLS needs both client_cert_file and client_key_file".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "client_cert_file",
+                "is missing; mTLS needs both client_cert_file and client_key_file".into(),
+            ));
+        }
+    };
+    let password = match (&r.password_env, &r.password_file) {
+        (Some(_), Some(_)) => return Err(bad("password_env", "and password_file are both set; keep one".into())),
+        (Some(var), None) => Some(Secret::new(env.non_empty(var).ok_or_else(|| {
+            bad("password_env", format!("names {var}, which is not set in runnerx's environment; set it for gitlab-runner (e.g. its systemd unit) or use password_file"))
+        })?)),
+        (None, Some(p)) => {
+            let text = read("password_file", p)?;
+            let pw = text.trim_end_matches(['\n', '\r']).to_string();
+            if pw.is_empty() {
+                return Err(bad("password_file", format!("{} is empty", p.display())));
+            }
+            Some(Secret::new(pw))
+        }
+        (None, None) => None,
+    };
+    let credentials = match (r.username, password) {
+        (Some(username), Some(password)) if !username.is_empty() => {
+            Some(Credentials { username, password })
+        }
+        (Some(_), None) => {
+            return Err(bad(
+                "password_env",
+                "is missing: username is set but no password_env or password_file".into(),
+            ));
+        }
+        (None, Some(_)) | (Some(_), Some(_)) => {
+            return Err(bad(
+                "username",
+                "is missing: a password is set but no username".into(),
+            ));
+        }
+        (None, None) => None,
+    };
+    if r.insecure && r.http {
+        return Err(bad("insecure", "and http are both true; use http = true for plain HTTP or insecure = true for HTTPS without verification".into()));
+    }
+    for m in &r.mirror_for {
+        validate_registry_host(m).map_err(|e| bad("mirror_for", format!("entry {m:?} {e}")))?;
+    }
+    if let Some(repo) = &r.check_repository {
+        let ok = !repo.is_empty()
+            && repo.split('/').all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            });
+        if !ok {
+            return Err(bad(
+                "check_repository",
+                format!("{repo:?} is not a repository path such as \"ci/app\""),
+            ));
+        }
+    }
+    Ok(Registry {
+        host,
+        ca_pem,
+        ca_file: r.ca_file,
+        client,
+        credentials,
+        insecure: r.insecure,
+        http: r.http,
+        mirror_for: r.mirror_for,
+        check_repository: r.check_repository,
+    })
+}
+
+/// `host[:port]`: no scheme, no path, no credentials.
+pub(crate) fn validate_registry_host(host: &str) -> Result<(), Invalid> {
+    if host.contains("://") {
+        return Err(Invalid::new(
+            "has a scheme; write host[:port] only, e.g. \"harbor.example.com\"",
+        ));
+    }
+    if host.contains('/') || host.contains('@') {
+        return Err(Invalid::new("must be host[:port] only (no path, no user)"));
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(Invalid::new("has an invalid host name"));
+    }
+    if let Some(p) = port {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or(Invalid::new("has an invalid port"))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_proxy(p: RawProxy, file: &str) -> Result<Proxy> {
+    for (k, v) in [
+        ("http_proxy", &p.http_proxy),
+        ("https_proxy", &p.https_proxy),
+    ] {
+        if let Some(v) = v
+            && !(v.starts_with("http://")
+                || v.starts_with("https://")
+                || v.starts_with("socks5://"))
+        {
+            return Err(Error::Settings(format!(
+                "proxy.{k} (in {file}) must be a URL such as \"http://proxy.example.com:3128\""
+            )));
+        }
+    }
+    Ok(Proxy {
+        http_proxy: p.http_proxy.filter(|s| !s.is_empty()),
+        https_proxy: p.https_proxy.filter(|s| !s.is_empty()),
+        no_proxy: p.no_proxy.filter(|s| !s.is_empty()),
+    })
+}
