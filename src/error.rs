@@ -8,6 +8,9 @@
 
 use std::path::PathBuf;
 
+pub use crate::gitlab::pipeline::PipelineError;
+pub use crate::registry::RegistryError;
+
 /// Whose failure it is; decides the exit code GitLab sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -17,7 +20,8 @@ pub enum Fault {
     System,
 }
 
-/// Everything that can go wrong in runnerx.
+/// Everything that can go wrong in runnerx: one variant per thing that failed, so the
+/// exit code ([`Error::fault`]) follows from what failed, never from a message.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The job's script exited non-zero; `code` goes to `$BUILD_EXIT_CODE_FILE`.
@@ -54,6 +58,30 @@ pub enum Error {
         source: bollard::errors::Error,
     },
 
+    /// The Docker engine cannot be reached, or answered in a way runnerx cannot use.
+    #[error("docker: {0}")]
+    Engine(String),
+
+    /// The builder image is not there and may not or could not be pulled.
+    #[error("builder image: {0}")]
+    BuilderImage(String),
+
+    /// The host or the engine cannot give the isolation the settings ask for.
+    #[error("isolation: {0}")]
+    Isolation(String),
+
+    /// The builder did not boot: its inner dockerd never answered, or it exited.
+    #[error("builder boot: {0}")]
+    BuilderBoot(String),
+
+    /// A non-native platform has no working QEMU emulator.
+    #[error("emulation: {0}")]
+    Emulation(String),
+
+    /// The buildx builder for the job could not be set up.
+    #[error("buildx: {0}")]
+    Buildx(String),
+
     /// No builder container for the job (exec target missing).
     #[error(
         "no builder {0}: prepare has not run for this job or cleanup already removed it; run `runnerx prepare` first"
@@ -63,10 +91,6 @@ pub enum Error {
     /// The builder exists but its main process has exited.
     #[error("builder {0} is not running (its dockerd exited?); see `docker logs {0}`")]
     BuilderStopped(String),
-
-    /// A registry refused or failed a request (message names the fix where known).
-    #[error("registry: {0}")]
-    Registry(String),
 
     /// A stage failed because its builder or inner dockerd died under it: ours, not
     /// the job's (the script's exit code is not the job's verdict).
@@ -82,9 +106,21 @@ pub enum Error {
         what: String,
     },
 
-    /// The builder container misbehaved (did not boot, vanished, …).
-    #[error("builder: {0}")]
-    Builder(String),
+    /// Part of a job's builder could not be removed.
+    #[error("teardown: {0}")]
+    Teardown(String),
+
+    /// The host lock could not be taken.
+    #[error("host lock: {0}")]
+    HostLock(String),
+
+    /// A registry refused or failed a request (the message names the fix).
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+
+    /// A `.gitlab-ci.yml` that `runnerx local` cannot run.
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] PipelineError),
 
     /// Local file I/O failed.
     #[error("failed to {action} {path}: {source}")]
@@ -106,9 +142,27 @@ pub enum Error {
     #[error("{0} check(s) failed (see above)")]
     Checks(usize),
 
-    /// Command-line usage that cannot work (e.g. no job id outside GitLab).
+    /// A step of `runnerx bench` failed.
+    #[error("bench: {0}")]
+    Bench(String),
+
+    /// Command-line usage that cannot work (e.g. no job id outside GitLab, a bad
+    /// `.gitlab-ci.yml` for `runnerx local`).
     #[error("{0}")]
     Usage(String),
+}
+
+/// A value that does not parse; the message says what a good one looks like, and the
+/// caller puts the key or flag and its origin in front.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    /// From a fixed message.
+    pub fn new(message: &str) -> Invalid {
+        Invalid(message.to_string())
+    }
 }
 
 impl Error {
@@ -116,17 +170,27 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Script { .. } | Error::JobInput { .. } => Fault::Build,
+            // No wildcard: a new variant must be given its fault here.
             Error::Settings(_)
             | Error::Protocol(_)
             | Error::Docker { .. }
-            | Error::Builder(_)
+            | Error::Engine(_)
+            | Error::BuilderImage(_)
+            | Error::Isolation(_)
+            | Error::BuilderBoot(_)
+            | Error::Emulation(_)
+            | Error::Buildx(_)
             | Error::NoBuilder(_)
             | Error::BuilderStopped(_)
             | Error::BuilderDied { .. }
+            | Error::Teardown(_)
+            | Error::HostLock(_)
             | Error::Registry(_)
+            | Error::Pipeline(_)
             | Error::Io { .. }
             | Error::Cancelled(_)
             | Error::Checks(_)
+            | Error::Bench(_)
             | Error::Usage(_) => Fault::System,
         }
     }
@@ -156,38 +220,61 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::*;
 
-    #[test]
-    fn script_and_job_input_are_build_failures() {
-        assert_eq!(Error::Script { code: 3 }.fault(), Fault::Build);
-        let e = Error::JobInput {
-            name: "CI_JOB_IMAGE".into(),
-            message: "not allowed".into(),
-        };
-        assert_eq!(e.fault(), Fault::Build);
+    /// One test per variant: its fault, and a message on one line.
+    macro_rules! fault_of {
+        ($($test:ident: $error:expr => $fault:ident;)+) => {$(
+            #[test]
+            fn $test() {
+                let e: Error = $error;
+                assert_eq!(e.fault(), Fault::$fault, "{e}");
+                assert!(!e.to_string().contains('\n'), "{e}");
+            }
+        )+};
+    }
+
+    fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "gone")
+    }
+
+    fault_of! {
+        script_is_the_jobs: Error::Script { code: 3 } => Build;
+        job_input_is_the_jobs: Error::JobInput { name: "CI_JOB_IMAGE".into(), message: "not allowed".into() } => Build;
+        protocol_is_ours: Error::Protocol("x".into()) => System;
+        settings_are_ours: Error::Settings("x".into()) => System;
+        docker_is_ours: Error::docker("start", bollard::errors::Error::RequestTimeoutError) => System;
+        engine_is_ours: Error::Engine("x".into()) => System;
+        builder_image_is_ours: Error::BuilderImage("x".into()) => System;
+        isolation_is_ours: Error::Isolation("x".into()) => System;
+        builder_boot_is_ours: Error::BuilderBoot("x".into()) => System;
+        emulation_is_ours: Error::Emulation("x".into()) => System;
+        buildx_is_ours: Error::Buildx("x".into()) => System;
+        no_builder_is_ours: Error::NoBuilder("runnerx-1".into()) => System;
+        builder_stopped_is_ours: Error::BuilderStopped("runnerx-1".into()) => System;
+        builder_died_is_ours: Error::BuilderDied { stage: "build_script".into(), code: 1, what: "the builder runnerx-1 stopped".into() } => System;
+        teardown_is_ours: Error::Teardown("x".into()) => System;
+        host_lock_is_ours: Error::HostLock("x".into()) => System;
+        registry_is_ours: Error::from(RegistryError::Refused("HTTP 401".into())) => System;
+        pipeline_is_ours: Error::from(PipelineError::from("no job \"x\"".to_string())) => System;
+        io_is_ours: Error::io("read", "/etc/x", io()) => System;
+        cancelled_is_ours: Error::Cancelled("SIGTERM") => System;
+        checks_are_ours: Error::Checks(2) => System;
+        bench_is_ours: Error::Bench("x".into()) => System;
+        usage_is_ours: Error::Usage("x".into()) => System;
     }
 
     #[test]
-    fn infrastructure_errors_are_system_failures() {
-        assert_eq!(Error::Settings("x".into()).fault(), Fault::System);
-        assert_eq!(Error::Builder("x".into()).fault(), Fault::System);
-        assert_eq!(Error::Cancelled("SIGTERM").fault(), Fault::System);
+    fn builder_died_says_it_is_not_the_jobs() {
         let died = Error::BuilderDied {
             stage: "build_script".into(),
             code: 1,
             what: "the builder runnerx-1 stopped".into(),
         };
-        assert_eq!(died.fault(), Fault::System);
         assert!(died.to_string().contains("runner failure"), "{died}");
     }
 
     #[test]
     fn messages_are_one_line() {
-        let e = Error::io(
-            "read",
-            "/etc/x",
-            std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
-        );
+        let e = Error::io("read", "/etc/x", io());
         assert_eq!(e.to_string(), "failed to read /etc/x: gone");
-        assert!(!e.to_string().contains('\n'));
     }
 }

@@ -91,7 +91,7 @@ impl Engine {
         let where_ =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let fix = |e: BollardError| {
-            Error::Builder(format!(
+            Error::Engine(format!(
                 "cannot reach the Docker engine at {where_}: {e}; start dockerd or set DOCKER_HOST"
             ))
         };
@@ -305,9 +305,7 @@ impl Engine {
             .next()
             .and_then(|k| k.parse::<u64>().ok())
             .map(|k| k * 1024)
-            .ok_or_else(|| {
-                Error::Builder(format!("cannot measure volume {volume}: {}", out.trim()))
-            })
+            .ok_or_else(|| Error::Engine(format!("cannot measure volume {volume}: {}", out.trim())))
     }
 
     /// Removes a volume; absent is fine.
@@ -386,7 +384,7 @@ impl Engine {
                     _input: input,
                 })
             }
-            bollard::exec::StartExecResults::Detached => Err(Error::Builder(format!(
+            bollard::exec::StartExecResults::Detached => Err(Error::Engine(format!(
                 "exec in {container} started detached; expected an attached stream"
             ))),
         }
@@ -407,7 +405,7 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(Error::Builder(format!(
+        Err(Error::Engine(format!(
             "exec {exec_id} did not report an exit code"
         )))
     }

@@ -131,7 +131,7 @@ pub(crate) async fn delete_bridge(
         .run_oneshot(&format!("runnerx-{job_id}-netclean"), body)
         .await?;
     if code != 0 && bridge_exists(bridge) {
-        return Err(Error::Builder(format!(
+        return Err(Error::Teardown(format!(
             "cannot delete bridge {bridge} (helper exited {code}); delete it by hand: ip link del {bridge}"
         )));
     }
@@ -150,7 +150,7 @@ pub(crate) async fn ensure_image(
         PullPolicy::IfNotPresent => !present,
         PullPolicy::Never if present => false,
         PullPolicy::Never => {
-            return Err(Error::Builder(format!(
+            return Err(Error::BuilderImage(format!(
                 "builder image {image} is not present and builder.pull_policy is \"never\"; \
                  load it into the engine (docker/build-builder-image.sh builds one) or set pull_policy = \"if-not-present\""
             )));
@@ -166,7 +166,7 @@ pub(crate) async fn ensure_image(
     tokio::select! {
         () = cancel.cancelled() => Err(Error::Cancelled("signal")),
         r = pulling => r.map_err(|e| match e {
-            Error::Docker { source, .. } => Error::Builder(format!(
+            Error::Docker { source, .. } => Error::BuilderImage(format!(
                 "cannot pull builder image {image}: {source}; check the name, the registry's reachability and credentials, or pre-load the image"
             )),
             other => other,
@@ -242,7 +242,7 @@ pub(crate) async fn start_builder(
         Err(e) => {
             let _ = engine.remove_container(&spec.name).await;
             Err(match (mode, e) {
-                (Privileged::Always, Error::Docker { source, .. }) => Error::Builder(format!(
+                (Privileged::Always, Error::Docker { source, .. }) => Error::Isolation(format!(
                     "the engine refused a privileged builder: {source}; set builder.privileged = \"auto\" to fall back to explicit capabilities"
                 )),
                 (_, e) => e,
@@ -283,7 +283,7 @@ pub(crate) async fn wait_ready(
             for line in tail.lines() {
                 tracing::error!("  dockerd: {line}");
             }
-            return Err(Error::Builder(if alive {
+            return Err(Error::BuilderBoot(if alive {
                 format!(
                     "inner dockerd of {name} did not answer within {}s (log tail above); raise builder.boot_timeout or check the builder image",
                     timeout.as_secs()

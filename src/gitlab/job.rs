@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::env::Env;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::settings::BuilderSettings;
 
 /// Exit codes and files gitlab-runner passes to every driver call.
@@ -223,7 +223,7 @@ pub(crate) fn local_project_key(name: &str) -> String {
 }
 
 /// Job ids name containers, volumes and labels: keep them to a safe alphabet.
-pub(crate) fn validate_job_id(id: &str) -> std::result::Result<(), String> {
+fn validate_job_id(id: &str) -> std::result::Result<(), Invalid> {
     let ok = !id.is_empty()
         && id.len() <= 48
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -233,7 +233,9 @@ pub(crate) fn validate_job_id(id: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err("must be 1-48 characters of [A-Za-z0-9_.-], starting with a letter or digit".into())
+        Err(Invalid::new(
+            "must be 1-48 characters of [A-Za-z0-9_.-], starting with a letter or digit",
+        ))
     }
 }
 

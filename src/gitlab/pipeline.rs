@@ -7,6 +7,18 @@
 //! `default`, `extends`, `image`, `before_script`, `script`, `after_script`. Anything
 //! else is kept but ignored; unsupported `include` kinds are an error.
 
+/// A pipeline file runnerx cannot use: one line naming the file, the job or key, and
+/// what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PipelineError(String);
+
+impl From<String> for PipelineError {
+    fn from(message: String) -> PipelineError {
+        PipelineError(message)
+    }
+}
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -101,7 +113,7 @@ fn merge(base: &Value, over: &Value) -> Value {
 
 impl Pipeline {
     /// Loads `file` and its local includes (relative to [`repo_root`]).
-    pub fn load(file: &Path) -> Result<Pipeline, String> {
+    pub fn load(file: &Path) -> Result<Pipeline, PipelineError> {
         let root = repo_root(file);
         let main = parse_yaml(file)?;
         let mut merged = Map::new();
@@ -120,7 +132,7 @@ impl Pipeline {
                     return Err(format!(
                         "{}: include {other} is not supported by runnerx local (only `local:` files)",
                         file.display()
-                    ));
+                    ).into());
                 }
             };
             let path = root.join(local.trim_start_matches('/'));
@@ -129,7 +141,8 @@ impl Pipeline {
                 return Err(format!(
                     "{}: nested includes are not supported by runnerx local",
                     path.display()
-                ));
+                )
+                .into());
             }
             merged = match merge(&Value::Object(merged), &Value::Object(doc)) {
                 Value::Object(m) => m,
@@ -149,7 +162,7 @@ impl Pipeline {
 
     /// Checks the GitLab CI shape: jobs are mappings; visible jobs have a script after
     /// `extends`; `extends` targets exist; scripts are strings or lists of strings.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PipelineError> {
         for (name, v) in &self.doc {
             if RESERVED.contains(&name.as_str()) {
                 if name == "variables" {
@@ -158,16 +171,16 @@ impl Pipeline {
                 continue;
             }
             if !v.is_object() {
-                return Err(format!("job {name:?} must be a mapping"));
+                return Err(format!("job {name:?} must be a mapping").into());
             }
             let resolved = self.resolve(name, 0)?;
             if !name.starts_with('.')
                 && resolved.get("script").is_none()
                 && resolved.get("trigger").is_none()
             {
-                return Err(format!(
-                    "job {name:?} has no script (directly or through extends)"
-                ));
+                return Err(
+                    format!("job {name:?} has no script (directly or through extends)").into(),
+                );
             }
             for key in ["before_script", "script", "after_script"] {
                 if let Some(s) = resolved.get(key) {
@@ -230,11 +243,11 @@ impl Pipeline {
     }
 
     /// Resolves one visible job.
-    pub fn job(&self, name: &str) -> Result<JobDef, String> {
+    pub fn job(&self, name: &str) -> Result<JobDef, PipelineError> {
         if name.starts_with('.') {
-            return Err(format!(
-                "{name:?} is a hidden job (template); run a job that extends it"
-            ));
+            return Err(
+                format!("{name:?} is a hidden job (template); run a job that extends it").into(),
+            );
         }
         let job = self.resolve(name, 0)?;
         let default = self
@@ -290,7 +303,9 @@ fn lines(v: &Value) -> Result<Vec<String>, String> {
                     Value::Array(inner) if inner.iter().all(Value::is_string) => {
                         out.extend(inner.iter().filter_map(|s| s.as_str().map(String::from)));
                     }
-                    other => return Err(format!("script lines must be strings, found {other}")),
+                    other => {
+                        return Err(format!("script lines must be strings, found {other}"));
+                    }
                 }
             }
             Ok(out)
@@ -442,22 +457,43 @@ mod tests {
         assert_eq!(vars["PLATFORMS"], "linux/amd64");
         assert_eq!(vars["MODE"], "job");
         assert!(p.job(".build").is_err());
-        assert!(p.job("nope").unwrap_err().contains("jobs: build"));
+        assert!(
+            p.job("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("jobs: build")
+        );
     }
 
     #[test]
     fn shape_errors_are_reported() {
         let d = tempfile::tempdir().unwrap();
         let f = write(d.path(), "a.yml", "build:\n  image: x\n");
-        assert!(Pipeline::load(&f).unwrap_err().contains("has no script"));
+        assert!(
+            Pipeline::load(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("has no script")
+        );
         let f = write(d.path(), "b.yml", "build:\n  extends: .missing\n");
-        assert!(Pipeline::load(&f).unwrap_err().contains("not defined"));
+        assert!(
+            Pipeline::load(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("not defined")
+        );
         let f = write(d.path(), "c.yml", "build:\n  script: [1, 2]\n");
-        assert!(Pipeline::load(&f).unwrap_err().contains("must be strings"));
+        assert!(
+            Pipeline::load(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("must be strings")
+        );
         let f = write(d.path(), "d.yml", "build: [\n");
         assert!(
             Pipeline::load(&f)
                 .unwrap_err()
+                .to_string()
                 .starts_with(&format!("{}:", f.display()))
         );
         let f = write(
@@ -465,7 +501,12 @@ mod tests {
             "e.yml",
             "include:\n  - remote: https://x/y.yml\nb:\n  script: [x]\n",
         );
-        assert!(Pipeline::load(&f).unwrap_err().contains("only `local:`"));
+        assert!(
+            Pipeline::load(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("only `local:`")
+        );
     }
 
     #[test]

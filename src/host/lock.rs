@@ -39,7 +39,7 @@ impl HostLock {
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| {
-                    Error::Builder(format!(
+                    Error::HostLock(format!(
                         "cannot create the lock directory {} ({e}); run runnerx as root or set builder.lock_file to a path in a directory only this user may write",
                         dir.display()
                     ))
@@ -60,7 +60,7 @@ impl HostLock {
                 Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
             }
             if start.elapsed() > timeout {
-                return Err(Error::Builder(format!(
+                return Err(Error::HostLock(format!(
                     "waited {}s for the host lock {}; another prepare holds it (is one stuck?)",
                     timeout.as_secs(),
                     path.display()

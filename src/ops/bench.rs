@@ -100,7 +100,7 @@ pub(crate) fn measure(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Re
 pub(crate) fn prepare(program: &Path, id: &str, env: &[(&str, &str)]) -> Result<Measured> {
     let m = measure(program, &["prepare", "--job-id", id], env)?;
     if m.code != 0 {
-        return Err(Error::Builder(format!(
+        return Err(Error::Bench(format!(
             "prepare failed in the benchmark: {}",
             m.stderr
                 .lines()
@@ -229,7 +229,7 @@ pub(crate) async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
         )?;
         peak_rss = peak_rss.max(m.max_rss_kb);
         if m.stdout_bytes != 104_857_600 {
-            return Err(Error::Builder(format!(
+            return Err(Error::Bench(format!(
                 "run delivered {} of 104857600 bytes",
                 m.stdout_bytes
             )));
@@ -301,7 +301,7 @@ pub(crate) async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
                                 .ok()
                         })
                         .ok_or_else(|| {
-                            Error::Builder(format!(
+                            Error::Bench(format!(
                                 "the example build failed in the benchmark: {}",
                                 m.stderr.lines().last().unwrap_or("")
                             ))

@@ -14,7 +14,10 @@ use reqwest::Method;
 
 use crate::builder::engine::Engine;
 use crate::error::{Error, Result};
-use crate::registry::{self, Auth, Challenge, Client, TlsOutcome, TokenError};
+use crate::registry::auth::{Challenge, jwt_actions, parse_challenge};
+use crate::registry::client::{Auth, Client, TokenError};
+use crate::registry::tls::{TlsOutcome, plain_http_head, probe_tls};
+use crate::registry::{self};
 use crate::settings::{Registry, Settings};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -264,7 +267,7 @@ async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
         Err(e) => {
             r.fail(
                 "http client",
-                e,
+                e.cause(),
                 "fix ca_file / client_cert_file / client_key_file",
             );
             return;
@@ -275,7 +278,7 @@ async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
         Err(e) => {
             r.fail(
                 "/v2/",
-                e,
+                e.cause(),
                 "check that this is a registry endpoint reachable over the configured scheme",
             );
             return;
@@ -286,11 +289,7 @@ async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
             r.ok("/v2/", "200: anonymous access allowed");
             None
         }
-        401 => match ping
-            .challenge
-            .as_deref()
-            .and_then(registry::parse_challenge)
-        {
+        401 => match ping.challenge.as_deref().and_then(parse_challenge) {
             Some(c) => {
                 r.ok(
                     "/v2/",
@@ -350,12 +349,11 @@ async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
 async fn tls_checks(reg: &Registry, addr: SocketAddr, host: &str, r: &mut Report) -> bool {
     let (reg2, host2) = (reg.clone(), host.to_string());
     if reg.http {
-        let head =
-            tokio::task::spawn_blocking(move || registry::plain_http_head(addr, &host2, TIMEOUT))
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+        let head = tokio::task::spawn_blocking(move || plain_http_head(addr, &host2, TIMEOUT))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         if head.starts_with("HTTP/") && !head.contains("HTTPS server") {
             r.ok("plain http", "the port speaks HTTP (http = true)");
             return true;
@@ -367,10 +365,9 @@ async fn tls_checks(reg: &Registry, addr: SocketAddr, host: &str, r: &mut Report
         );
         return false;
     }
-    let outcome =
-        tokio::task::spawn_blocking(move || registry::probe_tls(addr, &host2, &reg2, TIMEOUT))
-            .await
-            .unwrap_or_else(|e| TlsOutcome::Other(e.to_string()));
+    let outcome = tokio::task::spawn_blocking(move || probe_tls(addr, &host2, &reg2, TIMEOUT))
+        .await
+        .unwrap_or_else(|e| TlsOutcome::Other(e.to_string()));
     let ca = reg.ca_file.as_ref().map_or_else(
         || "no ca_file (system roots only)".to_string(),
         |p| format!("ca_file {}", p.display()),
@@ -465,7 +462,7 @@ async fn login_checks(
                 LoginResult { ok: false }
             }
             Err(e) => {
-                r.fail("login", e, "check the registry");
+                r.fail("login", e.cause(), "check the registry");
                 LoginResult { ok: false }
             }
         },
@@ -484,7 +481,7 @@ async fn login_checks(
                         LoginResult { ok: false }
                     }
                     Err(e) => {
-                        r.fail("login", e, "check the registry");
+                        r.fail("login", e.cause(), "check the registry");
                         LoginResult { ok: false }
                     }
                 },
@@ -530,7 +527,7 @@ async fn push_check(
                 .await
             {
                 Ok(t) => {
-                    let actions = registry::jwt_actions(&t, repo);
+                    let actions = jwt_actions(&t, repo);
                     if !actions.is_empty() && !actions.iter().any(|a| a == "push" || a == "*") {
                         r.fail(
                             "push",
@@ -571,7 +568,7 @@ async fn push_check(
             format!("give {} push permission on {repo}", reg.credentials.as_ref().map_or("the account", |c| c.username.as_str())),
         ),
         Ok(a) => r.fail("push", format!("POST /v2/{repo}/blobs/uploads/ answered {}", a.status), "check that the project exists and is not read-only"),
-        Err(e) => r.fail("push", e, "check the registry"),
+        Err(e) => r.fail("push", e.cause(), "check the registry"),
     }
 }
 

@@ -26,8 +26,8 @@ pub(crate) async fn local(
     args: &LocalArgs,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let pipeline = Pipeline::load(&args.file).map_err(Error::Usage)?;
-    let def = pipeline.job(&args.job).map_err(Error::Usage)?;
+    let pipeline = Pipeline::load(&args.file)?;
+    let def = pipeline.job(&args.job)?;
     let (project, name) = project_of(&args.file, args.project_dir.as_deref())?;
     let project_dir = format!("{}/local/{name}", crate::gitlab::stages::config::BUILDS_DIR);
 

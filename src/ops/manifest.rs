@@ -3,6 +3,7 @@
 //! credentials, and a platform listing of any image. Never falls back to plain HTTP.
 
 use crate::error::{Error, Result};
+use crate::registry::RegistryError::BadAnswer;
 use crate::registry::oci::{self, Descriptor, Platform, Reference};
 use crate::registry::session::Session;
 use crate::registry::{self, host_port, registry_for};
@@ -12,16 +13,9 @@ async fn session(settings: &Settings, r: &Reference) -> Result<Session> {
     let reg = registry_for(settings, &r.registry);
     let (host, port) = host_port(&reg);
     let addr = registry::resolve(&settings.builder.extra_hosts, &host, port)
-        .await
-        .map_err(|e| {
-            Error::Registry(format!(
-                "cannot resolve {host}: {e}; fix DNS, or add \"{host}:<ip>\" to builder.extra_hosts"
-            ))
-        })?
+        .await?
         .0;
-    Session::open(&reg, Some(addr))
-        .await
-        .map_err(Error::Registry)
+    Ok(Session::open(&reg, Some(addr)).await?)
 }
 
 /// One child of the index to build, and where it lives now.
@@ -39,7 +33,7 @@ pub(crate) async fn create(
     sources: &[String],
     platforms: &[String],
 ) -> Result<()> {
-    let target = Reference::parse(target).map_err(Error::Usage)?;
+    let target = Reference::parse(target).map_err(|e| Error::Usage(e.0))?;
     if target.reference.starts_with("sha256:") {
         return Err(Error::Usage("TARGET must be a tag, not a digest".into()));
     }
@@ -47,7 +41,7 @@ pub(crate) async fn create(
         .iter()
         .map(|s| Reference::parse(s))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::Usage)?;
+        .map_err(|e| Error::Usage(e.0))?;
     if let Some(other) = sources.iter().find(|s| s.registry != target.registry) {
         return Err(Error::Usage(format!(
             "{other} is in another registry than {target}; copy it into {} first (children must live in the target's registry)",
@@ -73,10 +67,7 @@ pub(crate) async fn create(
 
     let mut children: Vec<Child> = vec![];
     for (i, src) in sources.iter().enumerate() {
-        let (bytes, media, digest) = s
-            .get_manifest(&src.repository, &src.reference)
-            .await
-            .map_err(Error::Registry)?;
+        let (bytes, media, digest) = s.get_manifest(&src.repository, &src.reference).await?;
         if oci::is_index(&media) {
             if !overrides.is_empty() {
                 return Err(Error::Usage(format!(
@@ -84,7 +75,7 @@ pub(crate) async fn create(
                 )));
             }
             // Flatten: its platform entries become ours; attestations are dropped.
-            for d in oci::index_entries(&bytes).map_err(Error::Registry)? {
+            for d in oci::index_entries(&bytes)? {
                 if d.is_attestation() {
                     continue;
                 }
@@ -100,16 +91,13 @@ pub(crate) async fn create(
             continue;
         }
         let (config, _) =
-            oci::manifest_blobs(&bytes).map_err(|m| Error::Registry(format!("{src}: {m}")))?;
+            oci::manifest_blobs(&bytes).map_err(|m| BadAnswer(format!("{src}: {m}")))?;
         let platform = match overrides.get(i) {
             Some(p) => p.clone(),
             None => {
-                let cfg = s
-                    .get_blob(&src.repository, &config.digest)
-                    .await
-                    .map_err(Error::Registry)?;
+                let cfg = s.get_blob(&src.repository, &config.digest).await?;
                 oci::config_platform(&cfg)
-                    .map_err(|m| Error::Registry(format!("{src}: {m}; pass --platform")))?
+                    .map_err(|m| BadAnswer(format!("{src}: {m}; pass --platform")))?
             }
         };
         children.push(Child {
@@ -147,18 +135,12 @@ pub(crate) async fn create(
         }
         let bytes = match c.bytes.take() {
             Some(b) => b,
-            None => {
-                s.get_manifest(&c.repo, &c.desc.digest)
-                    .await
-                    .map_err(Error::Registry)?
-                    .0
-            }
+            None => s.get_manifest(&c.repo, &c.desc.digest).await?.0,
         };
-        let (config, layers) = oci::manifest_blobs(&bytes).map_err(Error::Registry)?;
+        let (config, layers) = oci::manifest_blobs(&bytes)?;
         for blob in std::iter::once(&config).chain(&layers) {
             s.mount_blob(&target.repository, &c.repo, &blob.digest)
-                .await
-                .map_err(Error::Registry)?;
+                .await?;
         }
         s.put_manifest(
             &target.repository,
@@ -166,8 +148,7 @@ pub(crate) async fn create(
             bytes,
             &c.desc.media_type,
         )
-        .await
-        .map_err(Error::Registry)?;
+        .await?;
         tracing::info!(
             "copied {} ({}) from {}",
             c.desc.digest,
@@ -183,8 +164,7 @@ pub(crate) async fn create(
     let (index, media) = oci::build_index(&descs);
     let digest = s
         .put_manifest(&target.repository, &target.reference, index, media)
-        .await
-        .map_err(Error::Registry)?;
+        .await?;
     println!("pushed {target} ({media})");
     println!("digest {digest}");
     for d in &descs {
@@ -202,17 +182,14 @@ pub(crate) async fn create(
 
 /// `manifest inspect`.
 pub(crate) async fn inspect(settings: &Settings, reference: &str) -> Result<()> {
-    let r = Reference::parse(reference).map_err(Error::Usage)?;
+    let r = Reference::parse(reference).map_err(|e| Error::Usage(e.0))?;
     let mut s = session(settings, &r).await?;
-    let (bytes, media, digest) = s
-        .get_manifest(&r.repository, &r.reference)
-        .await
-        .map_err(Error::Registry)?;
+    let (bytes, media, digest) = s.get_manifest(&r.repository, &r.reference).await?;
     println!("{r}");
     println!("media type {media}");
     println!("digest {digest}");
     if oci::is_index(&media) {
-        for d in oci::index_entries(&bytes).map_err(Error::Registry)? {
+        for d in oci::index_entries(&bytes)? {
             let platform = d
                 .platform
                 .as_ref()
@@ -225,11 +202,8 @@ pub(crate) async fn inspect(settings: &Settings, reference: &str) -> Result<()> 
             }
         }
     } else {
-        let (config, _) = oci::manifest_blobs(&bytes).map_err(Error::Registry)?;
-        let cfg = s
-            .get_blob(&r.repository, &config.digest)
-            .await
-            .map_err(Error::Registry)?;
+        let (config, _) = oci::manifest_blobs(&bytes)?;
+        let cfg = s.get_blob(&r.repository, &config.digest).await?;
         let p = oci::config_platform(&cfg).map_or_else(|e| format!("? ({e})"), |p| p.to_string());
         println!("  {p:<16} {digest}");
     }

@@ -4,6 +4,8 @@
 //! Invariant: manifests are handled as the exact bytes the registry stored; digests are
 //! sha256 of those bytes; nothing fetched is re-serialized before being pushed again.
 
+use super::RegistryError::{self, BadAnswer};
+use crate::error::Invalid;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -44,11 +46,11 @@ pub(crate) struct Reference {
 
 impl Reference {
     /// Parses `[registry/]repo[:tag][@digest]`.
-    pub(crate) fn parse(text: &str) -> Result<Reference, String> {
+    pub(crate) fn parse(text: &str) -> Result<Reference, Invalid> {
         let bad = |why: &str| {
-            format!(
+            Invalid(format!(
                 "{text:?} is not an image reference ({why}); write e.g. harbor.example.com/project/app:1.0"
-            )
+            ))
         };
         if text.is_empty() || text.contains(char::is_whitespace) || text.contains("://") {
             return Err(bad("empty, whitespace or a URL"));
@@ -196,25 +198,31 @@ struct ManifestDoc {
 }
 
 /// Entries of an index/list document.
-pub(crate) fn index_entries(bytes: &[u8]) -> Result<Vec<Descriptor>, String> {
+pub(crate) fn index_entries(bytes: &[u8]) -> Result<Vec<Descriptor>, RegistryError> {
     serde_json::from_slice::<IndexDoc>(bytes)
         .map(|d| d.manifests)
-        .map_err(|e| format!("the index is not valid JSON of an OCI index/Docker list: {e}"))
+        .map_err(|e| {
+            BadAnswer(format!(
+                "the index is not valid JSON of an OCI index/Docker list: {e}"
+            ))
+        })
 }
 
 /// Config and layer descriptors of an image manifest.
-pub(crate) fn manifest_blobs(bytes: &[u8]) -> Result<(Descriptor, Vec<Descriptor>), String> {
+pub(crate) fn manifest_blobs(bytes: &[u8]) -> Result<(Descriptor, Vec<Descriptor>), RegistryError> {
     serde_json::from_slice::<ManifestDoc>(bytes)
         .map(|d| (d.config, d.layers))
-        .map_err(|e| format!("the manifest is not a valid image manifest: {e}"))
+        .map_err(|e| BadAnswer(format!("the manifest is not a valid image manifest: {e}")))
 }
 
 /// The platform an image config declares.
-pub(crate) fn config_platform(bytes: &[u8]) -> Result<Platform, String> {
+pub(crate) fn config_platform(bytes: &[u8]) -> Result<Platform, RegistryError> {
     let p: Platform = serde_json::from_slice(bytes)
-        .map_err(|e| format!("image config without os/architecture: {e}"))?;
+        .map_err(|e| BadAnswer(format!("image config without os/architecture: {e}")))?;
     if p.os.is_empty() || p.architecture.is_empty() {
-        return Err("image config has an empty os or architecture".into());
+        return Err(BadAnswer(
+            "image config has an empty os or architecture".into(),
+        ));
     }
     Ok(Platform {
         os_version: None,

@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 
 use reqwest::Method;
 
+use super::RegistryError::{self, BadAnswer, Refused};
+use super::auth::{Challenge, parse_challenge};
+use super::client::{Answer, Auth, Client, Extra, TokenError};
 use super::oci::{self, ACCEPT_ALL};
-use super::{Answer, Auth, Challenge, Client, Extra, TokenError, parse_challenge};
 use crate::settings::Registry;
 
 /// A session with one registry.
@@ -70,18 +72,9 @@ impl Session {
     pub(crate) async fn open(
         reg: &Registry,
         resolve: Option<SocketAddr>,
-    ) -> Result<Session, String> {
+    ) -> Result<Session, RegistryError> {
         let client = Client::new(reg, resolve)?;
-        let ping = client
-            .send(Method::GET, "/v2/", Auth::None)
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot reach {}: {e}; `runnerx doctor --registry {}` explains why",
-                    client.base(),
-                    reg.host
-                )
-            })?;
+        let ping = client.send(Method::GET, "/v2/", Auth::None).await?;
         let challenge = match ping.status {
             200 => None,
             401 => Some(
@@ -89,18 +82,18 @@ impl Session {
                     .as_deref()
                     .and_then(parse_challenge)
                     .ok_or_else(|| {
-                        format!(
+                        BadAnswer(format!(
                             "{} answered 401 without a usable WWW-Authenticate challenge; check the registry's auth configuration (`runnerx doctor --registry {}`)",
                             reg.host, reg.host
-                        )
+                        ))
                     })?,
             ),
             _ => {
-                return Err(format!(
+                return Err(BadAnswer(format!(
                     "{}/v2/ answered {}: not a registry endpoint",
                     client.base(),
                     ping.status
-                ));
+                )));
             }
         };
         if challenge.is_some() && reg.credentials.is_none() {
@@ -117,7 +110,7 @@ impl Session {
         })
     }
 
-    async fn auth(&mut self, scopes: &[String]) -> Result<Option<String>, String> {
+    async fn auth(&mut self, scopes: &[String]) -> Result<Option<String>, RegistryError> {
         let Some(Challenge::Bearer { realm, service }) = &self.challenge else {
             return Ok(None);
         };
@@ -126,11 +119,11 @@ impl Session {
             return Ok(Some(t.clone()));
         }
         let token = self.client.token(realm, service.as_deref(), scopes).await.map_err(|e| match e {
-            TokenError::Denied(s) => format!(
+            TokenError::Denied(s) => Refused(format!(
                 "failed to fetch oauth token from {realm}: {s}; check [[registries]] username/password for {}",
                 self.host
-            ),
-            TokenError::Other(m) => format!("failed to fetch oauth token from {realm}: {m}"),
+            )),
+            TokenError::Other(m) => Refused(format!("failed to fetch oauth token from {realm}: {m}")),
         })?;
         self.tokens.insert(key, token.clone());
         Ok(Some(token))
@@ -142,7 +135,7 @@ impl Session {
         path: &str,
         scopes: &[String],
         extra: Extra<'_>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, RegistryError> {
         let token = self.auth(scopes).await?;
         let auth = match (&self.challenge, &token) {
             (Some(Challenge::Basic), _) => Auth::Basic,
@@ -165,7 +158,7 @@ impl Session {
         &mut self,
         repo: &str,
         reference: &str,
-    ) -> Result<(Vec<u8>, String, String), String> {
+    ) -> Result<(Vec<u8>, String, String), RegistryError> {
         let a = self
             .call(
                 Method::GET,
@@ -178,18 +171,18 @@ impl Session {
             )
             .await?;
         if a.status != 200 {
-            return Err(format!(
+            return Err(Refused(format!(
                 "{}/{repo}:{reference}: {}",
                 self.host,
                 registry_error(&a, &self.host, repo)
-            ));
+            )));
         }
         let computed = oci::digest(&a.bytes);
         if reference.starts_with("sha256:") && computed != reference {
-            return Err(format!(
+            return Err(BadAnswer(format!(
                 "{}/{repo}@{reference}: the registry returned content with digest {computed}",
                 self.host
-            ));
+            )));
         }
         let media = a
             .content_type
@@ -205,7 +198,11 @@ impl Session {
     }
 
     /// GETs a blob (small ones: configs).
-    pub(crate) async fn get_blob(&mut self, repo: &str, digest: &str) -> Result<Vec<u8>, String> {
+    pub(crate) async fn get_blob(
+        &mut self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
         let a = self
             .call(
                 Method::GET,
@@ -215,17 +212,21 @@ impl Session {
             )
             .await?;
         if a.status != 200 {
-            return Err(format!(
+            return Err(Refused(format!(
                 "{}/{repo} blob {digest}: {}",
                 self.host,
                 registry_error(&a, &self.host, repo)
-            ));
+            )));
         }
         Ok(a.bytes)
     }
 
     /// Whether `repo` has blob `digest`.
-    pub(crate) async fn has_blob(&mut self, repo: &str, digest: &str) -> Result<bool, String> {
+    pub(crate) async fn has_blob(
+        &mut self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<bool, RegistryError> {
         let a = self
             .call(
                 Method::HEAD,
@@ -244,7 +245,7 @@ impl Session {
         target: &str,
         source: &str,
         digest: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RegistryError> {
         if self.has_blob(target, digest).await? {
             return Ok(());
         }
@@ -264,14 +265,16 @@ impl Session {
         match a.status {
             201 => Ok(()),
             202 => {
-                let location = a.location.ok_or("upload opened without a Location")?;
+                let location = a
+                    .location
+                    .ok_or_else(|| BadAnswer("upload opened without a Location".into()))?;
                 let bytes = self.get_blob(source, digest).await?;
                 self.finish_upload(target, &location, digest, bytes).await
             }
-            _ => Err(format!(
+            _ => Err(Refused(format!(
                 "mount {digest} from {source} into {target}: {}",
                 registry_error(&a, &self.host, target)
-            )),
+            ))),
         }
     }
 
@@ -281,7 +284,7 @@ impl Session {
         location: &str,
         digest: &str,
         bytes: Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RegistryError> {
         let url = if location.starts_with("http") {
             location.to_string()
         } else {
@@ -300,10 +303,10 @@ impl Session {
             )
             .await?;
         if a.status != 201 {
-            return Err(format!(
+            return Err(Refused(format!(
                 "upload {digest} to {repo}: {}",
                 registry_error(&a, &self.host, repo)
-            ));
+            )));
         }
         Ok(())
     }
@@ -315,7 +318,7 @@ impl Session {
         reference: &str,
         bytes: Vec<u8>,
         media: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, RegistryError> {
         let local = oci::digest(&bytes);
         let a = self
             .call(
@@ -329,16 +332,18 @@ impl Session {
             )
             .await?;
         if a.status != 201 {
-            return Err(format!(
+            return Err(Refused(format!(
                 "push manifest {}/{repo}:{reference}: {}",
                 self.host,
                 registry_error(&a, &self.host, repo)
-            ));
+            )));
         }
         if let Some(d) = &a.digest
             && *d != local
         {
-            return Err(format!("registry stored {d} but runnerx sent {local}"));
+            return Err(BadAnswer(format!(
+                "registry stored {d} but runnerx sent {local}"
+            )));
         }
         Ok(local)
     }

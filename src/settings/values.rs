@@ -4,18 +4,7 @@
 
 use std::time::Duration;
 
-/// A value that does not parse; the message says what a good one looks like, and the
-/// caller puts the key and its origin in front.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct Invalid(pub String);
-
-impl Invalid {
-    /// From a fixed message.
-    pub(crate) fn new(message: &str) -> Invalid {
-        Invalid(message.to_string())
-    }
-}
+pub(crate) use crate::error::Invalid;
 
 /// Parses a duration: `90` (seconds), `90s`, `5m`, `2h`, `7d`, `1h30m`, `1h 30m`.
 /// The units are humantime's; a bare number keeps meaning seconds.

@@ -208,7 +208,7 @@ fn choose_isolation(isolation: Isolation, facts: &host::Facts) -> Result<Rights>
             );
             Ok(Rights::Privileged)
         }
-        (Isolation::Rootless, Err(why)) => Err(Error::Builder(format!(
+        (Isolation::Rootless, Err(why)) => Err(Error::Isolation(format!(
             "rootless builders need user namespaces: {why}; or set builder.isolation = \"privileged\" (jobs can then reach the host)"
         ))),
     }
@@ -265,7 +265,7 @@ async fn setup_platforms(
         if bad.is_empty() {
             return Ok(());
         }
-        return Err(Error::Builder(format!(
+        return Err(Error::Emulation(format!(
             "this kernel has no binfmt_misc per user namespace (Linux < 6.7), so rootless builders use the host's QEMU handlers, and these are not usable: {}; run `runnerx host binfmt` on the runner host once (as root)",
             bad.join(", ")
         )));
@@ -297,7 +297,7 @@ async fn setup_platforms(
         };
         if installed.0 != 0 {
             let last = last_line(&installed.1);
-            return Err(Error::Builder(format!(
+            return Err(Error::Emulation(format!(
                 "binfmt image {image} failed in the builder ({last}); mirror it into a reachable registry and set binfmt.image, or use a builder image with qemu-user-static and binfmt.mode = \"builtin\""
             )));
         }
@@ -330,7 +330,7 @@ async fn setup_platforms(
                 "qemu-{qemu} is registered without the F (fix-binary) flag, so RUN steps fail with `exec format error`; remove it on the host (echo -1 > /proc/sys/fs/binfmt_misc/qemu-{qemu}) and runnerx registers it with F"
             ),
         };
-        return Err(Error::Builder(format!(
+        return Err(Error::Emulation(format!(
             "platform {p} (non-native on {native}) has no working emulator: {problem}"
         )));
     }
@@ -353,7 +353,7 @@ async fn create_buildx_builder(
     };
     if code != 0 {
         let last = last_line(&out);
-        return Err(Error::Builder(format!(
+        return Err(Error::Buildx(format!(
             "buildx could not start the docker-container builder with BuildKit image {} ({last}); mirror that image into a registry the builder can reach and set builder.buildkit_image, or use builder.driver = \"docker\"",
             b.buildkit_image
         )));
