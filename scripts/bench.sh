@@ -9,6 +9,7 @@ cd "$here"
 cargo build --release --locked -q
 RUNNERX="$here/target/release/runnerx"
 # shellcheck source=lib/registry.sh
+# shellcheck source=lib/registry.sh
 . "$here/scripts/lib/registry.sh"
 work="$(mktemp -d /tmp/runnerx-bench.XXXXXX)"
 REG_PID=""

@@ -18,6 +18,7 @@ RUNNERX="$here/target/release/runnerx"
 say() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
 # shellcheck source=lib/registry.sh
+# shellcheck source=lib/registry.sh
 . "$here/scripts/lib/registry.sh"
 work="$(mktemp -d /tmp/runnerx-demo.XXXXXX)"
 REG_PID=""

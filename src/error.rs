@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 pub use crate::gitlab::pipeline::PipelineError;
-pub use crate::registry::RegistryError;
+pub use crate::registry::error::RegistryError;
 
 /// Whose failure it is; decides the exit code GitLab sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

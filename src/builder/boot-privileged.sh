@@ -8,6 +8,7 @@
 # race on the host's iptables and leave nothing behind. On SIGTERM (docker stop) it
 # stops the namespace's daemons.
 set -eu
+# shellcheck source=/dev/null # written by runnerx into the builder at create time
 . /etc/runnerx/boot.env
 mkdir -p /run/runnerx
 missing=

@@ -9,6 +9,7 @@
 # (docker stop) it stops RootlessKit, which takes the whole namespace with it.
 # POSIX sh: it also runs in docker:dind's busybox.
 set -eu
+# shellcheck source=/dev/null # written by runnerx into the builder at create time
 . /etc/runnerx/boot.env
 missing=
 for tool in getent setpriv nsenter rootlesskit slirp4netns newuidmap newgidmap containerd dockerd bash; do

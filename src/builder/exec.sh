@@ -13,6 +13,7 @@
 # capability (newuidmap's) or setuid bit leads back. (Emptying the bounding set would
 # need CAP_SETPCAP, which the builder does not get; no_new_privs makes it moot.)
 set -u
+# shellcheck source=/dev/null # written by runnerx into the builder at create time
 . /etc/runnerx/boot.env
 uid=${RUNNERX_UID:-}
 if [ -n "$uid" ] && [ "$(id -u)" = 0 ]; then
@@ -55,6 +56,7 @@ run)
   # Proxy variables for job scripts.
   if [ -r /etc/runnerx/job.env ]; then
     set -a
+    # shellcheck source=/dev/null # written by runnerx into the builder at create time
     . /etc/runnerx/job.env
     set +a
   fi

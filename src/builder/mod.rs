@@ -1,10 +1,16 @@
-//! The per-job builder: its spec as data ([`spec`], pure), its lifecycle — create,
-//! start, wait ready, tear down — in [`lifecycle`], the one place that creates or
-//! removes a builder, and the Docker engine client ([`engine`]), the one module that
-//! talks to Docker.
+//! The per-job builder: its spec as data ([`spec`], pure: container body, daemon.json,
+//! boot bundle, labels), the commands runnerx runs in it ([`commands`], pure), its
+//! lifecycle — pull, create, start, wait ready, tear down — in [`lifecycle`], the one
+//! place that creates or removes a builder, and the Docker engine client ([`engine`]),
+//! the one module that talks to Docker.
 
+pub(crate) mod commands;
 pub(crate) mod engine;
 pub(crate) mod lifecycle;
 pub(crate) mod spec;
 
+#[cfg(test)]
+mod snapshots;
+
+pub(crate) use commands::*;
 pub(crate) use spec::*;

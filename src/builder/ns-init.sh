@@ -6,6 +6,7 @@
 # host alias, then runs containerd and dockerd. Everything here dies with the
 # namespace.
 set -eu
+# shellcheck source=/dev/null # written by runnerx into the builder at create time
 . /etc/runnerx/boot.env
 
 if [ -n "${RUNNERX_UID:-}" ]; then
@@ -64,7 +65,8 @@ if [ -n "$RUNNERX_BINFMT" ]; then
   fi
 fi
 
-# A kept data root holds the last builder's network store; networks never carry over.
+# A kept data root holds the last builder's network store; networks never carry over
+# (docs/background.md#inner-networks-and-the-hosts-docker0).
 rm -f /var/lib/docker/network/files/local-kv.db
 
 run=$XDG_RUNTIME_DIR

@@ -75,7 +75,7 @@ pub(crate) const EXEC_SCRIPT: &str = include_str!("exec.sh");
 /// namespace flags, setns, mount, pivot_root, the new mount API), with the keyring
 /// calls answering ENOSYS so runc does not fail joining a session keyring. Not
 /// `unconfined`: everything else Docker's default forbids (kexec, modules, bpf,
-/// perf, …) stays forbidden.
+/// perf, …) stays forbidden. See docs/background.md#rootless-builder-options.
 pub(crate) const SECCOMP_PROFILE: &str = include_str!("seccomp.json");
 /// Seconds the inner dockerd gives the job's containers at cleanup before killing them
 /// (its default, 10 s, made every cleanup of a job with a running service take 10 s;
@@ -373,75 +373,9 @@ pub(crate) fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
     env
 }
 
-/// Name of the buildx builder runnerx creates for the docker-container driver.
-pub(crate) const BUILDX_BUILDER: &str = "runnerx";
-
-/// `docker buildx create` for the docker-container driver: the rendered buildkitd.toml
-/// (registry CAs, mirrors), host networking (resolves registries as the builder does),
-/// a pinned BuildKit image, the configured platforms, and `--use` so plain
-/// `docker buildx build` in job scripts picks it.
-pub(crate) fn buildx_create_cmd(
-    buildkit_image: &str,
-    platforms: &[crate::settings::Platform],
-) -> Vec<String> {
-    let platforms = platforms
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    [
-        "docker",
-        "buildx",
-        "create",
-        "--name",
-        BUILDX_BUILDER,
-        "--driver",
-        "docker-container",
-        "--driver-opt",
-        "network=host",
-        "--driver-opt",
-        &format!("image={buildkit_image}"),
-        "--buildkitd-config",
-        trust::BUILDKITD_TOML,
-        "--platform",
-        &platforms,
-        "--use",
-        "--bootstrap",
-    ]
-    .iter()
-    .map(|s| (*s).to_string())
-    .collect()
-}
-
 /// Config for the containerd the boot script starts: no CRI plugin (Kubernetes only).
 pub(crate) const CONTAINERD_TOML: &str =
     "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n";
-
-/// `exec.sh <cmd> <args…>`: how runnerx runs anything in a builder.
-fn wrapped(cmd: &str, args: impl IntoIterator<Item = String>) -> Vec<String> {
-    ["bash", EXEC_PATH, cmd]
-        .map(String::from)
-        .into_iter()
-        .chain(args)
-        .collect()
-}
-
-/// Command that succeeds once the inner dockerd answers, polling for up to `secs`.
-/// One exec for the whole wait instead of one per poll: an exec costs tens of ms.
-pub(crate) fn wait_ready_cmd(secs: u64) -> Vec<String> {
-    wrapped("ready", [secs.to_string()])
-}
-
-/// `cmd` run as the job user (rootless) or as is (privileged).
-pub(crate) fn user_cmd(cmd: Vec<String>) -> Vec<String> {
-    wrapped("do", cmd)
-}
-
-/// Prints `<name> ok|missing|disabled|nof` per QEMU handler, as the inner dockerd
-/// sees them (inside the namespace for rootless builders).
-pub(crate) fn binfmt_check_cmd(names: &[&str]) -> Vec<String> {
-    wrapped("binfmt", names.iter().map(|n| (*n).to_string()))
-}
 
 /// The files uploaded into a created builder before it starts (tar, rooted at `/`).
 /// Holds registry secrets (credentials, client keys) in 0600 files: files are the one
@@ -534,23 +468,6 @@ fn tar_owned(files: &[(&str, &[u8], u32)], user: Option<(&str, u32)>) -> Vec<u8>
             .expect("writing a tar to memory cannot fail");
     }
     b.into_inner().expect("writing a tar to memory cannot fail")
-}
-
-/// Runs a stage script inside the builder without leaving a copy of it there.
-///
-/// The script (it holds the job token) arrives on stdin, length-prefixed by the
-/// length argument, and is read through a pipe by `exec.sh run`: it is never written
-/// to the container's filesystem. `setsid` gives the script its own process group so
-/// cancellation can signal the whole tree, as gitlab-runner does with `kill(-pid)`;
-/// its pid goes to `/run/runnerx/<token>.pid`. The script's own stdin is /dev/null.
-pub(crate) fn exec_wrapper(script_len: usize, token: &str) -> Vec<String> {
-    wrapped("run", [script_len.to_string(), token.to_string()])
-}
-
-/// Sends `signal` to the process group of the script started with `token`.
-/// Waits briefly for the pid file, which the wrapper writes right after starting.
-pub(crate) fn kill_cmd(token: &str, signal: &str) -> Vec<String> {
-    wrapped("kill", [token.to_string(), signal.to_string()])
 }
 
 #[cfg(test)]
@@ -701,22 +618,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn buildx_create_uses_rendered_config_host_network_and_pinned_image() {
-        let platforms: Vec<_> = ["linux/amd64", "linux/arm64"]
-            .iter()
-            .map(|p| p.parse::<crate::settings::Platform>().unwrap())
-            .collect();
-        let cmd =
-            buildx_create_cmd("harbor.example.com/mirror/buildkit:v0.23.2", &platforms).join(" ");
-        assert_eq!(
-            cmd,
-            "docker buildx create --name runnerx --driver docker-container --driver-opt network=host \
-             --driver-opt image=harbor.example.com/mirror/buildkit:v0.23.2 \
-             --buildkitd-config /etc/buildkit/buildkitd.toml --platform linux/amd64,linux/arm64 --use --bootstrap"
-        );
-    }
-
     fn rootless_spec() -> BuilderSpec {
         BuilderSpec {
             host_loopback: true,
@@ -834,15 +735,5 @@ mod tests {
             Some(1000)
         );
         assert_eq!(owner("home/u"), None, "the home itself is the image's");
-    }
-
-    #[test]
-    fn exec_wrapper_never_puts_the_script_in_argv() {
-        let cmd = exec_wrapper(1234, "tok");
-        assert_eq!(cmd, ["bash", EXEC_PATH, "run", "1234", "tok"]);
-        assert!(EXEC_SCRIPT.contains("head -c \"$len\""));
-        assert!(EXEC_SCRIPT.contains("setsid"));
-        // Rootless: the wrapper drops to the user for good before anything else.
-        assert!(EXEC_SCRIPT.contains("--no-new-privs"));
     }
 }

@@ -2,7 +2,6 @@
 //! garbage collection, benchmarks, local runs and manifests.
 
 pub(crate) mod bench;
-pub(crate) mod bench_isolation;
 pub(crate) mod certs;
 pub(crate) mod doctor;
 pub(crate) mod gc;

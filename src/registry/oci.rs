@@ -18,7 +18,8 @@ pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manife
 /// Docker v2 schema 2 manifest.
 #[cfg(test)]
 pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Every type runnerx reads; registry 2.8 hides OCI content unless asked for.
+/// Every type runnerx reads; registry 2.x hides OCI content unless asked for
+/// (docs/background.md#registry-quirks).
 pub(crate) const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// `sha256:<hex>` of `bytes`.

@@ -4,12 +4,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
-
+pub(crate) use super::choices::{Driver, Isolation, Privileged, PullPolicy};
 use super::raw::{Origins, RawBuilder};
 use super::values::{self, Invalid};
 use crate::error::{Error, Result};
+use ipnet::Ipv4Net;
 
 /// A builder's memory by default: room for a large compile plus its dockerd.
 pub(crate) const DEFAULT_MEMORY: &str = "8GiB";
@@ -21,53 +20,6 @@ pub(crate) const DEFAULT_LOCK_FILE: &str = "/run/runnerx/lock";
 pub(crate) const DEFAULT_BUILDKIT_IMAGE: &str = "moby/buildkit:v0.23.2";
 /// Default builder image.
 pub(crate) const DEFAULT_IMAGE: &str = "docker:28-dind";
-
-/// When to pull the builder image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum PullPolicy {
-    /// Pull before every job.
-    Always,
-    /// Pull only when the image is not in the engine.
-    IfNotPresent,
-    /// Never pull; a missing image is a system failure.
-    Never,
-}
-
-/// How a builder is isolated from the runner host and other jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Isolation {
-    /// Inner daemons under RootlessKit in their own user, mount and network
-    /// namespace; jobs as an unprivileged user (the default).
-    Rootless,
-    /// A privileged builder (hosts without user namespaces).
-    Privileged,
-    /// Rootless where the host allows it, else privileged with a warning.
-    Auto,
-}
-
-/// How a privileged builder gets the rights an inner dockerd needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Privileged {
-    /// `--privileged`, falling back to explicit capabilities when the engine refuses it.
-    Auto,
-    /// `--privileged` only.
-    Always,
-    /// Explicit capabilities only (where the engine refuses `--privileged`).
-    Never,
-}
-
-/// The buildx driver jobs use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Driver {
-    /// The inner dockerd's own BuildKit (containerd image store): the default.
-    Docker,
-    /// A named docker-container builder with the rendered buildkitd.toml.
-    DockerContainer,
-}
 
 /// A platform such as `linux/arm64` or `linux/arm/v7`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,22 +3,11 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::builder::{has_tag_or_digest, validate_image};
+pub(crate) use super::choices::{BinfmtMode, CacheMode};
 use super::raw::{Origins, RawBinfmt, RawCache};
 use super::values;
 use crate::error::{Error, Result};
-
-/// Where the builder's /var/lib/docker lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum CacheMode {
-    /// A fresh volume per job, removed at cleanup.
-    None,
-    /// A kept volume per project and slot: warm layer cache for the next job.
-    PerProject,
-}
 
 /// `[cache]`, validated.
 #[derive(Debug, Clone)]
@@ -33,20 +22,6 @@ pub(crate) struct CacheSettings {
     pub max_size: u64,
 }
 
-/// How QEMU emulators get registered for non-native platforms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum BinfmtMode {
-    /// `builtin` when the builder image has the handlers, else `image`.
-    Auto,
-    /// Register `/usr/lib/binfmt.d/qemu-*.conf` from the builder image.
-    Builtin,
-    /// Run the pinned binfmt image inside the builder.
-    Image,
-    /// Leave it to the operator (no registration, no check).
-    None,
-}
-
 /// `[binfmt]`, validated.
 #[derive(Debug, Clone)]
 pub(crate) struct BinfmtSettings {
@@ -57,7 +32,7 @@ pub(crate) struct BinfmtSettings {
 }
 
 /// Default pin: a known-good tag (QEMU releases have broken emulated builds before;
-/// see docs/trust-and-emulation.md, "QEMU pinning").
+/// see docs/background.md#qemu-pinning).
 pub(crate) const DEFAULT_BINFMT_IMAGE: &str = "tonistiigi/binfmt:qemu-v7.0.0-28";
 
 /// Validates `[cache]`.

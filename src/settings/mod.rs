@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 
 mod builder;
 mod cache;
+mod choices;
 mod raw;
 mod registry;
 pub(crate) mod values;

@@ -15,8 +15,7 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::builder::{Driver, Isolation, Privileged, PullPolicy};
-use super::cache::{BinfmtMode, CacheMode};
+use super::choices::{BinfmtMode, CacheMode, Driver, Isolation, Privileged, PullPolicy};
 use super::values;
 use crate::env::Env;
 use crate::error::{Error, Result};

@@ -1,7 +1,7 @@
 //! Registry trust, credentials and proxy for a builder, as files (pure).
 //!
-//! A private CA must be trusted in three places: dockerd
-//! (`/etc/docker/certs.d/<host>/ca.crt`), buildkitd (`buildkitd.toml`'s `ca`), and the
+//! A private CA must be trusted in several places (docs/background.md#trust-stores):
+//! dockerd (`certs.d/<host>/ca.crt`), buildkitd (`buildkitd.toml`'s `ca`), and the
 //! buildx client's token requests (the system store). This module renders all of them,
 //! plus the inner dockerd's registry options, the docker `config.json` with
 //! credentials, and the proxy environment for job scripts.

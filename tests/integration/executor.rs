@@ -357,3 +357,16 @@ fn gc_never_removes_a_live_job_and_removes_an_orphan() {
     assert_code(&live.cleanup(), 0);
     assert_code(&orphan.cleanup(), 0);
 }
+
+#[test]
+fn run_without_a_builder_is_a_system_failure() {
+    require_docker();
+    let job = Job::new();
+    let out = job.run("build_script", "true");
+    assert_code(&out, 2);
+    assert!(
+        text(&out).1.contains("prepare has not run"),
+        "{}",
+        text(&out).1
+    );
+}

@@ -5,10 +5,12 @@ mod registry;
 mod support;
 
 mod cache;
+mod docs;
 mod executor;
 mod faults;
 mod isolation;
 mod multiarch;
 mod protocol;
+mod structure;
 mod templates;
 mod trust;

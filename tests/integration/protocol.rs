@@ -1,4 +1,5 @@
-//! Protocol-level behaviour that needs no builder: config output, settings errors.
+//! Protocol-level behaviour that needs no Docker engine: config output, settings
+//! errors (fast tier).
 
 use crate::support::{Job, assert_code, text};
 
@@ -46,18 +47,6 @@ fn bad_settings_fail_as_system_failure_with_one_line() {
     assert_code(&out, 2);
     assert!(
         text(&out).1.contains("unknown field `unknown_key`"),
-        "{}",
-        text(&out).1
-    );
-}
-
-#[test]
-fn run_without_a_builder_is_a_system_failure() {
-    let job = Job::new();
-    let out = job.run("build_script", "true");
-    assert_code(&out, 2);
-    assert!(
-        text(&out).1.contains("prepare has not run"),
         "{}",
         text(&out).1
     );

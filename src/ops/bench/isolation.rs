@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::measure::{measure, median, ms, prepare};
 use crate::error::{Error, Result};
-use crate::ops::bench::{measure, median, ms, prepare};
 
 /// Prints the side-by-side figures; `push_to` (a repository in a configured
 /// registry) enables the layer push/pull figure.

@@ -8,119 +8,18 @@
 //! docker CLI children never count). Targets are printed next to the figures; the
 //! command does not fail on a miss — it is a measurement, not a test.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::builder::engine::Engine;
 use crate::cli::BenchArgs;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
-/// One measured child process.
-pub(crate) struct Measured {
-    pub(crate) wall: Duration,
-    pub(crate) cpu: Duration,
-    pub(crate) max_rss_kb: i64,
-    pub(crate) code: i32,
-    pub(crate) stdout_bytes: u64,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-}
+mod isolation;
+mod measure;
 
-/// Spawns, counts stdout bytes (keeping the first 64 KiB), and reaps with `wait4` to
-/// read the child's own peak RSS.
-pub(crate) fn measure(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Measured> {
-    let start = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io("run", program, e))?;
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let (mut n, mut keep, mut buf) = (0u64, Vec::new(), vec![0u8; 1 << 16]);
-        while let Ok(k) = out.read(&mut buf) {
-            if k == 0 {
-                break;
-            }
-            n += k as u64;
-            if keep.len() < 65_536 {
-                keep.extend_from_slice(&buf[..k.min(65_536 - keep.len())]);
-            }
-        }
-        (n, String::from_utf8_lossy(&keep).into_owned())
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let pid = i32::try_from(child.id()).unwrap_or(0);
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid value; wait4 fills it for our own child `pid`.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
-    let wall = start.elapsed();
-    let (stdout_bytes, stdout) = reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    if reaped != pid {
-        return Err(Error::Usage(format!(
-            "failed to wait for {}",
-            program.display()
-        )));
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
-    Ok(Measured {
-        wall,
-        cpu,
-        max_rss_kb: usage.ru_maxrss,
-        code,
-        stdout_bytes,
-        stdout,
-        stderr,
-    })
-}
-
-/// `runnerx prepare --job-id id`, measured; a failure is an error carrying its ERROR
-/// line.
-pub(crate) fn prepare(program: &Path, id: &str, env: &[(&str, &str)]) -> Result<Measured> {
-    let m = measure(program, &["prepare", "--job-id", id], env)?;
-    if m.code != 0 {
-        return Err(Error::Bench(format!(
-            "prepare failed in the benchmark: {}",
-            m.stderr
-                .lines()
-                .rev()
-                .find(|l| l.contains("ERROR"))
-                .unwrap_or("see `runnerx prepare` output")
-                .trim()
-        )));
-    }
-    Ok(m)
-}
-
-pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-pub(crate) fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
+use measure::{measure, median, ms, prepare};
 
 /// Reads `inner dockerd ready (1.38s)` / `(840ms)` from prepare's log.
 fn dockerd_boot(stderr: &str) -> Option<Duration> {
@@ -324,7 +223,7 @@ pub(crate) async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
             "example build                skipped: pass --base-image and --push-to (scripts/bench.sh does)"
         ),
     }
-    crate::ops::bench_isolation::isolation_figures(&me, runs, &tag, args.push_to.as_deref())?;
+    isolation::isolation_figures(&me, runs, &tag, args.push_to.as_deref())?;
     let rss_mb = peak_rss as f64 / 1024.0;
     println!(
         "runnerx peak RSS             {rss_mb:.1} MB  (target ≤ 20 MB: {})",

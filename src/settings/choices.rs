@@ -1,0 +1,76 @@
+//! Every choice a setting offers, as an enum serde reads in `kebab-case`: a wrong value
+//! fails while the file (or the variable) is read, listing the valid ones. A leaf:
+//! the raw and the validated settings both use these types.
+
+use serde::{Deserialize, Serialize};
+
+/// When to pull the builder image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum PullPolicy {
+    /// Pull before every job.
+    Always,
+    /// Pull only when the image is not in the engine.
+    IfNotPresent,
+    /// Never pull; a missing image is a system failure.
+    Never,
+}
+
+/// How a builder is isolated from the runner host and other jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Isolation {
+    /// Inner daemons under RootlessKit in their own user, mount and network
+    /// namespace; jobs as an unprivileged user (the default).
+    Rootless,
+    /// A privileged builder (hosts without user namespaces).
+    Privileged,
+    /// Rootless where the host allows it, else privileged with a warning.
+    Auto,
+}
+
+/// How a privileged builder gets the rights an inner dockerd needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Privileged {
+    /// `--privileged`, falling back to explicit capabilities when the engine refuses it.
+    Auto,
+    /// `--privileged` only.
+    Always,
+    /// Explicit capabilities only (where the engine refuses `--privileged`).
+    Never,
+}
+
+/// The buildx driver jobs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Driver {
+    /// The inner dockerd's own BuildKit (containerd image store): the default.
+    Docker,
+    /// A named docker-container builder with the rendered buildkitd.toml.
+    DockerContainer,
+}
+
+/// Where the builder's /var/lib/docker lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum CacheMode {
+    /// A fresh volume per job, removed at cleanup.
+    None,
+    /// A kept volume per project and slot: warm layer cache for the next job.
+    PerProject,
+}
+
+/// How QEMU emulators get registered for non-native platforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum BinfmtMode {
+    /// `builtin` when the builder image has the handlers, else `image`.
+    Auto,
+    /// Register `/usr/lib/binfmt.d/qemu-*.conf` from the builder image.
+    Builtin,
+    /// Run the pinned binfmt image inside the builder.
+    Image,
+    /// Leave it to the operator (no registration, no check).
+    None,
+}
