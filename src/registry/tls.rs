@@ -143,9 +143,10 @@ fn handshake(
     Ok(conn)
 }
 
-/// Makes sure the process-wide rustls provider is set (aws-lc-rs, reqwest's too).
+/// Makes sure the process-wide rustls provider is set (ring; reqwest is built without
+/// a provider of its own, so every TLS client in the process uses this one).
 pub(crate) fn install_crypto() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Handshakes with `addr` as `host` using the registry's trust; classifies failures.

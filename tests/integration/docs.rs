@@ -154,3 +154,54 @@ fn the_scanner_finds_what_it_must() {
     assert!(anchors(&md).contains(&"qemu-pinning".to_string()));
     assert!(resolve("test-environment.md", &md).is_none());
 }
+
+/// Backticked `src/…` paths in the code map of docs/architecture.md, except the bold
+/// folder headings (`**\`src/host/\`**`), which would cover any file.
+fn code_map() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
+    let spans: Vec<&str> = text.split('`').collect();
+    (1..spans.len())
+        .step_by(2)
+        .filter(|&i| spans[i].starts_with("src/") && !spans[i - 1].ends_with("**"))
+        .map(|i| spans[i].to_string())
+        .collect()
+}
+
+fn covers(mention: &str, file: &str) -> bool {
+    match mention.split_once('*') {
+        Some((pre, post)) => file.starts_with(pre) && file.ends_with(post),
+        None if mention.ends_with('/') => file.starts_with(mention),
+        None => file == mention,
+    }
+}
+
+#[test]
+fn the_code_map_matches_the_tree_path_for_path() {
+    let mut files = vec![];
+    sources(&root().join("src"), &mut files);
+    let files: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(root()).unwrap().display().to_string())
+        .chain(["src/builder/seccomp.json".to_string()])
+        .collect();
+    let map = code_map();
+    assert!(map.len() > 20, "code map not found: {map:?}");
+    let unmapped: Vec<&String> = files
+        .iter()
+        .filter(|f| !map.iter().any(|m| covers(m, f)))
+        .collect();
+    assert!(
+        unmapped.is_empty(),
+        "files missing from docs/architecture.md's code map: {unmapped:?}"
+    );
+    let stale: Vec<&String> = map
+        .iter()
+        .filter(|m| {
+            !root().join(m.replace('*', "")).exists() && !files.iter().any(|f| covers(m, f))
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "code map entries that are not in the tree: {stale:?}"
+    );
+}
