@@ -62,7 +62,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         }
         Command::Local(args) => {
             let settings = settings()?;
-            ops::local::local(&settings, args, &cancel).await
+            ops::local::local(&settings, args, &env, &cancel).await
         }
         Command::Manifest(cmd) => {
             let settings = settings()?;

@@ -36,8 +36,10 @@ impl Held {
         let mut held = Held::default();
         for c in engine.containers_with_label(LABEL_JOB).await? {
             let labels = c.labels.unwrap_or_default();
-            if let Some(v) = labels.get(builder::LABEL_CACHE) {
-                held.caches.insert(v.clone());
+            for key in [builder::LABEL_CACHE, builder::LABEL_CACHE_DIR] {
+                if let Some(v) = labels.get(key) {
+                    held.caches.insert(v.clone());
+                }
             }
         }
         Ok(held)

@@ -62,6 +62,8 @@ fn spec() -> BuilderSpec {
             pids: 16384,
         },
         lease: Some("77:1234".into()),
+        helper: Some("/usr/bin/gitlab-runner".into()),
+        cache_dir: Some("runnerx-cachedir-p77-rootless".into()),
     }
 }
 

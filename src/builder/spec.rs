@@ -48,6 +48,16 @@ pub(crate) const LABEL_BRIDGE: &str = "runnerx.bridge";
 pub(crate) const LABEL_LEASE: &str = "runnerx.lease";
 /// On a builder and a cache volume: `rootless` or `privileged`.
 pub(crate) const LABEL_ISOLATION: &str = "runnerx.isolation";
+/// On a project's `cache_dir` volume: the project id; on a builder: the volume it mounts.
+pub(crate) const LABEL_CACHE_DIR: &str = "runnerx.cache-dir";
+
+/// Where stage scripts find gitlab-runner's helper (`gitlab-runner` on the job's PATH:
+/// artifacts upload, cache archive and extract), bind-mounted read-only from the host.
+pub(crate) const HELPER_PATH: &str = "/usr/local/bin/gitlab-runner";
+/// Inside the builder, where projects are cloned (`builds_dir` of `config`).
+pub(crate) const BUILDS_DIR: &str = "/builds";
+/// Inside the builder, where gitlab-runner keeps local cache archives (`cache_dir`).
+pub(crate) const CACHE_DIR: &str = "/cache";
 
 /// The boot script inside the builder.
 pub(crate) const BOOT_SCRIPT_PATH: &str = "/etc/runnerx/boot.sh";
@@ -136,6 +146,11 @@ pub(crate) struct BuilderSpec {
     pub limits: Limits,
     /// The lease label (see [`LABEL_LEASE`]).
     pub lease: Option<String>,
+    /// The host's gitlab-runner binary, mounted read-only at [`HELPER_PATH`].
+    pub helper: Option<String>,
+    /// The project's `cache_dir` volume, mounted at [`CACHE_DIR`] (none: the cache
+    /// lives and dies with the builder).
+    pub cache_dir: Option<String>,
 }
 
 /// The volume a builder mounts at /var/lib/docker.
@@ -172,6 +187,9 @@ impl BuilderSpec {
         if let DataRoot::Cache { name, .. } = &self.data_root {
             l.insert(LABEL_CACHE.into(), name.clone());
         }
+        if let Some(name) = &self.cache_dir {
+            l.insert(LABEL_CACHE_DIR.into(), name.clone());
+        }
         l
     }
 }
@@ -205,6 +223,29 @@ pub(crate) fn cache_labels(
     HashMap::from([
         (LABEL_CACHE.to_string(), key.to_string()),
         (LABEL_CACHE_PROJECT.to_string(), project.to_string()),
+        (LABEL_CREATED.to_string(), created.to_string()),
+        (LABEL_ISOLATION.to_string(), isolation.to_string()),
+    ])
+}
+
+/// Name of a project's `cache_dir` volume. Per isolation: a rootless builder cannot
+/// write files a privileged one left (another uid map).
+pub(crate) fn cache_dir_volume_name(project: &str, isolation: &str) -> String {
+    format!("runnerx-cachedir-p{project}-{isolation}")
+}
+
+/// The labels of a `cache_dir` volume: no job label (cleanup keeps it); `runnerx.cache`
+/// so gc prunes it like the layer caches (unused, older than `cache.max_age` or larger
+/// than `cache.max_size`).
+pub(crate) fn cache_dir_labels(
+    project: &str,
+    name: &str,
+    created: u64,
+    isolation: &str,
+) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_CACHE.to_string(), name.to_string()),
+        (LABEL_CACHE_DIR.to_string(), project.to_string()),
         (LABEL_CREATED.to_string(), created.to_string()),
         (LABEL_ISOLATION.to_string(), isolation.to_string()),
     ])
@@ -250,6 +291,23 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
         target: Some("/var/lib/docker".into()),
         ..Default::default()
     }];
+    if let Some(volume) = &spec.cache_dir {
+        mounts.push(Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(volume.clone()),
+            target: Some(CACHE_DIR.into()),
+            ..Default::default()
+        });
+    }
+    if let Some(helper) = &spec.helper {
+        mounts.push(Mount {
+            typ: Some(MountType::BIND),
+            source: Some(helper.clone()),
+            target: Some(HELPER_PATH.into()),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let mut host = HostConfig {
         network_mode: Some("host".into()),
         // A private /run: the inner docker and containerd sockets and pid files never
@@ -497,6 +555,8 @@ mod tests {
                 pids: 16384,
             },
             lease: Some("77:1234".into()),
+            helper: None,
+            cache_dir: None,
         }
     }
 

@@ -98,6 +98,9 @@ pub(crate) struct Job {
     /// The project, for the per-project cache; only from trusted input (the job
     /// response file, or `runnerx local`), so no job can reach another project's cache.
     pub project: Option<String>,
+    /// runnerx's own `$PATH` (gitlab-runner's environment, trusted): where the helper
+    /// binary is looked for.
+    pub runner_path: Option<String>,
 }
 
 impl Job {
@@ -155,12 +158,13 @@ impl Job {
             under_gitlab,
             build_exit_code_file: env.non_empty("BUILD_EXIT_CODE_FILE").map(PathBuf::from),
             image,
+            runner_path: env.non_empty("PATH").map(String::from),
         })
     }
 
     /// A job run by `runnerx local` (no gitlab-runner): a generated id, the pipeline
     /// job's `image:`, logs like under GitLab.
-    pub(crate) fn local(image: Option<String>, project: &str) -> Job {
+    pub(crate) fn local(image: Option<String>, project: &str, env: &Env) -> Job {
         Job {
             id: format!("local-{}", random_hex(4)),
             project: Some(local_project_key(project)),
@@ -168,6 +172,7 @@ impl Job {
             under_gitlab: true,
             build_exit_code_file: None,
             image,
+            runner_path: env.non_empty("PATH").map(String::from),
         }
     }
 

@@ -6,7 +6,7 @@
 //! handlers, and `runnerx host binfmt`, which registers them persistently for older
 //! kernels. Parsing is pure and unit-tested; readers take the `/proc` root.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub(crate) mod binfmt;
 pub(crate) mod lock;
@@ -117,6 +117,32 @@ pub(crate) fn parent_lease() -> Option<String> {
     let ppid = std::os::unix::process::parent_id();
     let stat = std::fs::read_to_string(format!("/proc/{ppid}/stat")).ok()?;
     lease_from_stat(ppid, &stat)
+}
+
+/// gitlab-runner's binary on this host, for builders' stage scripts, and where it was
+/// found: `builder.helper_binary`, else the process that runs runnerx (gitlab-runner
+/// spawns every stage), else `gitlab-runner` on `path` (`$PATH`).
+pub(crate) fn find_helper(
+    setting: Option<&Path>,
+    path: Option<&str>,
+) -> Option<(PathBuf, &'static str)> {
+    if let Some(p) = setting {
+        return Some((p.to_path_buf(), "builder.helper_binary"));
+    }
+    let ppid = std::os::unix::process::parent_id();
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{ppid}/exe"))
+        && exe
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("gitlab-runner"))
+        && exe.is_file()
+    {
+        return Some((exe, "the parent process"));
+    }
+    path.into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("gitlab-runner"))
+        .find(|p| p.is_file())
+        .map(|p| (p, "$PATH"))
 }
 
 /// The pid part of a lease, for messages.

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builder::engine::Engine;
 use crate::cli::LocalArgs;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::gitlab::job::Job;
 use crate::gitlab::pipeline::{self, Pipeline};
@@ -24,6 +25,7 @@ use crate::settings::Settings;
 pub(crate) async fn local(
     settings: &Settings,
     args: &LocalArgs,
+    env: &Env,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let pipeline = Pipeline::load(&args.file)?;
@@ -31,7 +33,7 @@ pub(crate) async fn local(
     let (project, name) = project_of(&args.file, args.project_dir.as_deref())?;
     let project_dir = format!("{}/local/{name}", crate::gitlab::stages::config::BUILDS_DIR);
 
-    let job = Job::local(def.image.clone(), &name);
+    let job = Job::local(def.image.clone(), &name, env);
     let vars = variables(&def, &job, &name, &project_dir, &project, &args.vars)?;
     let engine = Engine::connect().await?;
     let tmp = tempdir()?;
@@ -101,8 +103,10 @@ pub(crate) async fn local(
 pub(crate) fn project_of(file: &Path, project_dir: Option<&Path>) -> Result<(PathBuf, String)> {
     let dir = match project_dir {
         Some(d) => d.to_path_buf(),
+        // `.gitlab-ci.yml` has the parent "" (not None): that is the current directory.
         None => file
             .parent()
+            .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
     };
     let dir =
@@ -268,4 +272,22 @@ fn walk(root: &Path, rel: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_pipeline_file_means_the_current_directory() {
+        let (dir, name) = project_of(Path::new(".gitlab-ci.yml"), None).unwrap();
+        let here = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert_eq!(dir, here);
+        assert_eq!(
+            name,
+            here.file_name().unwrap().to_string_lossy().to_lowercase()
+        );
+        let (dir, _) = project_of(Path::new("src/main.rs"), None).unwrap();
+        assert_eq!(dir, here.join("src"));
+    }
 }

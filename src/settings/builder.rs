@@ -122,6 +122,8 @@ pub(crate) struct BuilderSettings {
     pub driver: Driver,
     /// BuildKit image for the docker-container driver.
     pub buildkit_image: String,
+    /// gitlab-runner's binary on the host, if set (checked to be a file).
+    pub helper_binary: Option<PathBuf>,
 }
 
 /// Validates `[builder]`.
@@ -205,6 +207,18 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
         .unwrap_or_else(|| DEFAULT_BUILDKIT_IMAGE.into());
     validate_image(&buildkit_image).map_err(|m| bad("buildkit_image", &m))?;
 
+    if let Some(p) = &b.helper_binary
+        && !p.is_file()
+    {
+        return Err(bad(
+            "helper_binary",
+            &format!(
+                "{} is not a file; point it at gitlab-runner's binary (`command -v gitlab-runner`) or leave it out",
+                p.display()
+            ),
+        ));
+    }
+
     Ok(BuilderSettings {
         image,
         pull_policy: b.pull_policy.unwrap_or(PullPolicy::IfNotPresent),
@@ -226,6 +240,7 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
         },
         driver: b.driver.unwrap_or(Driver::Docker),
         buildkit_image,
+        helper_binary: b.helper_binary,
     })
 }
 

@@ -310,6 +310,27 @@ mod tests {
     }
 
     #[test]
+    fn helper_binary_must_be_a_file() {
+        let e = load(
+            "[builder]\nhelper_binary = \"/nonexistent/gitlab-runner\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("builder.helper_binary (in /etc/runnerx/runnerx.toml)")
+                && e.contains("command -v gitlab-runner"),
+            "{e}"
+        );
+        let s = load("[builder]\nhelper_binary = \"/bin/sh\"\n", &[]).unwrap();
+        assert_eq!(
+            s.builder.helper_binary.as_deref(),
+            Some(Path::new("/bin/sh"))
+        );
+        assert_eq!(load("", &[]).unwrap().builder.helper_binary, None);
+    }
+
+    #[test]
     fn toml_errors_name_the_key_and_the_fix() {
         let text = "[builder]\nimage = \"x\"\nhost_loopback = \"yes\"\n";
         let e = Settings::parse_toml(text, Path::new("/etc/runnerx/runnerx.toml"))

@@ -77,6 +77,9 @@ pub(crate) struct RawBuilder {
     pub driver: Option<Driver>,
     /// Pinned BuildKit image for the docker-container driver.
     pub buildkit_image: Option<String>,
+    /// gitlab-runner's binary on the host, mounted into builders as the job's helper
+    /// (default: the process that runs runnerx, else `gitlab-runner` on `$PATH`).
+    pub helper_binary: Option<PathBuf>,
 }
 
 /// `[binfmt]` as written.

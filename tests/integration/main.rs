@@ -10,6 +10,7 @@ mod executor;
 mod faults;
 mod isolation;
 mod multiarch;
+mod pipelines;
 mod protocol;
 mod structure;
 mod templates;

@@ -63,15 +63,11 @@ fn example_project_builds_both_platforms_through_the_template() {
     .unwrap();
     busybox("amd64", seed.path());
     busybox("arm64", seed.path());
-    let pipeline = seed.path().join(".gitlab-ci.yml");
-    let out = job.runnerx(&[
-        "local",
-        "seed",
-        "-f",
-        pipeline.to_str().unwrap(),
-        "--var",
-        &format!("REGISTRY={host}"),
-    ]);
+    // From the project directory with the defaults (`-f .gitlab-ci.yml`).
+    let out = job.runnerx_in(
+        seed.path(),
+        &["local", "seed", "--var", &format!("REGISTRY={host}")],
+    );
     assert_code(&out, 0);
     assert!(text(&out).0.contains("Job succeeded"), "{}", text(&out).0);
 

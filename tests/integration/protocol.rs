@@ -17,6 +17,7 @@ fn config_prints_one_json_object_and_nothing_else() {
     assert_eq!(v["builds_dir_is_shared"], false);
     assert_eq!(v["hostname"], format!("runnerx-{}", job.id));
     assert_eq!(v["driver"]["name"], "runnerx");
+    assert_eq!(v["shell"], "bash");
 }
 
 #[test]

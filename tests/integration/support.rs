@@ -200,23 +200,30 @@ impl Job {
     /// Writes a stage script of gitlab-runner's bash shape (`shells/bash.go`) holding
     /// `commands`, and returns its path. Like gitlab-runner: a fresh dir per call.
     pub(crate) fn script(&self, commands: &str) -> PathBuf {
-        let dir = self
-            .dir
-            .path()
-            .join(format!("script{}", COUNTER.fetch_add(1, Ordering::SeqCst)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let project = "/builds/group/demo";
-        let mut body = format!(
-            "export CI_JOB_ID={id}\nexport CI_JOB_TOKEN={JOB_TOKEN}\nexport CI_PROJECT_DIR={project}\n\
-             export CI_JOB_STATUS=running\nmkdir -p {project}\ncd {project}\n",
-            id = self.id
-        );
+        let mut body = String::new();
         for line in commands.lines().filter(|l| !l.trim().is_empty()) {
             body.push_str(&format!(
                 "echo {}\n{line}\n",
                 shell_quote(&format!("$ {line}"))
             ));
         }
+        self.script_raw(&body)
+    }
+
+    /// Like [`Job::script`], but `body` goes in as written: the sections gitlab-runner
+    /// generates itself (cache, artifacts) print no `$ command` lines.
+    pub(crate) fn script_raw(&self, body: &str) -> PathBuf {
+        let dir = self
+            .dir
+            .path()
+            .join(format!("script{}", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let project = "/builds/group/demo";
+        let body = format!(
+            "export CI_JOB_ID={id}\nexport CI_JOB_TOKEN={JOB_TOKEN}\nexport CI_PROJECT_DIR={project}\n\
+             export CI_JOB_STATUS=running\nmkdir -p {project}\ncd {project}\n{body}",
+            id = self.id
+        );
         let script = format!(
             "#!/usr/bin/env bash\n\ntrap 'exit 1' TERM\n\nif set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\nset +o noclobber\n( trap 'exit 1' TERM; eval {} ) < /dev/null\nexit 0\n",
             shell_quote(&body)
@@ -234,6 +241,23 @@ impl Job {
         self.command(&["run", script.to_str().unwrap(), stage])
             .output()
             .unwrap()
+    }
+
+    /// `runnerx run <script> <stage>` with a script whose body is `body` as written.
+    pub(crate) fn run_raw(&self, stage: &str, body: &str) -> Output {
+        let script = self.script_raw(body);
+        self.command(&["run", script.to_str().unwrap(), stage])
+            .output()
+            .unwrap()
+    }
+
+    /// A file in the job's temporary directory (on the host), made executable.
+    pub(crate) fn host_file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
     }
 
     /// Like [`Job::run`], but spawned with piped output.
@@ -288,6 +312,11 @@ impl Job {
     /// Runs the runnerx binary with extra args in this job's environment.
     pub(crate) fn runnerx(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
+    }
+
+    /// Like [`Job::runnerx`], from the directory `dir` (as an operator in a project).
+    pub(crate) fn runnerx_in(&self, dir: &std::path::Path, args: &[&str]) -> Output {
+        self.command(args).current_dir(dir).output().unwrap()
     }
 
     /// Content of BUILD_EXIT_CODE_FILE, if any.

@@ -11,10 +11,7 @@ use crate::error::{Error, Result};
 use crate::gitlab::job::Job;
 use crate::settings::Settings;
 
-/// Inside the builder, where projects are cloned.
-pub(crate) const BUILDS_DIR: &str = "/builds";
-/// Inside the builder, where gitlab-runner keeps local cache archives.
-pub(crate) const CACHE_DIR: &str = "/cache";
+pub(crate) use crate::builder::{BUILDS_DIR, CACHE_DIR};
 
 /// `api.ConfigExecOutput`.
 #[derive(Debug, Serialize)]
@@ -30,6 +27,9 @@ pub(crate) struct ConfigOutput {
     pub hostname: Option<String>,
     /// Shown as "Using Custom executor with driver …".
     pub driver: Driver,
+    /// The shell gitlab-runner writes stage scripts for: the builder runs them with
+    /// bash, whatever the runner's `shell` setting says.
+    pub shell: &'static str,
 }
 
 /// Driver name and version.
@@ -52,6 +52,7 @@ pub(crate) fn output(job: Option<&Job>) -> ConfigOutput {
             name: "runnerx",
             version: env!("CARGO_PKG_VERSION"),
         },
+        shell: "bash",
     }
 }
 

@@ -120,6 +120,8 @@ pub(crate) async fn prepare(
             ..b.limits
         },
         lease: host::parent_lease(),
+        helper: helper(settings, job),
+        cache_dir: None,
     };
 
     // Builders share nothing on the host network (their daemons have their own
@@ -136,6 +138,7 @@ pub(crate) async fn prepare(
     };
     spec.data_root =
         choose_volume(settings, job, engine, &held, created, wanted.isolation()).await?;
+    spec.cache_dir = cache_dir(job, engine, created, wanted.isolation()).await?;
     // The lock is held until the container exists: its label claims the cache.
     let rights = lifecycle::start_builder(engine, &spec, settings, &info.id, wanted).await?;
     drop(lock);
@@ -427,6 +430,60 @@ async fn choose_volume(
         settings.cache.slots
     );
     own().await
+}
+
+/// The host's gitlab-runner binary for the job's artifacts and cache stages; without
+/// one they print "Missing gitlab-runner" and skip, so say so once, with the fix.
+fn helper(settings: &Settings, job: &Job) -> Option<String> {
+    let found = host::find_helper(
+        settings.builder.helper_binary.as_deref(),
+        job.runner_path.as_deref(),
+    );
+    match found {
+        Some((path, from)) => {
+            tracing::debug!("gitlab-runner helper {} (from {from})", path.display());
+            Some(path.to_string_lossy().into_owned())
+        }
+        None => {
+            tracing::warn!(
+                "no gitlab-runner binary on this host (not the parent process, not on $PATH): artifacts and cache stages will be skipped; set builder.helper_binary"
+            );
+            None
+        }
+    }
+}
+
+/// The project's `cache_dir` volume (created on first use), shared by the project's
+/// jobs as the docker executor shares its cache volume: gitlab-runner's archiver
+/// writes each archive to a temporary file and renames it. Jobs without a trusted
+/// project id keep their cache inside the builder.
+async fn cache_dir(
+    job: &Job,
+    engine: &Engine,
+    now: u64,
+    isolation: &str,
+) -> Result<Option<String>> {
+    let Some(project) = job.project.as_deref() else {
+        return Ok(None);
+    };
+    let name = builder::cache_dir_volume_name(project, isolation);
+    let existing = engine
+        .volumes_with_label(&format!("{}={project}", builder::LABEL_CACHE_DIR))
+        .await?;
+    if !existing.iter().any(|v| v.name == name) {
+        let labels = builder::cache_dir_labels(project, &name, now, isolation);
+        // Two first jobs of a project may race here; the engine keeps one volume.
+        if let Err(e) = engine.create_volume(&name, labels).await
+            && !engine
+                .volumes_with_label(&format!("{}={project}", builder::LABEL_CACHE_DIR))
+                .await?
+                .iter()
+                .any(|v| v.name == name)
+        {
+            return Err(e);
+        }
+    }
+    Ok(Some(name))
 }
 
 /// The last non-empty line of a command's output: usually the error that matters.

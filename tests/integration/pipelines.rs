@@ -1,0 +1,174 @@
+//! What real pipelines need beyond `script:`: gitlab-runner's helper binary in the
+//! builder (artifacts, `cache:`) and a `cache_dir` that outlives the builder, per
+//! project. Stage scripts are shaped like gitlab-runner's bash writer for the
+//! restore_cache and archive_cache stages (`shells/abstract.go`: a `--version` guard,
+//! then the helper with the archive path relative to the project directory).
+
+use crate::support::{Job, assert_code, docker, require_docker, text};
+
+/// A stand-in for gitlab-runner's helper that records each call and archives with tar
+/// (the real one writes zip); used only to see the calls and where the archive lands.
+const HELPER_DOUBLE: &str = r#"#!/bin/bash
+echo "helper-call: $*"
+cmd=$1; shift
+file=""; paths=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --file) file=$2; shift 2 ;;
+    --path) paths+=("$2"); shift 2 ;;
+    *) shift ;;
+  esac
+done
+case "$cmd" in
+  --version) echo "Version: 19.0.0 (test double)" ;;
+  cache-archiver)
+    mkdir -p "$(dirname "$file")"
+    tar -czf "$file.tmp" "${paths[@]}" && mv "$file.tmp" "$file" ;;
+  cache-extractor)
+    if [ ! -f "$file" ]; then echo "WARNING: Cache file does not exist"; exit 1; fi
+    tar -xzf "$file" ;;
+esac
+"#;
+
+/// gitlab-runner's archive_cache section for key `key-1`, paths `vendor/`.
+const ARCHIVE_CACHE: &str = r#"if gitlab-runner --version >/dev/null 2>&1; then
+echo 'Creating cache key-1...'
+if gitlab-runner cache-archiver --file ../../../cache/group/demo/key-1/cache.zip --timeout 10 --path vendor/; then
+echo 'Created cache'
+else
+echo 'WARNING: Failed to create cache'
+fi
+else
+echo 'WARNING: Missing gitlab-runner. Creating cache is disabled.'
+fi
+"#;
+
+/// gitlab-runner's restore_cache section for key `key-1`.
+const RESTORE_CACHE: &str = r#"if gitlab-runner --version >/dev/null 2>&1; then
+echo 'Checking cache for key-1...'
+if gitlab-runner cache-extractor --file ../../../cache/group/demo/key-1/cache.zip --timeout 10; then
+echo 'Successfully extracted cache'
+else
+echo 'WARNING: Failed to extract cache'
+fi
+else
+echo 'WARNING: Missing gitlab-runner. Extracting cache is disabled.'
+fi
+"#;
+
+/// A job of `project`; with `helper`, the test double is its `builder.helper_binary`.
+fn job_of(project: u64, helper: bool) -> Job {
+    let job = Job::new().project(project);
+    if !helper {
+        return job;
+    }
+    let path = job.host_file("gitlab-runner", HELPER_DOUBLE);
+    job.with_settings(&format!("helper_binary = \"{}\"\n", path.display()))
+}
+
+#[test]
+fn the_cache_one_job_archives_is_extracted_by_the_next_job_of_its_project_only() {
+    require_docker();
+    let (project, other) = (4_201_u64, 4_202_u64);
+    let volumes = [
+        format!("runnerx-cachedir-p{project}-rootless"),
+        format!("runnerx-cachedir-p{other}-rootless"),
+    ];
+    for v in &volumes {
+        let _ = docker(&["volume", "rm", "-f", v]);
+    }
+
+    // Job 1 builds vendor/ and archives it.
+    let mut first = job_of(project, true);
+    assert_code(&first.prepare(), 0);
+    let out = first.run(
+        "build_script",
+        "mkdir -p vendor\necho warm > vendor/dep.txt",
+    );
+    assert_code(&out, 0);
+    let out = first.run_raw("archive_cache", ARCHIVE_CACHE);
+    assert_code(&out, 0);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.contains("helper-call: cache-archiver --file ../../../cache/group/demo/key-1/cache.zip --timeout 10 --path vendor/"),
+        "{stdout}{stderr}"
+    );
+    assert!(stdout.contains("Created cache"), "{stdout}{stderr}");
+    first.cleanup_leaves_nothing();
+
+    // Job 2 of the same project, in a new builder, gets it back.
+    let mut second = job_of(project, true);
+    assert_code(&second.prepare(), 0);
+    let out = second.run_raw("restore_cache", RESTORE_CACHE);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.contains("Successfully extracted cache"),
+        "{stdout}{stderr}"
+    );
+    let out = second.run("build_script", "cat vendor/dep.txt");
+    assert_code(&out, 0);
+    assert!(text(&out).0.contains("warm"), "{}", text(&out).0);
+    second.cleanup_leaves_nothing();
+
+    // Another project's job sees nothing of it.
+    let mut third = job_of(other, true);
+    assert_code(&third.prepare(), 0);
+    let out = third.run_raw("restore_cache", RESTORE_CACHE);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.contains("Failed to extract cache"),
+        "{stdout}{stderr}"
+    );
+    let out = third.run("build_script", "ls -R /cache; test ! -e vendor/dep.txt");
+    assert_code(&out, 0);
+    assert!(!text(&out).0.contains("key-1"), "{}", text(&out).0);
+    third.cleanup_leaves_nothing();
+
+    for v in &volumes {
+        let _ = docker(&["volume", "rm", "-f", v]);
+    }
+}
+
+#[test]
+fn the_helper_is_read_only_for_the_job_and_a_missing_one_is_named_once() {
+    require_docker();
+    let mut job = job_of(4_203, true);
+    assert_code(&job.prepare(), 0);
+    let out = job.run(
+        "build_script",
+        "command -v gitlab-runner\ngitlab-runner --version\n! sh -c 'echo x > /usr/local/bin/gitlab-runner' 2>/dev/null",
+    );
+    assert_code(&out, 0);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.contains("/usr/local/bin/gitlab-runner"),
+        "{stdout}{stderr}"
+    );
+    assert!(stdout.contains("test double"), "{stdout}{stderr}");
+    job.cleanup_leaves_nothing();
+    let _ = docker(&["volume", "rm", "-f", "runnerx-cachedir-p4203-rootless"]);
+
+    // No helper anywhere: prepare says so, naming the setting; the stage says what
+    // gitlab-runner's script says, and the job goes on.
+    let mut bare = job_of(4_203, false);
+    let out = bare.prepare();
+    assert_code(&out, 0);
+    let warnings: Vec<String> = text(&out)
+        .1
+        .lines()
+        .filter(|l| l.contains("builder.helper_binary"))
+        .map(String::from)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", text(&out).1);
+    let out = bare.run_raw("archive_cache", ARCHIVE_CACHE);
+    assert_code(&out, 0);
+    assert!(
+        text(&out)
+            .0
+            .contains("Missing gitlab-runner. Creating cache is disabled."),
+        "{}",
+        text(&out).0
+    );
+    bare.cleanup_leaves_nothing();
+    let _ = docker(&["volume", "rm", "-f", "runnerx-cachedir-p4203-rootless"]);
+}
