@@ -16,11 +16,22 @@ set -u
 # shellcheck source=/dev/null # written by runnerx into the builder at create time
 . /etc/runnerx/boot.env
 uid=${RUNNERX_UID:-}
-if [ -n "$uid" ] && [ "$(id -u)" = 0 ]; then
+if [ -n "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ] && [ "$(id -u)" = 0 ]; then
   IFS=: read -r user _ _ _ _ home _ < <(getent passwd "$uid")
   exec setpriv --reuid="$uid" --regid="$uid" --init-groups --inh-caps=-all --no-new-privs \
     env HOME="$home" USER="$user" LOGNAME="$user" XDG_RUNTIME_DIR="/run/user/$uid" \
     DOCKER_HOST="unix:///run/user/$uid/docker.sock" "$0" "$@"
+fi
+
+# Rootless builders: once the inner daemons' namespace exists, everything runs in its
+# user, network and mount namespace, like the daemons: the job reaches its services
+# and its own published ports there, never the runner host's loopback (only 10.0.2.2
+# with builder.host_loopback). Entering makes the user root of that namespace;
+# emptying the bounding set before the next exec leaves it no capability there either.
+ns_pid="${XDG_RUNTIME_DIR:-/nonexistent}/rootlesskit/child_pid"
+if [ -n "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ] && [ -s "$ns_pid" ]; then
+  exec nsenter -U --preserve-credentials -n -m -t "$(cat "$ns_pid")" \
+    setpriv --bounding-set=-all --inh-caps=-all env RUNNERX_IN_NS=1 "$0" "$@"
 fi
 
 # Privileged builders: everything runs in the inner daemons' network and mount
@@ -31,7 +42,7 @@ fi
 
 # binfmt_misc as the inner dockerd sees it: the namespace's own instance when rootless.
 in_namespace() {
-  if [ -n "$uid" ]; then
+  if [ -n "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ]; then
     nsenter -U --preserve-credentials -m -t "$(cat "$XDG_RUNTIME_DIR/rootlesskit/child_pid")" "$@"
   else
     "$@"
@@ -47,12 +58,18 @@ memory_limit_mib() {
   case "$l" in "" | max | 9223372036854*) echo "no" ;; *) echo "$((l / 1048576)) MiB" ;; esac
 }
 
+# Pid files of stage scripts (cancellation): in the user's runtime directory when
+# rootless (the namespace's /run is its own; the runtime directory is shared).
+piddir=/run/runnerx
+[ -n "$uid" ] && piddir="$XDG_RUNTIME_DIR/runnerx"
+
 cmd=${1:-}
 shift || :
 case "$cmd" in
 run)
   len=$1 token=$2
-  pidf=/run/runnerx/$token.pid
+  mkdir -p "$piddir"
+  pidf=$piddir/$token.pid
   # Proxy variables for job scripts.
   if [ -r /etc/runnerx/job.env ]; then
     set -a
@@ -79,8 +96,8 @@ run)
 kill)
   token=$1 sig=$2
   for _ in $(seq 1 20); do
-    if [ -s "/run/runnerx/$token.pid" ]; then
-      kill "-$sig" -- "-$(cat "/run/runnerx/$token.pid")" 2>/dev/null
+    if [ -s "$piddir/$token.pid" ]; then
+      kill "-$sig" -- "-$(cat "$piddir/$token.pid")" 2>/dev/null
       exit 0
     fi
     sleep 0.05

@@ -233,3 +233,37 @@ fn eight_concurrent_jobs_each_create_networks_and_publish_ports() {
         eprintln!("round {round}: 8 jobs in {:?}", started.elapsed());
     }
 }
+
+#[test]
+fn a_job_reaches_the_hosts_loopback_only_with_host_loopback() {
+    require_docker();
+    // A service on the runner host's loopback (gitlab-runner's metrics, a local
+    // registry, another job's tooling): jobs run in their builder's own network
+    // namespace, where 127.0.0.1 is their own; the host is 10.0.2.2, and only with
+    // builder.host_loopback.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe = format!(
+        "for a in 127.0.0.1 10.0.2.2; do if timeout 3 bash -c \"exec 3<>/dev/tcp/$a/{port}\" 2>/dev/null; then echo \"reached $a\"; else echo \"not reached $a\"; fi; done"
+    );
+    let closed = Job::new().settings(&format!(
+        "[builder]\nimage = \"{}\"\npull_policy = \"never\"\n",
+        crate::support::BUILDER_IMAGE
+    ));
+    let open = Job::new();
+    for (mut job, reach) in [(closed, false), (open, true)] {
+        assert_code(&job.prepare(), 0);
+        let out = job.run("build_script", &probe);
+        assert_code(&out, 0);
+        let stdout = text(&out).0;
+        assert!(stdout.contains("not reached 127.0.0.1"), "{stdout}");
+        let via_alias = if reach {
+            "reached 10.0.2.2"
+        } else {
+            "not reached 10.0.2.2"
+        };
+        assert!(stdout.contains(via_alias), "{stdout}");
+        job.cleanup_leaves_nothing();
+    }
+    drop(listener);
+}
