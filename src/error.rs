@@ -78,6 +78,10 @@ pub enum Error {
     #[error("emulation: {0}")]
     Emulation(String),
 
+    /// A job's service could not be pulled or started.
+    #[error("service: {0}")]
+    Service(String),
+
     /// The buildx builder for the job could not be set up.
     #[error("buildx: {0}")]
     Buildx(String),
@@ -180,6 +184,7 @@ impl Error {
             | Error::BuilderBoot(_)
             | Error::Emulation(_)
             | Error::Buildx(_)
+            | Error::Service(_)
             | Error::NoBuilder(_)
             | Error::BuilderStopped(_)
             | Error::BuilderDied { .. }
@@ -248,6 +253,7 @@ mod tests {
         builder_boot_is_ours: Error::BuilderBoot("x".into()) => System;
         emulation_is_ours: Error::Emulation("x".into()) => System;
         buildx_is_ours: Error::Buildx("x".into()) => System;
+        service_is_ours: Error::Service("x".into()) => System;
         no_builder_is_ours: Error::NoBuilder("runnerx-1".into()) => System;
         builder_stopped_is_ours: Error::BuilderStopped("runnerx-1".into()) => System;
         builder_died_is_ours: Error::BuilderDied { stage: "build_script".into(), code: 1, what: "the builder runnerx-1 stopped".into() } => System;

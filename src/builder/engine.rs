@@ -280,7 +280,7 @@ impl Engine {
     /// Size in bytes of a volume no container uses, measured by `du` in a short-lived
     /// container of `image` (the df API's shape differs across engine versions).
     pub(crate) async fn volume_size(&self, volume: &str, image: &str) -> Result<u64> {
-        let name = format!("runnerx-du-{}", crate::gitlab::job::random_hex(4));
+        let name = format!("runnerx-du-{}", crate::host::random_hex(4));
         let body = ContainerCreateBody {
             image: Some(image.into()),
             entrypoint: Some(vec!["du".into(), "-sk".into(), "/v".into()]),

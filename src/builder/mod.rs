@@ -7,6 +7,7 @@
 pub(crate) mod commands;
 pub(crate) mod engine;
 pub(crate) mod lifecycle;
+pub(crate) mod services;
 pub(crate) mod spec;
 
 #[cfg(test)]

@@ -41,12 +41,20 @@ fi
 # the runner host's 127.0.0.1) mean the host; inside the namespace 127.0.0.1 is the
 # namespace itself, and the host is RootlessKit's alias 10.0.2.2 (only when
 # builder.host_loopback opens it; otherwise the names stay unreachable).
+# The namespace gets its own /etc/hosts (Docker bind-mounts the builder's; this covers
+# it in the namespace only), which prepare extends with the job's service aliases.
 if [ "$RUNNERX_HOST_LOOPBACK" = 1 ]; then
   awk '$1 ~ /^127\./ { local = 0; for (i = 2; i <= NF; i++) if ($i ~ /^localhost/ || $i ~ /^ip6-/) local = 1;
        if (!local) { $1 = "10.0.2.2" } } { print }' /etc/hosts >"$XDG_RUNTIME_DIR/hosts"
-  # Docker bind-mounts /etc/hosts into the builder; cover it in this namespace only.
-  mount --bind "$XDG_RUNTIME_DIR/hosts" /etc/hosts
+else
+  cat /etc/hosts >"$XDG_RUNTIME_DIR/hosts"
 fi
+# A docker:dind service is this namespace's own dockerd (it also listens on the
+# namespace's loopback, port 2375): its aliases name 127.0.0.1 here.
+if [ -n "${RUNNERX_DIND_ALIASES:-}" ]; then
+  echo "127.0.0.1 $RUNNERX_DIND_ALIASES" >>"$XDG_RUNTIME_DIR/hosts"
+fi
+mount --bind "$XDG_RUNTIME_DIR/hosts" /etc/hosts
 
 # QEMU handlers (binfmt builtin/auto). Since Linux 6.7 every user namespace has its
 # own binfmt_misc instance: registering here changes nothing on the host. On older

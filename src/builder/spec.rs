@@ -54,6 +54,9 @@ pub(crate) const LABEL_CACHE_DIR: &str = "runnerx.cache-dir";
 /// Where stage scripts find gitlab-runner's helper (`gitlab-runner` on the job's PATH:
 /// artifacts upload, cache archive and extract), bind-mounted read-only from the host.
 pub(crate) const HELPER_PATH: &str = "/usr/local/bin/gitlab-runner";
+/// Where the inner dockerd also listens when the job has a `docker:dind` service: the
+/// builder's namespace's own loopback, never the runner host's.
+pub(crate) const DIND_HOST: &str = "tcp://127.0.0.1:2375";
 /// Inside the builder, where projects are cloned (`builds_dir` of `config`).
 pub(crate) const BUILDS_DIR: &str = "/builds";
 /// Inside the builder, where gitlab-runner keeps local cache archives (`cache_dir`).
@@ -151,6 +154,9 @@ pub(crate) struct BuilderSpec {
     /// The project's `cache_dir` volume, mounted at [`CACHE_DIR`] (none: the cache
     /// lives and dies with the builder).
     pub cache_dir: Option<String>,
+    /// Aliases of a `docker:dind` service: the inner dockerd answers them on the
+    /// namespace's loopback, port 2375 (empty: no TCP at all).
+    pub dind_aliases: Vec<String>,
 }
 
 /// The volume a builder mounts at /var/lib/docker.
@@ -399,8 +405,14 @@ pub(crate) fn daemon_json(spec: &BuilderSpec, rights: Rights) -> String {
     } else {
         "unix:///var/run/docker.sock"
     };
+    let mut hosts = vec![host.to_string()];
+    if !spec.dind_aliases.is_empty() {
+        // Only the namespace's own loopback: nothing outside the builder's network
+        // namespace (the runner host, other jobs) can reach it.
+        hosts.push(DIND_HOST.to_string());
+    }
     let mut v = serde_json::json!({
-        "hosts": [host],
+        "hosts": hosts,
         "data-root": "/var/lib/docker",
         "bip": spec.inner_net.bip,
         "default-address-pools": [{"base": spec.inner_net.pool_base, "size": 28}],
@@ -409,6 +421,10 @@ pub(crate) fn daemon_json(spec: &BuilderSpec, rights: Rights) -> String {
     });
     if let serde_json::Value::Object(m) = &mut v {
         m.extend(trust::daemon_options(&spec.registries, &spec.proxy));
+        if !spec.dind_aliases.is_empty() {
+            // Plain TCP is what `DOCKER_HOST=tcp://docker:2375` jobs expect.
+            m.insert("tls".into(), false.into());
+        }
     }
     serde_json::to_string_pretty(&v).expect("static JSON") + "\n"
 }
@@ -420,6 +436,12 @@ pub(crate) fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
         spec.binfmt.join(" "),
         u8::from(spec.host_loopback)
     );
+    if !spec.dind_aliases.is_empty() {
+        env.push_str(&format!(
+            "RUNNERX_DIND_ALIASES=\"{}\"\n",
+            spec.dind_aliases.join(" ")
+        ));
+    }
     if rights == Rights::Rootless {
         env.push_str(&format!("RUNNERX_UID={ROOTLESS_UID}\n"));
     } else {
@@ -490,7 +512,7 @@ pub(crate) fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
 /// uid/gid `user.1`, with their parent directories (0700) in the tar too: the builder's
 /// root cannot chown inside a 0700 home it may not enter (no CAP_DAC_OVERRIDE), and the
 /// engine keeps a tar's ownership on upload.
-fn tar_owned(files: &[(&str, &[u8], u32)], user: Option<(&str, u32)>) -> Vec<u8> {
+pub(crate) fn tar_owned(files: &[(&str, &[u8], u32)], user: Option<(&str, u32)>) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut dirs_done = std::collections::BTreeSet::new();
     let header = |size: u64, mode: u32, uid: u32, kind: tar::EntryType| {
@@ -557,6 +579,7 @@ mod tests {
             lease: Some("77:1234".into()),
             helper: None,
             cache_dir: None,
+            dind_aliases: vec![],
         }
     }
 

@@ -13,8 +13,11 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::builder::services::Service;
 use crate::env::Env;
 use crate::error::{Error, Invalid, Result};
+use crate::gitlab::services::{self, ResponseService, ResponseVariable};
+use crate::host::random_hex;
 use crate::settings::BuilderSettings;
 
 /// Exit codes and files gitlab-runner passes to every driver call.
@@ -62,6 +65,10 @@ struct JobResponse {
     image: Option<ResponseImage>,
     #[serde(default)]
     job_info: Option<JobInfo>,
+    #[serde(default)]
+    services: Option<Vec<ResponseService>>,
+    #[serde(default)]
+    variables: Option<Vec<ResponseVariable>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +108,8 @@ pub(crate) struct Job {
     /// runnerx's own `$PATH` (gitlab-runner's environment, trusted): where the helper
     /// binary is looked for.
     pub runner_path: Option<String>,
+    /// `services:` from the job payload (trusted).
+    pub services: Vec<Service>,
 }
 
 impl Job {
@@ -159,6 +168,12 @@ impl Job {
             build_exit_code_file: env.non_empty("BUILD_EXIT_CODE_FILE").map(PathBuf::from),
             image,
             runner_path: env.non_empty("PATH").map(String::from),
+            services: response.as_ref().map_or_else(Vec::new, |r| {
+                services::services(
+                    r.services.as_deref().unwrap_or_default(),
+                    r.variables.as_deref().unwrap_or_default(),
+                )
+            }),
         })
     }
 
@@ -173,6 +188,7 @@ impl Job {
             build_exit_code_file: None,
             image,
             runner_path: env.non_empty("PATH").map(String::from),
+            services: vec![],
         }
     }
 
@@ -242,25 +258,6 @@ fn validate_job_id(id: &str) -> std::result::Result<(), Invalid> {
             "must be 1-48 characters of [A-Za-z0-9_.-], starting with a letter or digit",
         ))
     }
-}
-
-/// `n` random bytes from the kernel, hex-encoded.
-pub(crate) fn random_hex(n: usize) -> String {
-    use std::io::Read;
-    let mut buf = vec![0u8; n];
-    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
-    if filled.is_err() {
-        // Not security-relevant (names only): fall back to time and pid.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            ^ u128::from(std::process::id());
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (seed >> ((i % 16) * 8)) as u8;
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

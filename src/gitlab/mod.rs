@@ -4,4 +4,5 @@
 
 pub(crate) mod job;
 pub mod pipeline;
+pub(crate) mod services;
 pub(crate) mod stages;

@@ -145,6 +145,25 @@ pub(crate) fn find_helper(
         .map(|p| (p, "$PATH"))
 }
 
+/// `n` random bytes from the kernel, hex-encoded.
+pub(crate) fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
+    if filled.is_err() {
+        // Not security-relevant (names only): fall back to time and pid.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ u128::from(std::process::id());
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The pid part of a lease, for messages.
 pub(crate) fn lease_pid(lease: &str) -> &str {
     lease.split(':').next().unwrap_or("?")

@@ -13,9 +13,9 @@ pub(crate) fn run(cmd: &CertsCommand) -> Result<()> {
             days,
             force,
         } => {
-            let cn = cn.clone().unwrap_or_else(|| {
-                format!("runnerx registry CA {}", crate::gitlab::job::random_hex(4))
-            });
+            let cn = cn
+                .clone()
+                .unwrap_or_else(|| format!("runnerx registry CA {}", crate::host::random_hex(4)));
             let ca = ca::make_ca(&cn, *days)?;
             let files = vec![
                 OutFile {

@@ -124,10 +124,7 @@ fn section(stage: &str) {
 }
 
 fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "runnerx-local-{}",
-        crate::gitlab::job::random_hex(6)
-    ));
+    let dir = std::env::temp_dir().join(format!("runnerx-local-{}", crate::host::random_hex(6)));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
     Ok(dir)
 }

@@ -124,6 +124,8 @@ pub(crate) struct BuilderSettings {
     pub buildkit_image: String,
     /// gitlab-runner's binary on the host, if set (checked to be a file).
     pub helper_binary: Option<PathBuf>,
+    /// How long services may take to answer (gitlab-runner's default: 30s).
+    pub wait_for_services: Duration,
 }
 
 /// Validates `[builder]`.
@@ -207,6 +209,10 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
         .unwrap_or_else(|| DEFAULT_BUILDKIT_IMAGE.into());
     validate_image(&buildkit_image).map_err(|m| bad("buildkit_image", &m))?;
 
+    let wait_for_services =
+        values::duration(b.wait_for_services_timeout.as_deref().unwrap_or("30s"))
+            .map_err(|m| Error::Settings(format!("{}: {m}", key("wait_for_services_timeout"))))?;
+
     if let Some(p) = &b.helper_binary
         && !p.is_file()
     {
@@ -241,6 +247,7 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
         driver: b.driver.unwrap_or(Driver::Docker),
         buildkit_image,
         helper_binary: b.helper_binary,
+        wait_for_services,
     })
 }
 

@@ -80,6 +80,8 @@ pub(crate) struct RawBuilder {
     /// gitlab-runner's binary on the host, mounted into builders as the job's helper
     /// (default: the process that runs runnerx, else `gitlab-runner` on `$PATH`).
     pub helper_binary: Option<PathBuf>,
+    /// How long a job's services may take to answer on their exposed ports.
+    pub wait_for_services_timeout: Option<String>,
 }
 
 /// `[binfmt]` as written.

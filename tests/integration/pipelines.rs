@@ -172,3 +172,111 @@ fn the_helper_is_read_only_for_the_job_and_a_missing_one_is_named_once() {
     bare.cleanup_leaves_nothing();
     let _ = docker(&["volume", "rm", "-f", "runnerx-cachedir-p4203-rootless"]);
 }
+
+#[test]
+fn a_dind_service_is_the_builder_itself_and_docker_host_tcp_reaches_it_inside_only() {
+    require_docker();
+    let mut job = Job::new().service(serde_json::json!({
+        "name": "docker:24.0.4-dind", "alias": "", "entrypoint": null, "command": null
+    }));
+    let out = job.prepare();
+    assert_code(&out, 0);
+    assert!(
+        text(&out)
+            .1
+            .contains("the builder is a Docker daemon already"),
+        "{}",
+        text(&out).1
+    );
+    // GitLab's documented DinD pattern, unchanged.
+    let out = job.run(
+        "build_script",
+        "export DOCKER_HOST=tcp://docker:2375\nexport DOCKER_TLS_CERTDIR=\ndocker version --format 'server {{.Server.Version}}'\ndocker buildx ls | head -n 3",
+    );
+    assert_code(&out, 0);
+    assert!(text(&out).0.contains("server "), "{}", text(&out).0);
+    // The daemon's TCP port is the namespace's own: nothing on the runner host answers.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", 2375)).is_err(),
+        "the builder's dockerd answers on the host's port 2375"
+    );
+    job.cleanup_leaves_nothing();
+}
+
+#[test]
+fn services_are_reachable_by_alias_and_a_silent_one_is_reported_with_its_log() {
+    use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls};
+    require_docker();
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let host = reg.host();
+    let settings = format!(
+        "wait_for_services_timeout = \"3s\"\n{}",
+        reg.settings_block(&reg.ca_file(), "")
+    );
+
+    // Two service images, pushed to the private registry the way a team would.
+    let mut seed = Job::new().with_settings(&settings).env("REG_PW", PASSWORD);
+    assert_code(&seed.prepare(), 0);
+    let out = seed.run(
+        "build_script",
+        &format!(
+            "mkdir -p web silent && cp /bin/busybox web/ && cp /bin/busybox silent/\n\
+             printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nEXPOSE 8080\\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\\n' > web/Dockerfile\n\
+             printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nEXPOSE 9999\\nCMD [\"/bin/busybox\", \"sh\", \"-c\", \"echo silent service up; sleep 600\"]\\n' > silent/Dockerfile\n\
+             docker build -q -t {host}/svc/web:1 web\n\
+             docker build -q -t {host}/svc/silent:1 silent\n\
+             docker push -q {host}/svc/web:1\n\
+             docker push -q {host}/svc/silent:1"
+        ),
+    );
+    assert_code(&out, 0);
+    seed.cleanup_leaves_nothing();
+
+    let services = |job: Job| {
+        job.env("REG_PW", PASSWORD)
+            .service(serde_json::json!({
+                "name": format!("{host}/svc/web:1"), "alias": "web", "entrypoint": null, "command": null
+            }))
+            .service(serde_json::json!({
+                "name": format!("{host}/svc/silent:1"), "alias": "quiet", "entrypoint": null, "command": null
+            }))
+    };
+    // Service images follow the builder's pull policy: "never" names the fix.
+    let mut never = services(Job::new().with_settings(&settings));
+    let out = never.prepare();
+    assert_code(&out, 2);
+    assert!(
+        text(&out)
+            .1
+            .contains("is not in the builder and builder.pull_policy is \"never\""),
+        "{}",
+        text(&out).1
+    );
+    never.cleanup_leaves_nothing();
+
+    let mut job = services(Job::new().settings(&format!(
+        "[builder]\nimage = \"{}\"\npull_policy = \"if-not-present\"\nhost_loopback = true\nextra_hosts = [\"registry.test:127.0.0.1\"]\n{settings}",
+        crate::support::BUILDER_IMAGE
+    )));
+    let out = job.prepare();
+    assert_code(&out, 0);
+    let stderr = text(&out).1;
+    assert!(
+        stderr.contains("probably didn't start properly"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("silent service up"),
+        "the service log is shown: {stderr}"
+    );
+    let out = job.run(
+        "build_script",
+        "curl -s -o /dev/null -w 'web answered %{http_code}\\n' http://web:8080/\n\
+         getent hosts registry.test__svc__web registry.test-svc-web quiet | wc -l",
+    );
+    assert_code(&out, 0);
+    let stdout = text(&out).0;
+    assert!(stdout.contains("web answered 404"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.trim() == "3"), "{stdout}");
+    job.cleanup_leaves_nothing();
+}

@@ -60,6 +60,7 @@ pub(crate) struct Job {
     vars: Vec<(String, String)>,
     host_env: Vec<(String, String)>,
     project: u64,
+    services: Vec<serde_json::Value>,
     cleaned: bool,
 }
 
@@ -83,6 +84,7 @@ impl Job {
             vars: vec![],
             host_env: vec![],
             project: 1,
+            services: vec![],
             cleaned: false,
         };
         job.with_settings("")
@@ -105,6 +107,12 @@ impl Job {
     /// Adds a job variable (CUSTOM_ENV_<k>).
     pub(crate) fn var(mut self, k: &str, v: &str) -> Job {
         self.vars.push((k.into(), v.into()));
+        self
+    }
+
+    /// Adds a `services:` entry to the job payload, as gitlab-runner writes it.
+    pub(crate) fn service(mut self, entry: serde_json::Value) -> Job {
+        self.services.push(entry);
         self
     }
 
@@ -139,6 +147,7 @@ impl Job {
             "token": JOB_TOKEN,
             "job_info": {"name": "build", "stage": "build", "project_id": self.project, "project_name": "demo"},
             "variables": [{"key": "CI_JOB_TOKEN", "value": JOB_TOKEN, "masked": true, "public": false}],
+            "services": self.services,
         });
         std::fs::write(tmp.join("response.json"), response.to_string()).unwrap();
         let mut c = Command::new(program);

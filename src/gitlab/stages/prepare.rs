@@ -122,6 +122,12 @@ pub(crate) async fn prepare(
         lease: host::parent_lease(),
         helper: helper(settings, job),
         cache_dir: None,
+        dind_aliases: job
+            .services
+            .iter()
+            .filter(|s| s.dind)
+            .flat_map(|s| s.aliases.iter().cloned())
+            .collect(),
     };
 
     // Builders share nothing on the host network (their daemons have their own
@@ -191,6 +197,19 @@ pub(crate) async fn prepare(
             .collect::<Vec<_>>()
             .join(",")
     ));
+    if !job.services.is_empty() {
+        builder::services::start(
+            engine,
+            &name,
+            &job.services,
+            rootless,
+            b.pull_policy,
+            b.wait_for_services,
+            cancel,
+        )
+        .await?;
+        steps.done("services started");
+    }
     if b.driver == Driver::DockerContainer {
         create_buildx_builder(settings, engine, &name, cancel).await?;
         steps.done("buildx docker-container builder ready");

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::builder;
 use crate::builder::engine::{Engine, ExecStream};
 use crate::error::{Error, Result};
-use crate::gitlab::job::{Job, random_hex};
+use crate::gitlab::job::Job;
+use crate::host::random_hex;
 
 /// How long a cancelled script gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_millis(2500);

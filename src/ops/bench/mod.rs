@@ -54,7 +54,7 @@ pub(crate) async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
         settings.builder.image
     );
     let mut peak_rss = 0i64;
-    let tag = crate::gitlab::job::random_hex(3);
+    let tag = crate::host::random_hex(3);
 
     // 1. prepare to a ready builder; keep the last one for the run figures.
     let (mut prep, mut boot, mut clean) = (vec![], vec![], vec![]);

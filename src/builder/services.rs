@@ -1,0 +1,329 @@
+//! A job's `services:` as containers of its builder's inner dockerd, started in
+//! prepare once the daemon answers: pulled per the builder's pull policy, on one user
+//! network, reachable from the job by their aliases (lines in the namespace's own
+//! /etc/hosts), and waited for as gitlab-runner does (every exposed TCP port answers,
+//! up to a timeout; otherwise a warning with the service's log, and the job goes on).
+//! They die with the builder. Variables reach them through an env file (0600, the job
+//! user's), never argv. A `docker:dind` service is not started: the builder is one.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::engine::Engine;
+use super::spec::{ROOTLESS_HOME, ROOTLESS_UID, tar_owned};
+use super::user_cmd;
+use crate::error::{Error, Result};
+use crate::settings::PullPolicy;
+
+/// Network the services share inside the builder.
+pub(crate) const NETWORK: &str = "runnerx-services";
+
+/// One service to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Service {
+    /// Image reference.
+    pub image: String,
+    /// Host names the job reaches it by.
+    pub aliases: Vec<String>,
+    /// Entrypoint override (first element is the executable).
+    pub entrypoint: Vec<String>,
+    /// Command override.
+    pub command: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// A Docker-in-Docker service (not started).
+    pub dind: bool,
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_string()).collect()
+}
+
+/// Container name of service `i`.
+pub(crate) fn container_name(i: usize) -> String {
+    format!("runnerx-service-{i}")
+}
+
+/// `docker run` for service `i` (pure).
+pub(crate) fn run_cmd(i: usize, s: &Service, env_file: &str) -> Vec<String> {
+    let mut cmd = strings(&["docker", "run", "-d", "--name"]);
+    cmd.push(container_name(i));
+    cmd.extend(strings(&["--network", NETWORK, "--env-file", env_file]));
+    for a in &s.aliases {
+        cmd.push("--network-alias".into());
+        cmd.push(a.clone());
+    }
+    let mut rest: Vec<String> = vec![];
+    if let Some((first, more)) = s.entrypoint.split_first() {
+        cmd.push("--entrypoint".into());
+        cmd.push(first.clone());
+        rest.extend(more.iter().cloned());
+    }
+    cmd.push(s.image.clone());
+    cmd.extend(rest);
+    cmd.extend(s.command.iter().cloned());
+    cmd
+}
+
+/// The env file of a service: `KEY=value` lines (docker's format: no quoting, so
+/// values with a newline cannot be passed and are dropped with a warning).
+pub(crate) fn env_file(s: &Service) -> String {
+    let mut out = String::new();
+    for (k, v) in &s.env {
+        if v.contains('\n') {
+            tracing::warn!(
+                "service {}: variable {k} has a newline; not passed",
+                s.image
+            );
+            continue;
+        }
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out
+}
+
+/// Runs `cmd` in the builder as the job user, in the daemons' namespace.
+async fn exec(engine: &Engine, builder: &str, cmd: Vec<String>) -> Result<(i64, String)> {
+    engine.exec_capture(builder, user_cmd(cmd)).await
+}
+
+/// Starts every non-dind service of the job in `builder`.
+pub(crate) async fn start(
+    engine: &Engine,
+    builder: &str,
+    services: &[Service],
+    rootless: bool,
+    policy: PullPolicy,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    for s in services.iter().filter(|s| s.dind) {
+        tracing::info!(
+            "service {}: the builder is a Docker daemon already; {} reach it (DOCKER_HOST=tcp://docker:2375)",
+            s.image,
+            s.aliases.join(", ")
+        );
+    }
+    let started: Vec<(usize, &Service)> = services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.dind)
+        .collect();
+    if started.is_empty() {
+        return Ok(());
+    }
+    let (home, uid) = if rootless {
+        (ROOTLESS_HOME, ROOTLESS_UID)
+    } else {
+        ("/root", 0)
+    };
+    let env_files: Vec<(String, Vec<u8>, u32)> = started
+        .iter()
+        .map(|(i, s)| {
+            (
+                format!("{}/.runnerx/service-{i}.env", home.trim_start_matches('/')),
+                env_file(s).into_bytes(),
+                0o600,
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8], u32)> = env_files
+        .iter()
+        .map(|(p, c, m)| (p.as_str(), c.as_slice(), *m))
+        .collect();
+    engine
+        .upload(
+            builder,
+            tar_owned(&refs, Some((home.trim_start_matches('/'), uid))),
+        )
+        .await?;
+    let (code, out) = exec(
+        engine,
+        builder,
+        strings(&["docker", "network", "create", NETWORK]),
+    )
+    .await?;
+    if code != 0 && !out.contains("already exists") {
+        return Err(Error::Service(format!(
+            "cannot create the services' network in the builder: {}",
+            out.trim()
+        )));
+    }
+    for (i, s) in &started {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled("signal"));
+        }
+        ensure_image(engine, builder, &s.image, policy).await?;
+        let env_path = format!("{home}/.runnerx/service-{i}.env");
+        let (code, out) = exec(engine, builder, run_cmd(*i, s, &env_path)).await?;
+        if code != 0 {
+            return Err(Error::Service(format!(
+                "service {} did not start: {}",
+                s.image,
+                out.trim()
+            )));
+        }
+        let name = container_name(*i);
+        let (_, ip) = exec(
+            engine,
+            builder,
+            strings(&[
+                "docker",
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                &name,
+            ]),
+        )
+        .await?;
+        let ip = ip.trim().to_string();
+        if !ip.is_empty() {
+            let line = format!("{ip} {}", s.aliases.join(" "));
+            let (code, out) = exec(
+                engine,
+                builder,
+                strings(&["sh", "-c", "echo \"$1\" >> /etc/hosts", "sh", &line]),
+            )
+            .await?;
+            if code != 0 {
+                tracing::warn!(
+                    "service {}: cannot add its aliases: {}",
+                    s.image,
+                    out.trim()
+                );
+            }
+        }
+        wait(engine, builder, s, &name, &ip, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Pulls `image` in the builder as the builder's pull policy says.
+async fn ensure_image(
+    engine: &Engine,
+    builder: &str,
+    image: &str,
+    policy: PullPolicy,
+) -> Result<()> {
+    let (present, _) = exec(
+        engine,
+        builder,
+        strings(&["docker", "image", "inspect", image]),
+    )
+    .await?;
+    let pull = match policy {
+        PullPolicy::Always => true,
+        PullPolicy::IfNotPresent => present != 0,
+        PullPolicy::Never if present == 0 => false,
+        PullPolicy::Never => {
+            return Err(Error::Service(format!(
+                "service image {image} is not in the builder and builder.pull_policy is \"never\"; use pull_policy = \"if-not-present\""
+            )));
+        }
+    };
+    if !pull {
+        return Ok(());
+    }
+    tracing::info!("pulling service image {image}");
+    let (code, out) = exec(engine, builder, strings(&["docker", "pull", "-q", image])).await?;
+    if code != 0 {
+        let last = out
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        return Err(Error::Service(format!(
+            "cannot pull service image {image} ({last}); check the name, the registry's [[registries]] entry (CA, credentials), or mirror the image"
+        )));
+    }
+    Ok(())
+}
+
+/// Waits until every exposed TCP port of the service answers; on timeout, warns the
+/// way gitlab-runner does, with the service's log.
+async fn wait(
+    engine: &Engine,
+    builder: &str,
+    s: &Service,
+    name: &str,
+    ip: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let (_, ports) = exec(
+        engine,
+        builder,
+        strings(&[
+            "docker",
+            "inspect",
+            "-f",
+            "{{range $p, $v := .Config.ExposedPorts}}{{$p}} {{end}}",
+            name,
+        ]),
+    )
+    .await?;
+    let tcp: Vec<&str> = ports
+        .split_whitespace()
+        .filter_map(|p| p.strip_suffix("/tcp"))
+        .collect();
+    if tcp.is_empty() || ip.is_empty() {
+        return Ok(());
+    }
+    let polls = (timeout.as_millis() / 500).max(1);
+    let script = format!(
+        "for _ in $(seq 1 {polls}); do ok=1; for p in {}; do (exec 3<>\"/dev/tcp/{ip}/$p\") 2>/dev/null || ok=0; done; [ $ok = 1 ] && exit 0; sleep 0.5; done; exit 1",
+        tcp.join(" ")
+    );
+    let (code, _) = exec(engine, builder, strings(&["bash", "-c", &script])).await?;
+    if code == 0 {
+        tracing::info!(
+            "service {} ready ({} answering port {})",
+            s.image,
+            s.aliases.join(", "),
+            tcp.join(", ")
+        );
+        return Ok(());
+    }
+    let (_, logs) = exec(
+        engine,
+        builder,
+        strings(&["docker", "logs", "--tail", "30", name]),
+    )
+    .await?;
+    tracing::warn!(
+        "*** WARNING: Service {} ({name}) probably didn't start properly: port {} did not answer within {}s",
+        s.image,
+        tcp.join(", "),
+        timeout.as_secs()
+    );
+    tracing::warn!("Service container logs:");
+    for line in logs.lines() {
+        tracing::warn!("  {line}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_puts_entrypoint_args_before_the_command_and_no_values_in_argv() {
+        let s = Service {
+            image: "postgres:16".into(),
+            aliases: vec!["postgres".into(), "db".into()],
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            command: vec!["exec postgres".into()],
+            env: vec![("POSTGRES_PASSWORD".into(), "s3cret".into())],
+            dind: false,
+        };
+        let cmd = run_cmd(0, &s, "/home/rootless/.runnerx/service-0.env");
+        assert_eq!(
+            cmd.join(" "),
+            "docker run -d --name runnerx-service-0 --network runnerx-services --env-file /home/rootless/.runnerx/service-0.env --network-alias postgres --network-alias db --entrypoint /bin/sh postgres:16 -c exec postgres"
+        );
+        assert!(!cmd.iter().any(|a| a.contains("s3cret")));
+        assert_eq!(env_file(&s), "POSTGRES_PASSWORD=s3cret\n");
+    }
+}
