@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::gitlab::services::{ResponseService, ResponseVariable};
+
 /// Top-level keys that are not jobs.
 const RESERVED: &[&str] = &[
     "default",
@@ -59,6 +61,8 @@ pub struct JobDef {
     pub script: Vec<String>,
     /// `after_script` lines.
     pub after_script: Vec<String>,
+    /// `services:`, in the job payload's shape.
+    pub(crate) services: Vec<ResponseService>,
 }
 
 fn parse_yaml(path: &Path) -> Result<Map<String, Value>, String> {
@@ -286,8 +290,72 @@ impl Pipeline {
             before_script: script_of("before_script")?,
             script: script_of("script")?,
             after_script: script_of("after_script")?,
+            services: match pick("services") {
+                Some(v) => services_of(v).map_err(|e| format!("job {name:?} services: {e}"))?,
+                None => vec![],
+            },
         })
     }
+}
+
+/// `services:` entries: an image name, or a mapping with `name`, `alias`,
+/// `entrypoint`, `command` and `variables` (a mapping here, a list in the payload).
+fn services_of(v: &Value) -> Result<Vec<ResponseService>, String> {
+    let Value::Array(items) = v else {
+        return Err("must be a list".into());
+    };
+    let strings = |v: Option<&Value>| -> Result<Option<Vec<String>>, String> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| match x {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(format!(
+                        "entrypoint and command take strings, found {other}"
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(format!(
+                "entrypoint and command take strings, found {other}"
+            )),
+        }
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(name) => Ok(ResponseService {
+                name: name.clone(),
+                ..Default::default()
+            }),
+            Value::Object(m) => Ok(ResponseService {
+                name: m
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or("an entry has no name")?
+                    .to_string(),
+                alias: m.get("alias").and_then(Value::as_str).map(String::from),
+                entrypoint: strings(m.get("entrypoint"))?,
+                command: strings(m.get("command"))?,
+                variables: match m.get("variables") {
+                    Some(v) => Some(
+                        variables_of(v)?
+                            .into_iter()
+                            .map(|(key, value)| ResponseVariable {
+                                key,
+                                value,
+                                file: false,
+                            })
+                            .collect(),
+                    ),
+                    None => None,
+                },
+            }),
+            other => Err(format!("entries are names or mappings, found {other}")),
+        })
+        .collect()
 }
 
 /// Script lines: a string or a list of strings (nested lists, as `!reference` gives,

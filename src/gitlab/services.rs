@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::builder::services::Service;
 
 /// One entry of the payload's `services`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub(crate) struct ResponseService {
     /// Image reference.
     #[serde(default)]
@@ -28,7 +28,7 @@ pub(crate) struct ResponseService {
 }
 
 /// A variable of the payload (`variables`, or a service's).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub(crate) struct ResponseVariable {
     /// Name.
     #[serde(default)]

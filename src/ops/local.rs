@@ -19,6 +19,7 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::gitlab::job::Job;
 use crate::gitlab::pipeline::{self, Pipeline};
+use crate::gitlab::services::ResponseVariable;
 use crate::settings::Settings;
 
 /// Runs the job.
@@ -33,8 +34,17 @@ pub(crate) async fn local(
     let (project, name) = project_of(&args.file, args.project_dir.as_deref())?;
     let project_dir = format!("{}/local/{name}", crate::gitlab::stages::config::BUILDS_DIR);
 
-    let job = Job::local(def.image.clone(), &name, env);
+    let mut job = Job::local(def.image.clone(), &name, env);
     let vars = variables(&def, &job, &name, &project_dir, &project, &args.vars)?;
+    let job_vars: Vec<ResponseVariable> = vars
+        .iter()
+        .map(|(key, value)| ResponseVariable {
+            key: key.clone(),
+            value: value.clone(),
+            file: false,
+        })
+        .collect();
+    job.services = crate::gitlab::services::services(&def.services, &job_vars);
     let engine = Engine::connect().await?;
     let tmp = tempdir()?;
 
@@ -232,13 +242,51 @@ async fn get_sources(engine: &Engine, job: &Job, project: &Path, project_dir: &s
             .collect(),
         None => walk(project, Path::new("")),
     };
+    // The checkout belongs to the job user, as a clone by the job would (privileged
+    // jobs run as root and may write anywhere anyway).
+    let owned = |h: &mut tar::Header| {
+        h.set_uid(u64::from(crate::builder::ROOTLESS_UID));
+        h.set_gid(u64::from(crate::builder::ROOTLESS_UID));
+        h.set_mtime(0);
+    };
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
     let root = project_dir.trim_start_matches('/');
+    let mut dirs = std::collections::BTreeSet::new();
+    for rel in &files {
+        let mut dir = Path::new(root).join(rel);
+        while dir.pop() && dir.as_os_str().len() > "builds".len() {
+            dirs.insert(dir.clone());
+        }
+    }
+    for dir in &dirs {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        owned(&mut h);
+        b.append_data(&mut h, dir, std::io::empty())
+            .map_err(|e| Error::io("pack", dir, e))?;
+    }
     for rel in &files {
         let full = project.join(rel);
-        if full.is_file() || full.is_symlink() {
-            b.append_path_with_name(&full, Path::new(root).join(rel))
+        let name = Path::new(root).join(rel);
+        let meta = match std::fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata(&meta);
+        owned(&mut h);
+        if meta.file_type().is_symlink() {
+            let target =
+                std::fs::read_link(&full).map_err(|e| Error::io("read project file", &full, e))?;
+            b.append_link(&mut h, &name, target)
+                .map_err(|e| Error::io("pack", &full, e))?;
+        } else if meta.is_file() {
+            let f =
+                std::fs::File::open(&full).map_err(|e| Error::io("read project file", &full, e))?;
+            b.append_data(&mut h, &name, f)
                 .map_err(|e| Error::io("read project file", &full, e))?;
         }
     }

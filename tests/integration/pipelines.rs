@@ -280,3 +280,54 @@ fn services_are_reachable_by_alias_and_a_silent_one_is_reported_with_its_log() {
     assert!(stdout.lines().any(|l| l.trim() == "3"), "{stdout}");
     job.cleanup_leaves_nothing();
 }
+
+/// GitLab's documented DinD pipeline (the shape of seed 003): `image: docker`, a
+/// `docker:dind` service, `DOCKER_HOST=tcp://docker:2375`, a multi-platform push.
+const DIND_PIPELINE: &str = r#"variables:
+  DOCKER_HOST: tcp://docker:2375
+  DOCKER_TLS_CERTDIR: ""
+  DOCKER_DRIVER: overlay2
+
+build:
+  image: docker:24.0.4
+  services:
+    - name: docker:24.0.4-dind
+      alias: docker
+  before_script:
+    - docker info --format 'daemon {{.ServerVersion}}'
+  script:
+    - cp /bin/busybox . && printf 'FROM scratch\nCOPY busybox /bin/busybox\n' > Dockerfile
+    - docker buildx build --platform linux/amd64,linux/arm64 -t "$REGISTRY/seed/app:1" --push .
+"#;
+
+#[test]
+fn gitlabs_dind_pipeline_runs_unchanged_through_runnerx_local() {
+    use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls};
+    require_docker();
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let host = reg.host();
+    let job = Job::new()
+        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
+        .env("REG_PW", PASSWORD);
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join(".gitlab-ci.yml"), DIND_PIPELINE).unwrap();
+    let out = job.runnerx_in(
+        project.path(),
+        &["local", "build", "--var", &format!("REGISTRY={host}")],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    assert!(stdout.contains("daemon "), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Job succeeded"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the builder is a Docker daemon already"),
+        "{stderr}"
+    );
+    let out = job.runnerx(&["manifest", "inspect", &format!("{host}/seed/app:1")]);
+    assert_code(&out, 0);
+    let listing = text(&out).0;
+    assert!(
+        listing.contains("linux/amd64") && listing.contains("linux/arm64"),
+        "{listing}"
+    );
+}
