@@ -77,6 +77,8 @@ run)
     . /etc/runnerx/job.env
     set +a
   fi
+  # runnerx's docker first (a plain pull fetches every platform of builder.platforms).
+  export PATH="/etc/runnerx/bin:${PATH:-/usr/local/bin:/usr/bin:/bin}"
   # The script is read through a pipe: stdin EOF is not needed (docker exec cannot
   # half-close it reliably) and no copy lands on the filesystem (it holds the job
   # token). setsid gives it its own process group for cancellation.

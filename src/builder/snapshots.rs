@@ -65,6 +65,7 @@ fn spec() -> BuilderSpec {
         helper: Some("/usr/bin/gitlab-runner".into()),
         cache_dir: Some("runnerx-cachedir-p77-rootless".into()),
         dind_aliases: vec!["docker".into()],
+        platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
     }
 }
 

@@ -83,6 +83,10 @@ pub(crate) const NS_INIT: &str = include_str!("ns-init.sh");
 pub(crate) const BOOT_PRIVILEGED: &str = include_str!("boot-privileged.sh");
 /// The exec wrapper (stage scripts, cancellation, readiness, binfmt checks).
 pub(crate) const EXEC_SCRIPT: &str = include_str!("exec.sh");
+/// The `docker` job scripts find first on their PATH: a plain `docker pull` fetches
+/// every platform of `builder.platforms`, so a pulled multi-arch image can be retagged
+/// and pushed whole.
+pub(crate) const DOCKER_CLI: &str = include_str!("docker-cli.sh");
 /// The seccomp profile of rootless builders: Docker's default profile plus the calls
 /// that create and enter user namespaces and mount inside them (clone/unshare with
 /// namespace flags, setns, mount, pivot_root, the new mount API), with the keyring
@@ -157,6 +161,8 @@ pub(crate) struct BuilderSpec {
     /// Aliases of a `docker:dind` service: the inner dockerd answers them on the
     /// namespace's loopback, port 2375 (empty: no TCP at all).
     pub dind_aliases: Vec<String>,
+    /// `builder.platforms` (`os/arch[/variant]`): what a plain `docker pull` fetches.
+    pub platforms: Vec<String>,
 }
 
 /// The volume a builder mounts at /var/lib/docker.
@@ -432,9 +438,10 @@ pub(crate) fn daemon_json(spec: &BuilderSpec, rights: Rights) -> String {
 /// Values the boot scripts and the exec wrapper source (`/etc/runnerx/boot.env`).
 pub(crate) fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
     let mut env = format!(
-        "RUNNERX_BINFMT=\"{}\"\nRUNNERX_HOST_LOOPBACK={}\n",
+        "RUNNERX_BINFMT=\"{}\"\nRUNNERX_HOST_LOOPBACK={}\nRUNNERX_PLATFORMS=\"{}\"\n",
         spec.binfmt.join(" "),
-        u8::from(spec.host_loopback)
+        u8::from(spec.host_loopback),
+        spec.platforms.join(" ")
     );
     if !spec.dind_aliases.is_empty() {
         env.push_str(&format!(
@@ -495,6 +502,11 @@ pub(crate) fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
         (
             "etc/runnerx/ns-init.sh".into(),
             NS_INIT.as_bytes().to_vec(),
+            0o755,
+        ),
+        (
+            "etc/runnerx/bin/docker".into(),
+            DOCKER_CLI.as_bytes().to_vec(),
             0o755,
         ),
     ];
@@ -580,6 +592,7 @@ mod tests {
             helper: None,
             cache_dir: None,
             dind_aliases: vec![],
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
         }
     }
 

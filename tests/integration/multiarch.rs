@@ -45,6 +45,27 @@ pub(crate) fn busybox(arch: &str, into: &Path) {
     .unwrap();
 }
 
+/// Seeds `<host>/base/busybox:1-amd64` and `…-arm64` through `runnerx local` (the
+/// seed-base pipeline, run from its directory with the defaults) and returns
+/// `<host>/base/busybox:1`, not yet created.
+pub(crate) fn seed_per_arch(job: &Job, host: &str) -> String {
+    let seed = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("scripts/seed-base/.gitlab-ci.yml"),
+        seed.path().join(".gitlab-ci.yml"),
+    )
+    .unwrap();
+    busybox("amd64", seed.path());
+    busybox("arm64", seed.path());
+    let out = job.runnerx_in(
+        seed.path(),
+        &["local", "seed", "--var", &format!("REGISTRY={host}")],
+    );
+    assert_code(&out, 0);
+    assert!(text(&out).0.contains("Job succeeded"), "{}", text(&out).0);
+    format!("{host}/base/busybox:1")
+}
+
 #[test]
 fn example_project_builds_both_platforms_through_the_template() {
     require_docker();
@@ -55,24 +76,9 @@ fn example_project_builds_both_platforms_through_the_template() {
         .env("REG_PW", PASSWORD);
 
     // 1. Seed: per-arch tags from static busyboxes, through `runnerx local`.
-    let seed = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo().join("scripts/seed-base/.gitlab-ci.yml"),
-        seed.path().join(".gitlab-ci.yml"),
-    )
-    .unwrap();
-    busybox("amd64", seed.path());
-    busybox("arm64", seed.path());
-    // From the project directory with the defaults (`-f .gitlab-ci.yml`).
-    let out = job.runnerx_in(
-        seed.path(),
-        &["local", "seed", "--var", &format!("REGISTRY={host}")],
-    );
-    assert_code(&out, 0);
-    assert!(text(&out).0.contains("Job succeeded"), "{}", text(&out).0);
+    let base = seed_per_arch(&job, &host);
 
     // 2. Join them: the seed workflow of `runnerx manifest create`.
-    let base = format!("{host}/base/busybox:1");
     let out = job.runnerx(&[
         "manifest",
         "create",

@@ -331,3 +331,45 @@ fn gitlabs_dind_pipeline_runs_unchanged_through_runnerx_local() {
         "{listing}"
     );
 }
+
+#[test]
+fn a_multi_arch_image_is_pulled_retagged_and_pushed_whole() {
+    use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls};
+    require_docker();
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let host = reg.host();
+    let mut job = Job::new()
+        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
+        .env("REG_PW", PASSWORD);
+    let base = crate::multiarch::seed_per_arch(&job, &host);
+    let out = job.runnerx(&[
+        "manifest",
+        "create",
+        &base,
+        &format!("{base}-amd64"),
+        &format!("{base}-arm64"),
+    ]);
+    assert_code(&out, 0);
+
+    // The seeds' flow: a base image from upstream, retagged into the team's project.
+    assert_code(&job.prepare(), 0);
+    let target = format!("{host}/team/busybox:1");
+    let out = job.run(
+        "build_script",
+        &format!("docker pull {base}\ndocker tag {base} {target}\ndocker push {target}"),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    assert!(
+        !stdout.contains("not all of them are available"),
+        "{stdout}{stderr}"
+    );
+    job.cleanup_leaves_nothing();
+    let out = job.runnerx(&["manifest", "inspect", &target]);
+    assert_code(&out, 0);
+    let listing = text(&out).0;
+    assert!(
+        listing.contains("linux/amd64") && listing.contains("linux/arm64"),
+        "{listing}"
+    );
+}

@@ -128,6 +128,7 @@ pub(crate) async fn prepare(
             .filter(|s| s.dind)
             .flat_map(|s| s.aliases.iter().cloned())
             .collect(),
+        platforms: b.platforms.iter().map(ToString::to_string).collect(),
     };
 
     // Builders share nothing on the host network (their daemons have their own
