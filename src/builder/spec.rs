@@ -8,7 +8,8 @@
 //!
 //! Invariants:
 //! * Host networking, and the inner dockerd listens on a unix socket under a private
-//!   tmpfs `/run` only — never on TCP (the host network would expose it).
+//!   tmpfs `/run` only — never on a TCP port the host network could reach (with a
+//!   `docker:dind` service also on the namespace's own 127.0.0.1:2375).
 //! * Rootless builders ([`Rights::Rootless`]) get no capability beyond CHOWN, MKNOD,
 //!   SETUID and SETGID; their containerd and dockerd run under RootlessKit in their
 //!   own user, mount and network namespace, so bridges, iptables and binfmt handlers
