@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 
-pub use crate::gitlab::pipeline::PipelineError;
 pub use crate::registry::error::RegistryError;
 
 /// Whose failure it is; decides the exit code GitLab sees.
@@ -154,6 +153,18 @@ pub enum Error {
     /// `.gitlab-ci.yml` for `runnerx local`).
     #[error("{0}")]
     Usage(String),
+}
+
+/// A pipeline file runnerx cannot use: one line naming the file, the job or key, and
+/// what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PipelineError(String);
+
+impl From<String> for PipelineError {
+    fn from(message: String) -> PipelineError {
+        PipelineError(message)
+    }
 }
 
 /// A value that does not parse; the message says what a good one looks like, and the

@@ -88,6 +88,15 @@ pub(crate) fn kill_cmd(token: &str, signal: &str) -> Vec<String> {
     wrapped("kill", [token.to_string(), signal.to_string()])
 }
 
+/// The last non-empty line of a command's output: usually the error that matters.
+pub(crate) fn last_line(out: &str) -> &str {
+    out.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,12 +228,7 @@ async fn ensure_image(
     tracing::info!("pulling service image {image}");
     let (code, out) = exec(engine, builder, strings(&["docker", "pull", "-q", image])).await?;
     if code != 0 {
-        let last = out
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
+        let last = super::last_line(&out);
         return Err(Error::Service(format!(
             "cannot pull service image {image} ({last}); check the name, the registry's [[registries]] entry (CA, credentials), or mirror the image"
         )));

@@ -7,23 +7,12 @@
 //! `default`, `extends`, `image`, `before_script`, `script`, `after_script`. Anything
 //! else is kept but ignored; unsupported `include` kinds are an error.
 
-/// A pipeline file runnerx cannot use: one line naming the file, the job or key, and
-/// what to change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PipelineError(String);
-
-impl From<String> for PipelineError {
-    fn from(message: String) -> PipelineError {
-        PipelineError(message)
-    }
-}
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::error::PipelineError;
 use crate::gitlab::services::{ResponseService, ResponseVariable};
 
 /// Top-level keys that are not jobs.

@@ -48,7 +48,7 @@ pub(crate) fn busybox(arch: &str, into: &Path) {
 /// Seeds `<host>/base/busybox:1-amd64` and `…-arm64` through `runnerx local` (the
 /// seed-base pipeline, run from its directory with the defaults) and returns
 /// `<host>/base/busybox:1`, not yet created.
-pub(crate) fn seed_per_arch(job: &Job, host: &str) -> String {
+fn seed_per_arch(job: &Job, host: &str) -> String {
     let seed = tempfile::tempdir().unwrap();
     std::fs::copy(
         repo().join("scripts/seed-base/.gitlab-ci.yml"),
@@ -66,19 +66,10 @@ pub(crate) fn seed_per_arch(job: &Job, host: &str) -> String {
     format!("{host}/base/busybox:1")
 }
 
-#[test]
-fn example_project_builds_both_platforms_through_the_template() {
-    require_docker();
-    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
-    let host = reg.host();
-    let job = Job::new()
-        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
-        .env("REG_PW", PASSWORD);
-
-    // 1. Seed: per-arch tags from static busyboxes, through `runnerx local`.
-    let base = seed_per_arch(&job, &host);
-
-    // 2. Join them: the seed workflow of `runnerx manifest create`.
+/// [`seed_per_arch`], then the seed workflow of `runnerx manifest create`: returns
+/// `<host>/base/busybox:1`, an index of linux/amd64 and linux/arm64.
+pub(crate) fn seed_base(job: &Job, host: &str) -> String {
+    let base = seed_per_arch(job, host);
     let out = job.runnerx(&[
         "manifest",
         "create",
@@ -92,6 +83,18 @@ fn example_project_builds_both_platforms_through_the_template() {
         stdout.contains("linux/amd64") && stdout.contains("linux/arm64"),
         "{stdout}"
     );
+    base
+}
+
+#[test]
+fn example_project_builds_both_platforms_through_the_template() {
+    require_docker();
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let host = reg.host();
+    let job = reg.job();
+
+    // 1-2. Seed per-arch tags through `runnerx local`, join them with `manifest create`.
+    let base = seed_base(&job, &host);
     // Into another repository too (children copied by blob mount).
     let copy = format!("{host}/mirror/busybox:1");
     assert_code(

@@ -302,13 +302,11 @@ build:
 
 #[test]
 fn gitlabs_dind_pipeline_runs_unchanged_through_runnerx_local() {
-    use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls};
+    use crate::registry::{AuthMode, TestRegistry, Tls};
     require_docker();
     let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
     let host = reg.host();
-    let job = Job::new()
-        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
-        .env("REG_PW", PASSWORD);
+    let job = reg.job();
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join(".gitlab-ci.yml"), DIND_PIPELINE).unwrap();
     let out = job.runnerx_in(
@@ -334,22 +332,12 @@ fn gitlabs_dind_pipeline_runs_unchanged_through_runnerx_local() {
 
 #[test]
 fn a_multi_arch_image_is_pulled_retagged_and_pushed_whole() {
-    use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls};
+    use crate::registry::{AuthMode, TestRegistry, Tls};
     require_docker();
     let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
     let host = reg.host();
-    let mut job = Job::new()
-        .with_settings(&reg.settings_block(&reg.ca_file(), ""))
-        .env("REG_PW", PASSWORD);
-    let base = crate::multiarch::seed_per_arch(&job, &host);
-    let out = job.runnerx(&[
-        "manifest",
-        "create",
-        &base,
-        &format!("{base}-amd64"),
-        &format!("{base}-arm64"),
-    ]);
-    assert_code(&out, 0);
+    let mut job = reg.job();
+    let base = crate::multiarch::seed_base(&job, &host);
 
     // The seeds' flow: a base image from upstream, retagged into the team's project.
     assert_code(&job.prepare(), 0);

@@ -181,6 +181,14 @@ impl TestRegistry {
     }
 
     /// A `[[registries]]` block for this registry (password from env `REG_PW`).
+    /// A job whose settings trust this registry and log in to it (password in
+    /// runnerx's environment, as on a runner host).
+    pub(crate) fn job(&self) -> crate::support::Job {
+        crate::support::Job::new()
+            .with_settings(&self.settings_block(&self.ca_file(), ""))
+            .env("REG_PW", PASSWORD)
+    }
+
     pub(crate) fn settings_block(&self, ca_file: &Path, extra: &str) -> String {
         format!(
             "[[registries]]\nhost = \"{}\"\nca_file = \"{}\"\nusername = \"{USER}\"\npassword_env = \"REG_PW\"\ncheck_repository = \"demo/app\"\n{extra}",

@@ -319,7 +319,7 @@ async fn setup_platforms(
             r = engine.exec_capture(name, builder::user_cmd(binfmt::install_cmd(image, needed))) => r?,
         };
         if installed.0 != 0 {
-            let last = last_line(&installed.1);
+            let last = builder::last_line(&installed.1);
             return Err(Error::Emulation(format!(
                 "binfmt image {image} failed in the builder ({last}); mirror it into a reachable registry and set binfmt.image, or use a builder image with qemu-user-static and binfmt.mode = \"builtin\""
             )));
@@ -375,7 +375,7 @@ async fn create_buildx_builder(
         r = engine.exec_capture(name, cmd) => r?,
     };
     if code != 0 {
-        let last = last_line(&out);
+        let last = builder::last_line(&out);
         return Err(Error::Buildx(format!(
             "buildx could not start the docker-container builder with BuildKit image {} ({last}); mirror that image into a registry the builder can reach and set builder.buildkit_image, or use builder.driver = \"docker\"",
             b.buildkit_image
@@ -504,13 +504,4 @@ async fn cache_dir(
         }
     }
     Ok(Some(name))
-}
-
-/// The last non-empty line of a command's output: usually the error that matters.
-fn last_line(out: &str) -> &str {
-    out.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
 }
