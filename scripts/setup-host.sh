@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes this machine ready for runnerx's tests and demo, idempotently:
-#   1. apt packages: docker.io (engine), debootstrap (builder image), iproute2,
+#   1. apt packages: docker.io (engine), debootstrap (builder image), iproute2, git and
+#      python3 (the GitLab stand-in of the tests),
 #      docker-registry + apache2-utils (TLS registry stand-in), curl, jq;
 #   2. a running Docker engine (started by hand: these machines have no systemd);
 #   3. the DinD builder image runnerx-builder:local (docker/build-builder-image.sh,
@@ -12,7 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 
-packages=(docker.io debootstrap iproute2 iptables docker-registry apache2-utils curl jq ca-certificates shellcheck)
+packages=(docker.io debootstrap iproute2 iptables docker-registry apache2-utils curl jq ca-certificates shellcheck git python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

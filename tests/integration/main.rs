@@ -8,6 +8,7 @@ mod cache;
 mod docs;
 mod executor;
 mod faults;
+mod gitlab;
 mod isolation;
 mod multiarch;
 mod pipelines;

@@ -9,7 +9,8 @@ use crate::support::{Job, assert_code, docker, require_docker, text};
 /// A stand-in for gitlab-runner's helper that records each call and archives with tar
 /// (the real one writes zip); used only to see the calls and where the archive lands.
 const HELPER_DOUBLE: &str = r#"#!/bin/bash
-echo "helper-call: $*"
+args="$*"
+echo "helper-call: ${args//$CI_JOB_TOKEN/[MASKED]}"
 cmd=$1; shift
 file=""; paths=()
 while [ $# -gt 0 ]; do
@@ -27,6 +28,8 @@ case "$cmd" in
   cache-extractor)
     if [ ! -f "$file" ]; then echo "WARNING: Cache file does not exist"; exit 1; fi
     tar -xzf "$file" ;;
+  artifacts-uploader)
+    tar -czf /tmp/artifacts.tgz "${paths[@]}" && tar -tzf /tmp/artifacts.tgz | sed 's/^/archived: /' ;;
 esac
 "#;
 
@@ -360,4 +363,110 @@ fn a_multi_arch_image_is_pulled_retagged_and_pushed_whole() {
         listing.contains("linux/amd64") && listing.contains("linux/arm64"),
         "{listing}"
     );
+}
+
+#[test]
+fn a_job_runs_every_stage_gitlab_runner_sends_with_a_clone_over_https() {
+    use crate::gitlab::{GitServer, Stages, wrap};
+    require_docker();
+    let git = GitServer::start(&[("README", "hello from gitlab\n")]);
+    let settings = |job: &Job| {
+        let helper = job.host_file("gitlab-runner", HELPER_DOUBLE);
+        format!(
+            "[builder]\nimage = \"{}\"\npull_policy = \"never\"\nhost_loopback = true\nextra_hosts = [\"gitlab.test:127.0.0.1\"]\nhelper_binary = \"{}\"\n",
+            crate::support::BUILDER_IMAGE,
+            helper.display()
+        )
+    };
+    let job = Job::new().project(4_204);
+    let mut job = {
+        let s = settings(&job);
+        job.settings(&s)
+    };
+    let stages = Stages {
+        job_id: job.id.clone(),
+        server: git.url(),
+        sha: git.sha.clone(),
+        ca_pem: git.ca_pem(),
+    };
+    assert_code(&job.prepare(), 0);
+    let mut log = String::new();
+    for (stage, body) in [
+        ("prepare_script", stages.prepare_script()),
+        ("get_sources", stages.get_sources()),
+        ("restore_cache", stages.restore_cache()),
+        (
+            "build_script",
+            stages.user_script(&[
+                "cat README",
+                "git rev-parse HEAD",
+                "test -s \"$CI_SERVER_TLS_CA_FILE\" && echo ca-file-present",
+                "mkdir -p out vendor && echo built > out/result.txt && echo dep > vendor/dep.txt",
+            ]),
+        ),
+        (
+            "after_script",
+            stages.user_script(&["echo after-script-ran"]),
+        ),
+        ("archive_cache", stages.archive_cache()),
+        ("upload_artifacts_on_success", stages.upload_artifacts()),
+        ("cleanup_file_variables", stages.cleanup_file_variables()),
+    ] {
+        let out = job.run_script(stage, &wrap(&body));
+        let (stdout, stderr) = text(&out);
+        assert_code(&out, 0);
+        log.push_str(&format!("== {stage}\n{stdout}{stderr}"));
+    }
+    for expected in [
+        "Created fresh repository",
+        "hello from gitlab",
+        git.sha.as_str(),
+        "ca-file-present",
+        "after-script-ran",
+        "Created cache",
+        "archived: out/result.txt",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
+    }
+    let upload = format!(
+        "helper-call: artifacts-uploader --url {} --token [MASKED] --id {} --timeout 1h0m0s --response-header-timeout 10m0s --path out/ --artifact-format zip --artifact-type archive",
+        git.url(),
+        job.id
+    );
+    assert!(log.contains(&upload), "{log}");
+    let out = job.run(
+        "build_script",
+        "test ! -e /builds/group/demo.tmp/CI_SERVER_TLS_CA_FILE && echo file-variables-removed",
+    );
+    assert!(
+        text(&out).0.contains("file-variables-removed"),
+        "{}",
+        text(&out).0
+    );
+    job.cleanup_leaves_nothing();
+
+    // The same clone with another CA in CI_SERVER_TLS_CA_FILE: TLS refuses, and the
+    // job fails as the job's (build) failure.
+    let other = GitServer::start(&[("README", "x\n")]);
+    let job2 = Job::new().project(4_204);
+    let mut job2 = {
+        let s = settings(&job2);
+        job2.settings(&s)
+    };
+    let wrong = Stages {
+        job_id: job2.id.clone(),
+        server: git.url(),
+        sha: git.sha.clone(),
+        ca_pem: other.ca_pem(),
+    };
+    assert_code(&job2.prepare(), 0);
+    let out = job2.run_script("get_sources", &wrap(&wrong.get_sources()));
+    assert_code(&out, 1);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        format!("{stdout}{stderr}").contains("certificate"),
+        "{stdout}{stderr}"
+    );
+    job2.cleanup_leaves_nothing();
+    let _ = docker(&["volume", "rm", "-f", "runnerx-cachedir-p4204-rootless"]);
 }

@@ -57,7 +57,7 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-fn runnerx_certs(args: &[&str]) {
+pub(crate) fn runnerx_certs(args: &[&str]) {
     let out = Command::new(bin())
         .arg("certs")
         .args(args)

@@ -146,6 +146,9 @@ impl Job {
             "id": self.id.parse::<u64>().unwrap(),
             "token": JOB_TOKEN,
             "job_info": {"name": "build", "stage": "build", "project_id": self.project, "project_name": "demo"},
+            "git_info": {"repo_url": format!("https://gitlab-ci-token:{JOB_TOKEN}@gitlab.test/group/demo.git"),
+                         "ref": "main", "sha": "0".repeat(40), "before_sha": "0".repeat(40),
+                         "ref_type": "branch", "refspecs": ["+refs/heads/main:refs/remotes/origin/main"], "depth": 20},
             "variables": [{"key": "CI_JOB_TOKEN", "value": JOB_TOKEN, "masked": true, "public": false}],
             "services": self.services,
         });
@@ -256,6 +259,23 @@ impl Job {
     pub(crate) fn run_raw(&self, stage: &str, body: &str) -> Output {
         let script = self.script_raw(body);
         self.command(&["run", script.to_str().unwrap(), stage])
+            .output()
+            .unwrap()
+    }
+
+    /// `runnerx run <script> <stage>` with `script` exactly as written (a full stage
+    /// script, e.g. from gitlab-runner's shell writer).
+    pub(crate) fn run_script(&self, stage: &str, script: &str) -> Output {
+        let dir = self
+            .dir
+            .path()
+            .join(format!("script{}", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("script");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        self.command(&["run", path.to_str().unwrap(), stage])
             .output()
             .unwrap()
     }
