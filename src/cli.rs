@@ -162,6 +162,10 @@ pub struct LocalArgs {
     /// Extra or overriding variable (repeat).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
+    /// GitLab project path the job counts as, for per-project registry logins
+    /// (default: the path of the project directory's `origin` remote).
+    #[arg(long, value_name = "PATH")]
+    pub project: Option<String>,
 }
 
 /// `bench` arguments.
@@ -190,6 +194,9 @@ pub struct DoctorArgs {
     /// Only check this registry host (as in [[registries]] host).
     #[arg(long, value_name = "HOST")]
     pub registry: Option<String>,
+    /// Answer for a job of this GitLab project (path): which login it gets.
+    #[arg(long, value_name = "PATH")]
+    pub project: Option<String>,
 }
 
 /// The job a stage works on.

@@ -54,7 +54,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::Certs(cmd) => ops::certs::run(cmd),
         Command::Doctor(args) => {
             let settings = settings()?;
-            ops::doctor::doctor(&settings, args.registry.as_deref()).await
+            ops::doctor::doctor(&settings, args.registry.as_deref(), args.project.as_deref()).await
         }
         Command::Bench(args) => {
             let settings = settings()?;

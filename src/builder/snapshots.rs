@@ -29,6 +29,7 @@ fn registry() -> Registry {
         http: false,
         mirror_for: vec!["docker.io".into()],
         check_repository: None,
+        credential_rules: vec![],
     }
 }
 

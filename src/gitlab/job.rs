@@ -66,9 +66,38 @@ struct JobResponse {
     #[serde(default)]
     job_info: Option<JobInfo>,
     #[serde(default)]
+    git_info: Option<GitInfo>,
+    #[serde(default)]
     services: Option<Vec<ResponseService>>,
     #[serde(default)]
     variables: Option<Vec<ResponseVariable>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GitInfo {
+    #[serde(default)]
+    repo_url: Option<String>,
+}
+
+/// The project path of a clone URL: `https://gitlab-ci-token:…@host:port/group/app.git`
+/// → `group/app`.
+pub(crate) fn repo_path(url: &str) -> Option<String> {
+    let (scp, rest) = match url.split_once("://") {
+        Some((_, r)) => (false, r),
+        None => (true, url),
+    };
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    // `host[:port]/path`, or scp-like `host:path` (a local remote over ssh).
+    let (_, path) = if scp {
+        rest.split_once(':')?
+    } else {
+        rest.split_once('/')?
+    };
+    let path = path
+        .trim_end_matches('/')
+        .trim_end_matches(".git")
+        .trim_matches('/');
+    (!path.is_empty()).then(|| path.to_string())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +139,9 @@ pub(crate) struct Job {
     pub runner_path: Option<String>,
     /// `services:` from the job payload (trusted).
     pub services: Vec<Service>,
+    /// The project's path, from the payload's `git_info.repo_url` (trusted; a job can
+    /// override `CI_PROJECT_PATH`, not this), or `runnerx local`'s `--project`/remote.
+    pub project_path: Option<String>,
 }
 
 impl Job {
@@ -168,6 +200,11 @@ impl Job {
             build_exit_code_file: env.non_empty("BUILD_EXIT_CODE_FILE").map(PathBuf::from),
             image,
             runner_path: env.non_empty("PATH").map(String::from),
+            project_path: response
+                .as_ref()
+                .and_then(|r| r.git_info.as_ref())
+                .and_then(|g| g.repo_url.as_deref())
+                .and_then(repo_path),
             services: response.as_ref().map_or_else(Vec::new, |r| {
                 services::services(
                     r.services.as_deref().unwrap_or_default(),
@@ -189,6 +226,15 @@ impl Job {
             image,
             runner_path: env.non_empty("PATH").map(String::from),
             services: vec![],
+            project_path: None,
+        }
+    }
+
+    /// Who the job is, for per-project registry logins.
+    pub(crate) fn identity(&self) -> crate::settings::Project {
+        crate::settings::Project {
+            id: self.project.clone(),
+            path: self.project_path.clone(),
         }
     }
 
@@ -264,6 +310,20 @@ fn validate_job_id(id: &str) -> std::result::Result<(), Invalid> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_project_path_comes_from_the_clone_url() {
+        assert_eq!(
+            repo_path("https://gitlab-ci-token:glcbt-x@gitlab.example.com:8443/team-a/sub/app.git")
+                .as_deref(),
+            Some("team-a/sub/app")
+        );
+        assert_eq!(
+            repo_path("git@gitlab.example.com:team/app.git").as_deref(),
+            Some("team/app")
+        );
+        assert_eq!(repo_path("https://gitlab.example.com/").as_deref(), None);
+    }
 
     #[test]
     fn response_file_id_beats_untrusted_ci_job_id() {

@@ -42,8 +42,47 @@ impl Report {
     }
 }
 
+/// The logins of `reg` to check, each with a heading: with `project`, the one a job of
+/// that project gets; otherwise the every-project login, or each per-project login
+/// (usernames only, never secrets).
+fn accounts(reg: &Registry, project: Option<&str>) -> Vec<(String, Registry)> {
+    if let Some(path) = project {
+        let who = crate::settings::Project {
+            id: None,
+            path: Some(path.to_string()),
+        };
+        let mine = reg.for_project(&who);
+        let heading = match &mine.credentials {
+            Some(c) => format!(": a job of {path} logs in as {}", c.username),
+            None => format!(": a job of {path} gets no login (the CA and mirrors only)"),
+        };
+        return vec![(heading, mine)];
+    }
+    if reg.credential_rules.is_empty() {
+        return vec![(String::new(), reg.clone())];
+    }
+    reg.credential_rules
+        .iter()
+        .map(|rule| {
+            let mut for_rule = reg.clone();
+            for_rule.credential_rules.clear();
+            for_rule.credentials = Some(rule.credentials.clone());
+            let mut who: Vec<String> = rule.projects.clone();
+            who.extend(rule.project_ids.iter().map(|id| format!("project id {id}")));
+            (
+                format!(" as {} (for {})", rule.credentials.username, who.join(", ")),
+                for_rule,
+            )
+        })
+        .collect()
+}
+
 /// Runs all checks.
-pub(crate) async fn doctor(settings: &Settings, only: Option<&str>) -> Result<()> {
+pub(crate) async fn doctor(
+    settings: &Settings,
+    only: Option<&str>,
+    project: Option<&str>,
+) -> Result<()> {
     let mut r = Report::default();
     println!("runner host");
     host_checks(settings, &mut r).await;
@@ -75,8 +114,10 @@ pub(crate) async fn doctor(settings: &Settings, only: Option<&str>) -> Result<()
         );
     }
     for reg in regs {
-        println!("registry {}", reg.host);
-        registry_checks(settings, reg, &mut r).await;
+        for (account, as_checked) in accounts(reg, project) {
+            println!("registry {}{account}", reg.host);
+            registry_checks(settings, &as_checked, &mut r).await;
+        }
     }
     if r.failed > 0 {
         return Err(Error::Checks(r.failed));

@@ -45,6 +45,11 @@ pub(crate) async fn local(
         })
         .collect();
     job.services = crate::gitlab::services::services(&def.services, &job_vars);
+    job.project_path = args.project.clone().or_else(|| {
+        git(&project, &["remote", "get-url", "origin"])
+            .as_deref()
+            .and_then(crate::gitlab::job::repo_path)
+    });
     let engine = Engine::connect().await?;
     let tmp = tempdir()?;
 

@@ -28,7 +28,7 @@ pub(crate) use cache::{BinfmtMode, BinfmtSettings, CacheMode, CacheSettings};
 use raw::{Origins, RawProxy, RawSettings};
 #[cfg(test)]
 pub(crate) use registry::{ClientIdentity, Secret};
-pub(crate) use registry::{Credentials, Proxy, Registry};
+pub(crate) use registry::{Credentials, Project, Proxy, Registry};
 
 /// Where settings are read from when neither `--config` nor `RUNNERX_CONFIG` is given.
 pub(crate) const DEFAULT_PATH: &str = "/etc/runnerx/runnerx.toml";
@@ -307,6 +307,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("RUNNERX_BUILDER_HOST_LOOPBACK"), "{e}");
+    }
+
+    #[test]
+    fn per_project_credentials_pick_the_first_matching_entry() {
+        let text = "[[registries]]\nhost = \"harbor.example.com\"\n\
+            [[registries.credentials]]\nprojects = [\"team-a/*\", \"platform/base-images\"]\nusername = \"robot$team-a+ci\"\npassword_env = \"PW_A\"\n\
+            [[registries.credentials]]\nproject_ids = [77]\nprojects = [\"team-b/**\"]\nusername = \"robot$team-b+ci\"\npassword_env = \"PW_B\"\n";
+        let s = load(text, &[("PW_A", "a"), ("PW_B", "b")]).unwrap();
+        let r = &s.registries[0];
+        let who = |id: Option<&str>, path: Option<&str>| Project {
+            id: id.map(String::from),
+            path: path.map(String::from),
+        };
+        let user = |p: Project| r.for_project(&p).credentials.map(|c| c.username);
+        assert_eq!(
+            user(who(None, Some("team-a/app"))).as_deref(),
+            Some("robot$team-a+ci")
+        );
+        assert_eq!(
+            user(who(None, Some("team-a/sub/app"))),
+            None,
+            "* stays in one segment"
+        );
+        assert_eq!(
+            user(who(None, Some("platform/base-images"))).as_deref(),
+            Some("robot$team-a+ci")
+        );
+        assert_eq!(
+            user(who(None, Some("team-b/sub/app"))).as_deref(),
+            Some("robot$team-b+ci")
+        );
+        assert_eq!(
+            user(who(Some("77"), Some("other/app"))).as_deref(),
+            Some("robot$team-b+ci")
+        );
+        assert_eq!(user(who(Some("78"), Some("other/app"))), None);
+        assert_eq!(user(who(None, None)), None);
+        assert!(
+            !format!("{s:?}").contains("\"a\""),
+            "Debug leaks a password"
+        );
+
+        let e = load(
+            "[[registries]]\nhost = \"h\"\nusername = \"u\"\npassword_env = \"PW_A\"\n[[registries.credentials]]\nprojects = [\"x/*\"]\nusername = \"v\"\npassword_env = \"PW_A\"\n",
+            &[("PW_A", "a")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("registries[0].username") && e.contains("projects = [\"**\"]"),
+            "{e}"
+        );
+        let e = load(
+            "[[registries]]\nhost = \"h\"\n[[registries.credentials]]\nusername = \"v\"\npassword_env = \"PW_A\"\n",
+            &[("PW_A", "a")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registries[0].credentials[0].projects"), "{e}");
+        let e = load(
+            "[[registries]]\nhost = \"h\"\n[[registries.credentials]]\nprojects = [\"x/*\"]\nusername = \"v\"\npassword_env = \"NOPE\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("registries[0].credentials[0].password_env") && e.contains("NOPE"),
+            "{e}"
+        );
     }
 
     #[test]

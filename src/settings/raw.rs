@@ -137,6 +137,27 @@ pub(crate) struct RawRegistry {
     pub mirror_for: Vec<String>,
     /// Repository `runnerx doctor` uses to check push permission, e.g. `ci/app`.
     pub check_repository: Option<String>,
+    /// `[[registries.credentials]]`: logins per GitLab project.
+    #[serde(default)]
+    pub credentials: Vec<RawCredential>,
+}
+
+/// One `[[registries.credentials]]` entry as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredential {
+    /// GitLab project paths (globs: `*` within one path segment, `**` across).
+    #[serde(default)]
+    pub projects: Vec<String>,
+    /// GitLab project ids.
+    #[serde(default)]
+    pub project_ids: Vec<u64>,
+    /// Login name (e.g. a Harbor robot account of that project).
+    pub username: Option<String>,
+    /// Variable of runnerx's own environment holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[proxy]` as written.

@@ -40,6 +40,69 @@ pub(crate) struct Credentials {
     pub password: Secret,
 }
 
+/// A login for some GitLab projects.
+#[derive(Debug, Clone)]
+pub(crate) struct CredentialRule {
+    /// Project path globs.
+    pub projects: Vec<String>,
+    /// Project ids.
+    pub project_ids: Vec<u64>,
+    /// The login.
+    pub credentials: Credentials,
+}
+
+/// Which GitLab project a job belongs to, from what the job cannot change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Project {
+    /// `job_info.project_id`.
+    pub id: Option<String>,
+    /// The path of `git_info.repo_url` (`group/sub/app`).
+    pub path: Option<String>,
+}
+
+impl CredentialRule {
+    /// Whether the rule is for `project`.
+    pub(crate) fn matches(&self, project: &Project) -> bool {
+        let by_id = project
+            .id
+            .as_deref()
+            .and_then(|id| id.parse::<u64>().ok())
+            .is_some_and(|id| self.project_ids.contains(&id));
+        let by_path = project
+            .path
+            .as_deref()
+            .is_some_and(|p| self.projects.iter().any(|g| glob(g, p)));
+        by_id || by_path
+    }
+}
+
+/// `*` matches within one path segment, `**` any number of segments.
+pub(crate) fn glob(pattern: &str, path: &str) -> bool {
+    fn segs(p: &[&str], s: &[&str]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(&"**"), _) => segs(&p[1..], s) || (!s.is_empty() && segs(p, &s[1..])),
+            (Some(pat), Some(seg)) => seg_match(pat, seg) && segs(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    fn seg_match(pat: &str, seg: &str) -> bool {
+        match pat.split_once('*') {
+            None => pat == seg,
+            Some((pre, rest)) => {
+                seg.starts_with(pre)
+                    && (0..=seg.len() - pre.len()).any(|k| {
+                        seg.is_char_boundary(pre.len() + k)
+                            && seg_match(rest, &seg[pre.len() + k..])
+                    })
+            }
+        }
+    }
+    let p: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+    let s: Vec<&str> = path.trim_matches('/').split('/').collect();
+    segs(&p, &s)
+}
+
 /// PEM material read at validation time, so a bad file fails before any job runs.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientIdentity {
@@ -60,8 +123,12 @@ pub(crate) struct Registry {
     pub ca_file: Option<PathBuf>,
     /// mTLS identity, if any.
     pub client: Option<ClientIdentity>,
-    /// Login, if any.
+    /// Login, if any: for every project, or (after [`Registry::for_project`]) the one
+    /// for the job's project.
     pub credentials: Option<Credentials>,
+    /// `[[registries.credentials]]`: logins per GitLab project (empty after
+    /// [`Registry::for_project`]).
+    pub credential_rules: Vec<CredentialRule>,
     /// HTTPS without verification.
     pub insecure: bool,
     /// Plain HTTP.
@@ -73,6 +140,22 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// This registry as a job of `project` gets it: the first matching
+    /// `[[registries.credentials]]` entry's login, none when no entry matches, or the
+    /// every-project login.
+    pub(crate) fn for_project(&self, project: &Project) -> Registry {
+        let mut r = self.clone();
+        if !self.credential_rules.is_empty() {
+            r.credentials = self
+                .credential_rules
+                .iter()
+                .find(|rule| rule.matches(project))
+                .map(|rule| rule.credentials.clone());
+            r.credential_rules.clear();
+        }
+        r
+    }
+
     /// `https` or `http`.
     pub(crate) fn scheme(&self) -> &'static str {
         if self.http { "http" } else { "https" }
@@ -116,6 +199,57 @@ impl Proxy {
     /// Whether any proxy is set.
     pub(crate) fn is_set(&self) -> bool {
         self.http_proxy.is_some() || self.https_proxy.is_some()
+    }
+}
+
+/// A login from `username` and `password_env`/`password_file` (`None` when none is
+/// given); `key` names a key with its origin for messages.
+fn login(
+    key: &dyn Fn(&str) -> String,
+    username: Option<String>,
+    password_env: Option<&str>,
+    password_file: Option<&Path>,
+    env: &Env,
+) -> Result<Option<Credentials>> {
+    let bad = |k: &str, m: String| Error::Settings(format!("{} {m}", key(k)));
+    let password = match (password_env, password_file) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "password_env",
+                "and password_file are both set; keep one".into(),
+            ));
+        }
+        (Some(var), None) => Some(Secret::new(env.non_empty(var).ok_or_else(|| {
+            bad("password_env", format!("names {var}, which is not set in runnerx's environment; set it for gitlab-runner (e.g. its systemd unit) or use password_file"))
+        })?)),
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                bad(
+                    "password_file",
+                    format!("{}: {e}; fix the path or the file's permissions", p.display()),
+                )
+            })?;
+            let pw = text.trim_end_matches(['\n', '\r']).to_string();
+            if pw.is_empty() {
+                return Err(bad("password_file", format!("{} is empty", p.display())));
+            }
+            Some(Secret::new(pw))
+        }
+        (None, None) => None,
+    };
+    match (username, password) {
+        (Some(username), Some(password)) if !username.is_empty() => {
+            Ok(Some(Credentials { username, password }))
+        }
+        (Some(_), None) => Err(bad(
+            "password_env",
+            "is missing: username is set but no password_env or password_file".into(),
+        )),
+        (None, Some(_)) | (Some(_), Some(_)) => Err(bad(
+            "username",
+            "is missing: a password is set but no username".into(),
+        )),
+        (None, None) => Ok(None),
     }
 }
 
@@ -191,39 +325,47 @@ pub(crate) fn validate_registry(
             ));
         }
     };
-    let password = match (&r.password_env, &r.password_file) {
-        (Some(_), Some(_)) => return Err(bad("password_env", "and password_file are both set; keep one".into())),
-        (Some(var), None) => Some(Secret::new(env.non_empty(var).ok_or_else(|| {
-            bad("password_env", format!("names {var}, which is not set in runnerx's environment; set it for gitlab-runner (e.g. its systemd unit) or use password_file"))
-        })?)),
-        (None, Some(p)) => {
-            let text = read("password_file", p)?;
-            let pw = text.trim_end_matches(['\n', '\r']).to_string();
-            if pw.is_empty() {
-                return Err(bad("password_file", format!("{} is empty", p.display())));
-            }
-            Some(Secret::new(pw))
+    let credentials = login(
+        &key,
+        r.username,
+        r.password_env.as_deref(),
+        r.password_file.as_deref(),
+        env,
+    )?;
+    let mut rules = vec![];
+    for (j, c) in r.credentials.into_iter().enumerate() {
+        let rule_key = |k: &str| format!("registries[{i}].credentials[{j}].{k} (in {file})");
+        if c.projects.is_empty() && c.project_ids.is_empty() {
+            return Err(Error::Settings(format!(
+                "{} is empty and so is project_ids; list the GitLab projects this login is for, e.g. [\"team-a/*\"]",
+                rule_key("projects")
+            )));
         }
-        (None, None) => None,
-    };
-    let credentials = match (r.username, password) {
-        (Some(username), Some(password)) if !username.is_empty() => {
-            Some(Credentials { username, password })
-        }
-        (Some(_), None) => {
-            return Err(bad(
-                "password_env",
-                "is missing: username is set but no password_env or password_file".into(),
-            ));
-        }
-        (None, Some(_)) | (Some(_), Some(_)) => {
-            return Err(bad(
-                "username",
-                "is missing: a password is set but no username".into(),
-            ));
-        }
-        (None, None) => None,
-    };
+        let Some(credentials) = login(
+            &rule_key,
+            c.username,
+            c.password_env.as_deref(),
+            c.password_file.as_deref(),
+            env,
+        )?
+        else {
+            return Err(Error::Settings(format!(
+                "{} is missing; each entry needs username and password_env or password_file",
+                rule_key("username")
+            )));
+        };
+        rules.push(CredentialRule {
+            projects: c.projects,
+            project_ids: c.project_ids,
+            credentials,
+        });
+    }
+    if credentials.is_some() && !rules.is_empty() {
+        return Err(bad(
+            "username",
+            "and [[registries.credentials]] are both set; a top-level login is for every project: move it into an entry with projects = [\"**\"] (or drop it)".into(),
+        ));
+    }
     if r.insecure && r.http {
         return Err(bad("insecure", "and http are both true; use http = true for plain HTTP or insecure = true for HTTPS without verification".into()));
     }
@@ -246,6 +388,7 @@ pub(crate) fn validate_registry(
     }
     Ok(Registry {
         host,
+        credential_rules: rules,
         ca_pem,
         ca_file: r.ca_file,
         client,

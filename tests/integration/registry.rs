@@ -18,6 +18,11 @@ use crate::support::bin;
 /// The name the registry is reached by (an extra_hosts entry in the builder).
 pub(crate) const HOST: &str = "registry.test";
 pub(crate) const USER: &str = "ci";
+/// Two more accounts of the htpasswd registry (per-project logins), with passwords.
+pub(crate) const TEAMS: [(&str, &str); 2] = [
+    ("robot-team-a", "Team-A-s3cret-pw"),
+    ("robot-team-b", "Team-B-s3cret-pw"),
+];
 pub(crate) const PASSWORD: &str = "s3cr3t-Reg1stry-PassW0rd";
 
 /// How the registry's TLS is set up.
@@ -91,11 +96,16 @@ impl TestRegistry {
         let (auth_yaml, token) = match auth {
             AuthMode::None => (String::new(), None),
             AuthMode::Htpasswd => {
-                let out = Command::new("htpasswd")
-                    .args(["-Bbn", USER, PASSWORD])
-                    .output()
-                    .expect("htpasswd (apache2-utils)");
-                std::fs::write(d.join("htpasswd"), out.stdout).unwrap();
+                let mut file = Vec::new();
+                for (user, pw) in [(USER, PASSWORD)].into_iter().chain(TEAMS) {
+                    let out = Command::new("htpasswd")
+                        .args(["-Bbn", user, pw])
+                        .output()
+                        .expect("htpasswd (apache2-utils)");
+                    file.extend(String::from_utf8_lossy(&out.stdout).trim_end().as_bytes());
+                    file.push(b'\n');
+                }
+                std::fs::write(d.join("htpasswd"), file).unwrap();
                 (
                     format!(
                         "  htpasswd: {{realm: basic-realm, path: {}}}\n",

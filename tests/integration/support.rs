@@ -60,6 +60,7 @@ pub(crate) struct Job {
     vars: Vec<(String, String)>,
     host_env: Vec<(String, String)>,
     project: u64,
+    project_path: String,
     services: Vec<serde_json::Value>,
     cleaned: bool,
 }
@@ -84,6 +85,7 @@ impl Job {
             vars: vec![],
             host_env: vec![],
             project: 1,
+            project_path: "group/demo".into(),
             services: vec![],
             cleaned: false,
         };
@@ -113,6 +115,12 @@ impl Job {
     /// Adds a `services:` entry to the job payload, as gitlab-runner writes it.
     pub(crate) fn service(mut self, entry: serde_json::Value) -> Job {
         self.services.push(entry);
+        self
+    }
+
+    /// Sets the project path in the job payload (`git_info.repo_url`).
+    pub(crate) fn project_path(mut self, path: &str) -> Job {
+        self.project_path = path.to_string();
         self
     }
 
@@ -146,7 +154,7 @@ impl Job {
             "id": self.id.parse::<u64>().unwrap(),
             "token": JOB_TOKEN,
             "job_info": {"name": "build", "stage": "build", "project_id": self.project, "project_name": "demo"},
-            "git_info": {"repo_url": format!("https://gitlab-ci-token:{JOB_TOKEN}@gitlab.test/group/demo.git"),
+            "git_info": {"repo_url": format!("https://gitlab-ci-token:{JOB_TOKEN}@gitlab.test/{}.git", self.project_path),
                          "ref": "main", "sha": "0".repeat(40), "before_sha": "0".repeat(40),
                          "ref_type": "branch", "refspecs": ["+refs/heads/main:refs/remotes/origin/main"], "depth": 20},
             "variables": [{"key": "CI_JOB_TOKEN", "value": JOB_TOKEN, "masked": true, "public": false}],

@@ -2,7 +2,9 @@
 //! certificates made by `runnerx certs`; jobs use them with no login step, and
 //! `runnerx doctor` tells each misconfiguration apart.
 
-use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls, free_port};
+use base64::Engine as _;
+
+use crate::registry::{AuthMode, PASSWORD, TEAMS, TestRegistry, Tls, free_port};
 use crate::support::{Job, assert_code, docker, require_docker, text};
 
 const PUSH_PULL: &str = r#"
@@ -14,6 +16,9 @@ docker pull -q $REG/demo/app:1
 docker buildx build -q --push -t $REG/demo/app:buildx ctx
 echo "curl status: $(curl -s -o /dev/null -w '%{http_code}' https://$REG/v2/)"
 "#;
+
+/// Writes a one-file image context `ctx` (static busybox) in the project directory.
+const IMAGE: &str = "mkdir -p ctx && cp /bin/busybox ctx/ && printf 'FROM scratch\\nCOPY busybox /bin/busybox\\n' > ctx/Dockerfile\n";
 
 fn job_for(reg: &TestRegistry) -> Job {
     Job::new()
@@ -224,4 +229,177 @@ fn doctor_diagnoses_a_ca_served_as_the_server_certificate() {
         "{out}"
     );
     assert!(out.contains("runnerx certs server"), "{out}");
+}
+
+/// A registry block with one login per team (GitLab project globs), no every-project login.
+fn per_team_block(reg: &TestRegistry) -> String {
+    let [(a, _), (b, _)] = TEAMS;
+    format!(
+        "[[registries]]\nhost = \"{}\"\nca_file = \"{}\"\n\
+         [[registries.credentials]]\nprojects = [\"team-a/*\"]\nusername = \"{a}\"\npassword_env = \"PW_A\"\n\
+         [[registries.credentials]]\nproject_ids = [4302]\nusername = \"{b}\"\npassword_env = \"PW_B\"\n",
+        reg.host(),
+        reg.ca_file().display()
+    )
+}
+
+fn per_team_job(reg: &TestRegistry, id: u64, path: &str) -> Job {
+    Job::new()
+        .with_settings(&per_team_block(reg))
+        .env("PW_A", TEAMS[0].1)
+        .env("PW_B", TEAMS[1].1)
+        .project(id)
+        .project_path(path)
+}
+
+#[test]
+fn registry_logins_go_only_to_the_projects_they_are_for() {
+    require_docker();
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let host = reg.host();
+    let build_and_push = |repo: &str| {
+        format!(
+            "{IMAGE}docker build -q -t {host}/{repo}:1 ctx >/dev/null\ndocker push -q {host}/{repo}:1 && echo pushed"
+        )
+    };
+    // Each team's project pushes with no login step, with its own account.
+    for (id, path, user) in [
+        (4301, "team-a/app", TEAMS[0].0),
+        (4302, "team-b/app", TEAMS[1].0),
+    ] {
+        let mut job = per_team_job(&reg, id, path);
+        assert_code(&job.prepare(), 0);
+        let out = job.run(
+            "build_script",
+            &format!(
+                "{}\ngrep -c '\"auths\"' ~/.docker/config.json",
+                build_and_push(path)
+            ),
+        );
+        assert_code(&out, 0);
+        assert!(text(&out).0.contains("pushed"), "{}", text(&out).0);
+        let cfg = job.run_raw("build_script", "cat ~/.docker/config.json\n");
+        let decoded = String::from_utf8_lossy(&base64_decode_auths(&text(&cfg).0)).to_string();
+        assert!(
+            decoded.starts_with(&format!("{user}:")),
+            "{path} got {decoded:?}"
+        );
+        // The same search as below finds a project's own login (it can find one).
+        let own = base64::engine::general_purpose::STANDARD.encode(&decoded);
+        let out = job.run_raw(
+            "build_script",
+            &format!("grep -rqsF -- '{own}' /home /etc /run /tmp /builds /root 2>/dev/null && echo LEAK; true\n"),
+        );
+        assert!(text(&out).0.contains("LEAK"), "{}", text(&out).0);
+        job.cleanup_leaves_nothing();
+    }
+
+    // Another project — even one claiming a listed path in its own variables — gets
+    // the CA (401, not a TLS error) and no login: its push is refused, and no password
+    // is anywhere its builder can read.
+    let mut other = per_team_job(&reg, 4303, "team-c/app").var("CI_PROJECT_PATH", "team-a/app");
+    let out = other.prepare();
+    assert_code(&out, 0);
+    assert!(
+        text(&out)
+            .1
+            .contains("no [[registries.credentials]] entry is for project team-c/app"),
+        "{}",
+        text(&out).1
+    );
+    let mut secrets = vec![];
+    for (user, pw) in TEAMS {
+        secrets.push(pw.to_string());
+        secrets.push(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")));
+    }
+    let grep = secrets
+        .iter()
+        .map(|s| format!("grep -rqsF -- '{s}' /home /etc /run /tmp /builds /root 2>/dev/null && echo LEAK; true"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // As written (no `$ command` echo lines): the markers below appear only if hit.
+    let out = other.run_raw(
+        "build_script",
+        &format!(
+            "curl -s -o /dev/null -w 'v2 %{{http_code}}\\n' https://{host}/v2/\n\
+             {IMAGE}docker build -q -t {host}/team-a/app:2 ctx >/dev/null\n\
+             docker push -q {host}/team-a/app:2 && echo pushed || echo refused\n{grep}\n"
+        ),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    assert!(stdout.contains("v2 401"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("refused") && !stdout.contains("pushed"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stdout.contains("LEAK"), "{stdout}");
+    other.cleanup_leaves_nothing();
+}
+
+/// The `auth` value of the single entry of a docker config.json, decoded.
+fn base64_decode_auths(config: &str) -> Vec<u8> {
+    let v: serde_json::Value = serde_json::from_str(config.trim()).unwrap();
+    let auth = v["auths"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|e| e["auth"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .unwrap_or_default()
+}
+
+#[test]
+fn doctor_shows_and_checks_each_projects_login() {
+    require_docker();
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let job = per_team_job(&reg, 4304, "team-a/app");
+    let out = job.runnerx(&["doctor", "--registry", &reg.host()]);
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    assert!(
+        stdout.contains(&format!("as {} (for team-a/*)", TEAMS[0].0))
+            && stdout.contains(&format!("as {} (for project id 4302)", TEAMS[1].0)),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        !stdout.contains(TEAMS[0].1) && !stdout.contains(TEAMS[1].1),
+        "{stdout}"
+    );
+    let out = job.runnerx(&[
+        "doctor",
+        "--registry",
+        &reg.host(),
+        "--project",
+        "team-c/app",
+    ]);
+    assert!(
+        text(&out).0.contains("a job of team-c/app gets no login"),
+        "{}",
+        text(&out).0
+    );
+    let out = job.runnerx(&[
+        "doctor",
+        "--registry",
+        &reg.host(),
+        "--project",
+        "team-a/app",
+    ]);
+    assert!(
+        text(&out)
+            .0
+            .contains(&format!("a job of team-a/app logs in as {}", TEAMS[0].0)),
+        "{}",
+        text(&out).0
+    );
+    // Each account's login is checked: a wrong team-b password fails doctor.
+    let wrong = Job::new()
+        .with_settings(&per_team_block(&reg))
+        .env("PW_A", TEAMS[0].1)
+        .env("PW_B", "not-the-password");
+    let out = wrong.runnerx(&["doctor", "--registry", &reg.host()]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out).0);
+    assert!(text(&out).0.contains("FAIL"), "{}", text(&out).0);
 }

@@ -105,7 +105,7 @@ pub(crate) async fn prepare(
         host_loopback: b.host_loopback,
         extra_hosts: b.extra_hosts.clone(),
         created,
-        registries: settings.registries.clone(),
+        registries: registries_for(settings, job),
         proxy: settings.proxy.clone(),
         binfmt: if register_at_boot {
             needed.iter().map(|s| (*s).to_string()).collect()
@@ -450,6 +450,28 @@ async fn choose_volume(
         settings.cache.slots
     );
     own().await
+}
+
+/// The registries as this job's project gets them: per-project logins resolved, and
+/// one line for each registry that has logins but none for this project.
+fn registries_for(settings: &Settings, job: &Job) -> Vec<crate::settings::Registry> {
+    let who = job.identity();
+    settings
+        .registries
+        .iter()
+        .map(|r| {
+            let mine = r.for_project(&who);
+            if !r.credential_rules.is_empty() && mine.credentials.is_none() {
+                tracing::info!(
+                    "registry {}: no [[registries.credentials]] entry is for project {} (id {}); this job gets its CA and mirrors, no login",
+                    r.host,
+                    who.path.as_deref().unwrap_or("(unknown)"),
+                    who.id.as_deref().unwrap_or("unknown")
+                );
+            }
+            mine
+        })
+        .collect()
 }
 
 /// The host's gitlab-runner binary for the job's artifacts and cache stages; without
