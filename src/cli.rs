@@ -225,9 +225,13 @@ pub struct GcArgs {
     /// Only remove what was created longer ago than this (e.g. 2h, 1d).
     #[arg(long, value_name = "DURATION", value_parser = crate::settings::values::duration)]
     pub older_than: Duration,
-    /// Print what would be removed without removing it.
+    /// Print what would be removed without removing it (and every cache's size and
+    /// last use against cache.total).
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep running: collect every DURATION (e.g. 10m) until stopped.
+    #[arg(long, value_name = "DURATION", value_parser = crate::settings::values::duration)]
+    pub every: Option<Duration>,
 }
 
 #[cfg(test)]

@@ -109,6 +109,10 @@ pub enum Error {
         what: String,
     },
 
+    /// The disk holding Docker's data root is below `cache.min_free`.
+    #[error("disk: {0}")]
+    DiskFull(String),
+
     /// Part of a job's builder could not be removed.
     #[error("teardown: {0}")]
     Teardown(String),
@@ -200,6 +204,7 @@ impl Error {
             | Error::BuilderStopped(_)
             | Error::BuilderDied { .. }
             | Error::Teardown(_)
+            | Error::DiskFull(_)
             | Error::HostLock(_)
             | Error::Registry(_)
             | Error::Pipeline(_)
@@ -269,6 +274,7 @@ mod tests {
         builder_stopped_is_ours: Error::BuilderStopped("runnerx-1".into()) => System;
         builder_died_is_ours: Error::BuilderDied { stage: "build_script".into(), code: 1, what: "the builder runnerx-1 stopped".into() } => System;
         teardown_is_ours: Error::Teardown("x".into()) => System;
+        disk_full_is_ours: Error::DiskFull("x".into()) => System;
         host_lock_is_ours: Error::HostLock("x".into()) => System;
         registry_is_ours: Error::from(RegistryError::Refused("HTTP 401".into())) => System;
         pipeline_is_ours: Error::from(PipelineError::from("no job \"x\"".to_string())) => System;

@@ -86,7 +86,23 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::Gc(args) => {
             let settings = Settings::load_lenient(cli.config.as_deref(), &env);
             let engine = builder::engine::Engine::connect().await?;
-            ops::gc::gc(&settings, &engine, args.older_than, args.dry_run, &cancel).await
+            loop {
+                let round = ops::gc::gc(&settings, &engine, args.older_than, args.dry_run, &cancel);
+                match round.await {
+                    // A long-running collector reports a failed round and goes on.
+                    Err(e) if args.every.is_some() && !matches!(e, error::Error::Cancelled(_)) => {
+                        tracing::warn!("{e}")
+                    }
+                    r => r?,
+                }
+                let Some(every) = args.every else {
+                    return Ok(());
+                };
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
         }
     }
 }

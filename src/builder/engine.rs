@@ -43,6 +43,8 @@ pub(crate) struct EngineInfo {
     pub arch: String,
     /// CPUs the engine's host has.
     pub ncpu: i64,
+    /// Docker's data root on the host (volumes live under it).
+    pub root_dir: String,
 }
 
 /// An attached exec: its id and its output stream.
@@ -119,6 +121,9 @@ impl Engine {
             id: info.id.unwrap_or_default(),
             arch: crate::host::binfmt::goarch(&info.architecture.unwrap_or_default()).to_string(),
             ncpu: info.ncpu.unwrap_or(1),
+            root_dir: info
+                .docker_root_dir
+                .unwrap_or_else(|| "/var/lib/docker".into()),
         })
     }
 

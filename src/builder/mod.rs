@@ -4,6 +4,7 @@
 //! place that creates or removes a builder, and the Docker engine client ([`engine`]),
 //! the one module that talks to Docker.
 
+pub(crate) mod caches;
 pub(crate) mod commands;
 pub(crate) mod engine;
 pub(crate) mod lifecycle;

@@ -67,6 +67,7 @@ fn spec() -> BuilderSpec {
         cache_dir: Some("runnerx-cachedir-p77-rootless".into()),
         dind_aliases: vec!["docker".into()],
         platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+        gc_keep_storage: Some(20_000_000_000),
     }
 }
 

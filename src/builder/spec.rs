@@ -164,6 +164,9 @@ pub(crate) struct BuilderSpec {
     pub dind_aliases: Vec<String>,
     /// `builder.platforms` (`os/arch[/variant]`): what a plain `docker pull` fetches.
     pub platforms: Vec<String>,
+    /// The inner daemon's build cache garbage collection keeps this many bytes (a
+    /// kept cache's share of `cache.total`); `None`: no builder GC settings.
+    pub gc_keep_storage: Option<u64>,
 }
 
 /// The volume a builder mounts at /var/lib/docker.
@@ -432,6 +435,14 @@ pub(crate) fn daemon_json(spec: &BuilderSpec, rights: Rights) -> String {
             // Plain TCP is what `DOCKER_HOST=tcp://docker:2375` jobs expect.
             m.insert("tls".into(), false.into());
         }
+        if let Some(keep) = spec.gc_keep_storage {
+            // BuildKit trims its own oldest records to stay within the share, so a
+            // kept cache rarely has to be evicted whole.
+            m.insert(
+                "builder".into(),
+                serde_json::json!({"gc": {"enabled": true, "defaultKeepStorage": format!("{}MB", (keep / 1_000_000).max(1))}}),
+            );
+        }
     }
     serde_json::to_string_pretty(&v).expect("static JSON") + "\n"
 }
@@ -594,6 +605,7 @@ mod tests {
             cache_dir: None,
             dind_aliases: vec![],
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            gc_keep_storage: None,
         }
     }
 

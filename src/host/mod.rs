@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 pub(crate) mod binfmt;
+pub(crate) mod cache_use;
 pub(crate) mod lock;
 
 use crate::error::{Error, Result};

@@ -77,6 +77,40 @@ fn accounts(reg: &Registry, project: Option<&str>) -> Vec<(String, Registry)> {
         .collect()
 }
 
+/// Caches on this host: size and last use of each, the total against `cache.total`.
+async fn cache_notes(settings: &Settings, r: &mut Report) {
+    let Ok(engine) = crate::builder::engine::Engine::connect().await else {
+        return;
+    };
+    let Ok(caches) = crate::builder::caches::inventory(&engine, settings).await else {
+        return;
+    };
+    let now = crate::host::cache_use::now();
+    for c in &caches {
+        r.note(
+            "cache",
+            format!(
+                "{}: {} MiB, last used {}s ago{}",
+                c.name,
+                c.size >> 20,
+                now.saturating_sub(c.last_use),
+                if c.held { ", in use" } else { "" }
+            ),
+        );
+    }
+    let total: u64 = caches.iter().map(|c| c.size).sum();
+    r.note(
+        "caches",
+        match settings.cache.total {
+            Some(b) => format!("{} MiB in total; cache.total = {b}", total >> 20),
+            None => format!(
+                "{} MiB in total; no cache.total (set one so cleanup evicts idle caches)",
+                total >> 20
+            ),
+        },
+    );
+}
+
 /// Runs all checks.
 pub(crate) async fn doctor(
     settings: &Settings,
@@ -86,6 +120,7 @@ pub(crate) async fn doctor(
     let mut r = Report::default();
     println!("runner host");
     host_checks(settings, &mut r).await;
+    cache_notes(settings, &mut r).await;
     let regs: Vec<&Registry> = settings
         .registries
         .iter()

@@ -135,6 +135,9 @@ pub(crate) async fn gc(
         }
     }
     prune_caches(settings, engine, now, dry_run, cancel).await?;
+    if dry_run {
+        list_caches(settings, engine).await?;
+    }
     println!(
         "gc: {removed} job(s) older than {}s{}",
         older_than.as_secs(),
@@ -144,6 +147,28 @@ pub(crate) async fn gc(
             " removed"
         }
     );
+    Ok(())
+}
+
+/// Prints every cache's size, last use and whether a builder mounts it, and the total
+/// against `cache.total`.
+async fn list_caches(settings: &Settings, engine: &Engine) -> Result<()> {
+    let caches = crate::builder::caches::inventory(engine, settings).await?;
+    let now = crate::host::cache_use::now();
+    let total: u64 = caches.iter().map(|c| c.size).sum();
+    for c in &caches {
+        println!(
+            "cache {}: {} MiB, last used {}s ago{}",
+            c.name,
+            c.size >> 20,
+            now.saturating_sub(c.last_use),
+            if c.held { ", in use" } else { "" }
+        );
+    }
+    match settings.cache.total {
+        Some(b) => println!("caches: {} MiB in total; cache.total = {b}", total >> 20),
+        None => println!("caches: {} MiB in total; no cache.total", total >> 20),
+    }
     Ok(())
 }
 
@@ -168,7 +193,10 @@ async fn prune_caches(
         if Held::list(engine).await?.caches.contains(&v.name) {
             continue;
         }
-        let age = now.saturating_sub(created_of(&v.labels));
+        // From its last use (its creation when no use was recorded).
+        let last_use = crate::host::cache_use::last_use(&settings.cache.state_dir, &v.name)
+            .unwrap_or_else(|| created_of(&v.labels));
+        let age = now.saturating_sub(last_use);
         let why = if age > settings.cache.max_age.as_secs() {
             format!("{age}s old > cache.max_age")
         } else {
@@ -192,8 +220,11 @@ async fn prune_caches(
                 "; removing"
             }
         );
-        if !dry_run && let Err(e) = engine.remove_volume(&v.name).await {
-            tracing::warn!("{e}");
+        if !dry_run {
+            match engine.remove_volume(&v.name).await {
+                Ok(()) => crate::host::cache_use::forget(&settings.cache.state_dir, &v.name),
+                Err(e) => tracing::warn!("{e}"),
+            }
         }
     }
     Ok(())

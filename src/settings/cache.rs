@@ -1,6 +1,7 @@
 //! `[cache]` (where a builder's /var/lib/docker lives) and `[binfmt]` (how QEMU
 //! emulators are registered for non-native platforms).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::builder::{has_tag_or_digest, validate_image};
@@ -20,7 +21,57 @@ pub(crate) struct CacheSettings {
     pub max_age: Duration,
     /// Size above which gc drops an unused cache volume (bytes).
     pub max_size: u64,
+    /// All cache volumes together, if bounded.
+    pub total: Option<Budget>,
+    /// Free space prepare insists on.
+    pub min_free: Budget,
+    /// Last-use records.
+    pub state_dir: PathBuf,
 }
+
+/// A disk amount: bytes, or a share of the filesystem holding Docker's data root.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Budget {
+    /// Bytes.
+    Bytes(u64),
+    /// Percent of the filesystem's size.
+    Percent(f64),
+}
+
+impl Budget {
+    /// Bytes, given the filesystem's size.
+    pub(crate) fn bytes(self, disk: u64) -> u64 {
+        match self {
+            Budget::Bytes(b) => b,
+            Budget::Percent(p) => (disk as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Bytes(b) => write!(f, "{b} bytes"),
+            Budget::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+fn budget(text: &str) -> std::result::Result<Budget, values::Invalid> {
+    match text.trim().strip_suffix('%') {
+        Some(p) => p
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|p| *p > 0.0 && *p <= 100.0)
+            .map(Budget::Percent)
+            .ok_or_else(|| values::Invalid(format!("{text:?} is not a share such as \"40%\""))),
+        None => values::size(text).map(Budget::Bytes),
+    }
+}
+
+/// Where last-use records live by default.
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/runnerx";
 
 /// `[binfmt]`, validated.
 #[derive(Debug, Clone)]
@@ -49,11 +100,24 @@ pub(crate) fn validate_cache(c: RawCache, origins: &Origins) -> Result<CacheSett
         .map_err(|m| Error::Settings(format!("{}: {m}", key("max_age"))))?;
     let max_size = values::size(c.max_size.as_deref().unwrap_or("20GB"))
         .map_err(|m| Error::Settings(format!("{}: {m}", key("max_size"))))?;
+    let total = c
+        .total
+        .as_deref()
+        .map(budget)
+        .transpose()
+        .map_err(|m| Error::Settings(format!("{}: {m}", key("total"))))?;
+    let min_free = budget(c.min_free.as_deref().unwrap_or("10%"))
+        .map_err(|m| Error::Settings(format!("{}: {m}", key("min_free"))))?;
     Ok(CacheSettings {
         mode: c.mode.unwrap_or(CacheMode::None),
         slots,
         max_age,
         max_size,
+        total,
+        min_free,
+        state_dir: c
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
     })
 }
 

@@ -106,6 +106,12 @@ pub(crate) struct RawCache {
     pub max_age: Option<String>,
     /// `runnerx gc` drops unused cache volumes larger than this (`20GB`, `500MB`).
     pub max_size: Option<String>,
+    /// All caches together: a size (`200GiB`) or a share of the data root's disk (`40%`).
+    pub total: Option<String>,
+    /// Free space prepare insists on, on the disk of Docker's data root (`10%`, `20GB`).
+    pub min_free: Option<String>,
+    /// Where runnerx records when each cache was last used (survives restarts).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One `[[registries]]` entry as written.

@@ -72,6 +72,9 @@ fn job_of(project: u64, helper: bool) -> Job {
 #[test]
 fn the_cache_one_job_archives_is_extracted_by_the_next_job_of_its_project_only() {
     require_docker();
+    let _caches = crate::cache::CACHES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let (project, other) = (4_201_u64, 4_202_u64);
     let volumes = [
         format!("runnerx-cachedir-p{project}-rootless"),

@@ -88,6 +88,8 @@ pub(crate) async fn prepare(
         steps.done("removed leftover builder");
     }
 
+    // Before anything is made: room on the disk, or one clear failure.
+    builder::caches::ensure_free(engine, settings, &info.root_dir, cancel).await?;
     lifecycle::ensure_image(engine, &image, b.pull_policy, cancel).await?;
     steps.done(&format!("image {image} ready"));
 
@@ -129,6 +131,7 @@ pub(crate) async fn prepare(
             .flat_map(|s| s.aliases.iter().cloned())
             .collect(),
         platforms: b.platforms.iter().map(ToString::to_string).collect(),
+        gc_keep_storage: gc_keep_storage(settings, &info.root_dir),
     };
 
     // Builders share nothing on the host network (their daemons have their own
@@ -146,6 +149,15 @@ pub(crate) async fn prepare(
     spec.data_root =
         choose_volume(settings, job, engine, &held, created, wanted.isolation()).await?;
     spec.cache_dir = cache_dir(job, engine, created, wanted.isolation()).await?;
+    for volume in [
+        Some(spec.data_root.name()).filter(|_| matches!(spec.data_root, DataRoot::Cache { .. })),
+        spec.cache_dir.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        crate::host::cache_use::touch(&settings.cache.state_dir, volume, None);
+    }
     // The lock is held until the container exists: its label claims the cache.
     let rights = lifecycle::start_builder(engine, &spec, settings, &info.id, wanted).await?;
     drop(lock);
@@ -416,7 +428,9 @@ async fn choose_volume(
         }
         let mut warm = false;
         if let Some(v) = existing.iter().find(|v| v.name == name) {
-            let created = builder::created_of(&v.labels);
+            // `cache.max_age` counts from the last use (the creation when none is recorded).
+            let created = crate::host::cache_use::last_use(&settings.cache.state_dir, &name)
+                .unwrap_or_else(|| builder::created_of(&v.labels));
             // Caches from before isolation labels were made by privileged builders.
             let made_by = v
                 .labels
@@ -450,6 +464,17 @@ async fn choose_volume(
         settings.cache.slots
     );
     own().await
+}
+
+/// A kept cache's share of `cache.total` (`total / slots`), for the inner daemon's
+/// build cache GC; `None` without per-project caches or a total.
+fn gc_keep_storage(settings: &Settings, root_dir: &str) -> Option<u64> {
+    let total = settings.cache.total?;
+    if settings.cache.mode != CacheMode::PerProject {
+        return None;
+    }
+    let disk = crate::host::cache_use::disk(Path::new(root_dir)).map_or(0, |(size, _)| size);
+    Some(total.bytes(disk) / u64::from(settings.cache.slots.max(1)))
 }
 
 /// The registries as this job's project gets them: per-project logins resolved, and
