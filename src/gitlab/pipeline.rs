@@ -52,11 +52,173 @@ pub struct JobDef {
     pub after_script: Vec<String>,
     /// `services:`, in the job payload's shape.
     pub(crate) services: Vec<ResponseService>,
+    /// `stage:` (GitLab's default: `test`).
+    pub stage: String,
+    /// Variables declared with `expand: false` (their values stay as written).
+    pub raw: std::collections::BTreeSet<String>,
+}
+
+/// Every job keyword GitLab knows (its CI/CD YAML reference).
+const JOB_KEYWORDS: &[&str] = &[
+    "after_script",
+    "allow_failure",
+    "artifacts",
+    "before_script",
+    "cache",
+    "coverage",
+    "dast_configuration",
+    "dependencies",
+    "environment",
+    "except",
+    "extends",
+    "hooks",
+    "id_tokens",
+    "identity",
+    "image",
+    "inherit",
+    "interruptible",
+    "manual_confirmation",
+    "needs",
+    "only",
+    "pages",
+    "parallel",
+    "release",
+    "resource_group",
+    "retry",
+    "rules",
+    "run",
+    "script",
+    "secrets",
+    "services",
+    "stage",
+    "tags",
+    "timeout",
+    "trigger",
+    "variables",
+    "when",
+];
+
+/// The job keywords `runnerx local` honours; any other valid one is named in a warning.
+const LOCAL_KEYWORDS: &[&str] = &[
+    "after_script",
+    "before_script",
+    "extends",
+    "image",
+    "script",
+    "services",
+    "stage",
+    "variables",
+];
+
+/// Levenshtein distance (for "did you mean").
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The job keyword nearest to `key`.
+fn nearest(key: &str) -> &'static str {
+    JOB_KEYWORDS
+        .iter()
+        .min_by_key(|k| distance(key, k))
+        .copied()
+        .unwrap_or("script")
+}
+
+/// The key a `!reference [a, b]` becomes before parsing (serde loses YAML tags).
+const REFERENCE: &str = "__runnerx_reference__";
+
+/// Rewrites `!reference [a, b]` (GitLab's flow form) to `{__runnerx_reference__: [a, b]}`,
+/// so the reference survives parsing as data.
+fn mark_references(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("!reference") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "!reference".len()..];
+        let trimmed = after.trim_start_matches([' ', '\t']);
+        if !trimmed.starts_with('[') {
+            out.push_str("!reference");
+            rest = after;
+            continue;
+        }
+        let mut depth = 0;
+        let mut end = None;
+        for (i, c) in trimmed.char_indices() {
+            match c {
+                '[' => depth += 1,
+                ']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        match end {
+            Some(e) => {
+                out.push_str(&format!("{{{REFERENCE}: {}}}", &trimmed[..e]));
+                rest = &trimmed[e..];
+            }
+            None => {
+                out.push_str("!reference");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `value` with every reference replaced by what it names in `doc`.
+fn resolve_refs(value: &Value, doc: &Value, depth: usize) -> Result<Value, String> {
+    if depth > 10 {
+        return Err("!reference nests deeper than 10 levels (a cycle?)".into());
+    }
+    match value {
+        Value::Object(m) if m.len() == 1 && m.contains_key(REFERENCE) => {
+            let path: Vec<&str> = m[REFERENCE]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mut target = doc;
+            for key in &path {
+                target = target.get(*key).ok_or_else(|| {
+                    format!("!reference [{}]: {key:?} does not exist", path.join(", "))
+                })?;
+            }
+            resolve_refs(target, doc, depth + 1)
+        }
+        Value::Object(m) => Ok(Value::Object(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), resolve_refs(v, doc, depth)?)))
+                .collect::<Result<_, String>>()?,
+        )),
+        Value::Array(a) => Ok(Value::Array(
+            a.iter()
+                .map(|v| resolve_refs(v, doc, depth))
+                .collect::<Result<_, String>>()?,
+        )),
+        other => Ok(other.clone()),
+    }
 }
 
 fn parse_yaml(path: &Path) -> Result<Map<String, Value>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = mark_references(&text);
     let v: Value = serde_saphyr::from_str(&text).map_err(|e| {
         format!(
             "{}: {}",
@@ -148,9 +310,21 @@ impl Pipeline {
             Value::Object(m) => m,
             _ => unreachable!("merging mappings gives a mapping"),
         };
-        let p = Pipeline { doc };
+        let mut p = Pipeline { doc };
+        p.resolve_references()?;
         p.validate()?;
         Ok(p)
+    }
+
+    /// Replaces every `!reference [key, …]` (marked by [`mark_references`]) with the
+    /// value it names, nested references included.
+    fn resolve_references(&mut self) -> Result<(), PipelineError> {
+        let doc = Value::Object(self.doc.clone());
+        let resolved = resolve_refs(&doc, &doc, 0)?;
+        if let Value::Object(m) = resolved {
+            self.doc = m;
+        }
+        Ok(())
     }
 
     /// Checks the GitLab CI shape: jobs are mappings; visible jobs have a script after
@@ -161,6 +335,11 @@ impl Pipeline {
                 if name == "variables" {
                     variables_of(v).map_err(|e| format!("variables: {e}"))?;
                 }
+                continue;
+            }
+            // Hidden keys hold anything (anchors of lists or scalars, as GitLab's docs
+            // show); jobs are mappings.
+            if name.starts_with('.') && !v.is_object() {
                 continue;
             }
             if !v.is_object() {
@@ -174,6 +353,17 @@ impl Pipeline {
                 return Err(
                     format!("job {name:?} has no script (directly or through extends)").into(),
                 );
+            }
+            if !name.starts_with('.')
+                && let Some(bad) = resolved
+                    .keys()
+                    .find(|k| !JOB_KEYWORDS.contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "job {name:?} has unknown keyword {bad:?}; did you mean {:?}?",
+                    nearest(bad)
+                )
+                .into());
             }
             for key in ["before_script", "script", "after_script"] {
                 if let Some(s) = resolved.get(key) {
@@ -243,6 +433,11 @@ impl Pipeline {
             );
         }
         let job = self.resolve(name, 0)?;
+        for key in job.keys().filter(|k| !LOCAL_KEYWORDS.contains(&k.as_str())) {
+            tracing::warn!(
+                "job {name:?}: {key} is not honoured by runnerx local; the job runs without it"
+            );
+        }
         let default = self
             .doc
             .get("default")
@@ -272,6 +467,14 @@ impl Pipeline {
         if let Some(v) = job.get("variables") {
             variables.extend(variables_of(v)?);
         }
+        let raw = [self.doc.get("variables"), job.get("variables")]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object)
+            .flat_map(|m| m.iter())
+            .filter(|(_, v)| v.get("expand") == Some(&Value::Bool(false)))
+            .map(|(k, _)| k.clone())
+            .collect();
         Ok(JobDef {
             name: name.to_string(),
             image,
@@ -279,6 +482,12 @@ impl Pipeline {
             before_script: script_of("before_script")?,
             script: script_of("script")?,
             after_script: script_of("after_script")?,
+            stage: job
+                .get("stage")
+                .and_then(Value::as_str)
+                .unwrap_or("test")
+                .to_string(),
+            raw,
             services: match pick("services") {
                 Some(v) => services_of(v).map_err(|e| format!("job {name:?} services: {e}"))?,
                 None => vec![],
@@ -352,14 +561,13 @@ fn services_of(v: &Value) -> Result<Vec<ResponseService>, String> {
 fn lines(v: &Value) -> Result<Vec<String>, String> {
     match v {
         Value::String(s) => Ok(vec![s.clone()]),
+        // Nested lists (what `!reference` leaves) are flattened, as GitLab does.
         Value::Array(a) => {
             let mut out = vec![];
             for item in a {
                 match item {
                     Value::String(s) => out.push(s.clone()),
-                    Value::Array(inner) if inner.iter().all(Value::is_string) => {
-                        out.extend(inner.iter().filter_map(|s| s.as_str().map(String::from)));
-                    }
+                    Value::Array(_) => out.extend(lines(item)?),
                     other => {
                         return Err(format!("script lines must be strings, found {other}"));
                     }
@@ -398,7 +606,8 @@ fn variables_of(v: &Value) -> Result<Vec<(String, String)>, String> {
 }
 
 /// Expands `$VAR` and `${VAR}` from `known` (unknown ones become empty, `$$` is `$`),
-/// as GitLab expands variable values before the job starts.
+/// once, as gitlab-runner's `JobVariables.Expand` does (`os.Expand` over the raw
+/// values: a value that refers to another gets that one's value as written).
 pub fn expand(value: &str, known: &BTreeMap<String, String>) -> String {
     let chars: Vec<char> = value.chars().collect();
     let mut out = String::new();
@@ -574,6 +783,57 @@ mod tests {
         ]);
         assert_eq!(expand("$A/${B_1}:$NOPE-$$A", &known), "x/y:-$A");
         assert_eq!(expand("cost: 5$", &known), "cost: 5$");
+    }
+
+    #[test]
+    fn references_resolve_nested_and_hidden_keys_hold_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(".gitlab-ci.yml");
+        std::fs::write(
+            &f,
+            concat!(
+                ".setup: &setup\n  - echo setup\n",
+                ".login:\n  script:\n    - echo login\n    - !reference [.setup]\n",
+                ".vars:\n  variables:\n    REGION: eu\n",
+                "build:\n  variables:\n    REGION: !reference [.vars, variables, REGION]\n",
+                "  script:\n    - !reference [.login, script]\n    - *setup\n    - echo build $REGION\n",
+            ),
+        )
+        .unwrap();
+        let p = Pipeline::load(&f).unwrap();
+        let job = p.job("build").unwrap();
+        assert_eq!(
+            job.script,
+            [
+                "echo login",
+                "echo setup",
+                "echo setup",
+                "echo build $REGION"
+            ]
+        );
+        assert_eq!(job.variables, [("REGION".to_string(), "eu".to_string())]);
+        assert_eq!(p.jobs(), ["build"]);
+        std::fs::write(&f, "build:\n  script:\n    - !reference [.nope, script]\n").unwrap();
+        let e = Pipeline::load(&f).unwrap_err().to_string();
+        assert!(e.contains("!reference [.nope, script]"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_keyword_is_an_error_naming_the_nearest() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(".gitlab-ci.yml");
+        std::fs::write(&f, "build:\n  imgae: docker:27\n  script: [echo hi]\n").unwrap();
+        let e = Pipeline::load(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown keyword \"imgae\"") && e.contains("did you mean \"image\""),
+            "{e}"
+        );
+        std::fs::write(
+            &f,
+            "build:\n  rules: [{when: always}]\n  script: [echo hi]\n",
+        )
+        .unwrap();
+        assert!(Pipeline::load(&f).unwrap().job("build").is_ok());
     }
 
     #[test]

@@ -35,7 +35,21 @@ pub(crate) async fn local(
     let project_dir = format!("{}/local/{name}", crate::gitlab::stages::config::BUILDS_DIR);
 
     let mut job = Job::local(def.image.clone(), &name, env);
-    let vars = variables(&def, &job, &name, &project_dir, &project, &args.vars)?;
+    job.project_path = args.project.clone().or_else(|| {
+        git(&project, &["remote", "get-url", "origin"])
+            .as_deref()
+            .and_then(crate::gitlab::job::repo_path)
+    });
+    let registry = settings.registries.first().map(|r| r.host.as_str());
+    let vars = variables(
+        &def,
+        &job,
+        registry,
+        &name,
+        &project_dir,
+        &project,
+        &args.vars,
+    )?;
     let job_vars: Vec<ResponseVariable> = vars
         .iter()
         .map(|(key, value)| ResponseVariable {
@@ -45,11 +59,6 @@ pub(crate) async fn local(
         })
         .collect();
     job.services = crate::gitlab::services::services(&def.services, &job_vars);
-    job.project_path = args.project.clone().or_else(|| {
-        git(&project, &["remote", "get-url", "origin"])
-            .as_deref()
-            .and_then(crate::gitlab::job::repo_path)
-    });
     let engine = Engine::connect().await?;
     let tmp = tempdir()?;
 
@@ -174,6 +183,7 @@ fn git(project: &Path, args: &[&str]) -> Option<String> {
 fn variables(
     def: &pipeline::JobDef,
     job: &Job,
+    registry: Option<&str>,
     name: &str,
     project_dir: &str,
     project: &Path,
@@ -192,8 +202,8 @@ fn variables(
         ("GITLAB_CI".into(), "true".into()),
         ("CI_JOB_ID".into(), job.id.clone()),
         ("CI_JOB_NAME".into(), def.name.clone()),
-        ("CI_JOB_STAGE".into(), "build".into()),
-        ("CI_PIPELINE_SOURCE".into(), "runnerx-local".into()),
+        ("CI_JOB_STAGE".into(), def.stage.clone()),
+        ("CI_PIPELINE_SOURCE".into(), "push".into()),
         ("CI_PROJECT_NAME".into(), name.into()),
         ("CI_PROJECT_DIR".into(), project_dir.into()),
         (
@@ -202,36 +212,76 @@ fn variables(
         ),
         ("CI_COMMIT_SHA".into(), sha.clone()),
         ("CI_COMMIT_SHORT_SHA".into(), sha[..8.min(sha.len())].into()),
-        ("CI_COMMIT_REF_NAME".into(), branch),
+        ("CI_COMMIT_REF_NAME".into(), branch.clone()),
         ("CI_COMMIT_REF_SLUG".into(), slug.trim_matches('-').into()),
     ];
-    // A later definition (job over global, --var over both) replaces the value in
-    // place, before expansion, as GitLab's precedence does.
-    let mut set = |k: &str, v: &str| match ordered.iter_mut().find(|(o, _)| o == k) {
-        Some(slot) => slot.1 = v.to_string(),
-        None => ordered.push((k.to_string(), v.to_string())),
-    };
-    for (k, v) in &def.variables {
-        set(k, v);
+    match git(project, &["describe", "--tags", "--exact-match"]) {
+        Some(tag) => ordered.push(("CI_COMMIT_TAG".into(), tag)),
+        None if branch != "HEAD" => ordered.push(("CI_COMMIT_BRANCH".into(), branch)),
+        None => {}
     }
+    if let Some(path) = job.project_path.as_deref() {
+        ordered.push(("CI_PROJECT_PATH".into(), path.into()));
+        ordered.push((
+            "CI_PROJECT_NAMESPACE".into(),
+            path.rsplit_once('/').map_or("", |(ns, _)| ns).into(),
+        ));
+        ordered.push((
+            "CI_PROJECT_PATH_SLUG".into(),
+            path.to_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect(),
+        ));
+    }
+    if let Some(url) = git(project, &["remote", "get-url", "origin"])
+        && let Some(host) = url
+            .split_once("://")
+            .and_then(|(_, r)| r.rsplit_once('@').map_or(Some(r), |(_, h)| Some(h)))
+            .and_then(|r| r.split('/').next())
+    {
+        ordered.push(("CI_SERVER_URL".into(), format!("https://{host}")));
+        ordered.push((
+            "CI_SERVER_HOST".into(),
+            host.split(':').next().unwrap_or(host).into(),
+        ));
+    }
+    if let Some(reg) = registry {
+        ordered.push(("CI_REGISTRY".into(), reg.to_string()));
+        if let Some(path) = job.project_path.as_deref() {
+            ordered.push((
+                "CI_REGISTRY_IMAGE".into(),
+                format!("{reg}/{}", path.to_lowercase()),
+            ));
+        }
+    }
+    // One set, in GitLab's precedence: predefined < global < job < --var (the last
+    // definition of a key wins).
+    ordered.extend(def.variables.iter().cloned());
     for kv in overrides {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| Error::Usage(format!("--var {kv:?} must be KEY=VALUE")))?;
-        set(k, v);
+        ordered.push((k.to_string(), v.to_string()));
     }
-    let mut known: BTreeMap<String, String> = BTreeMap::new();
-    let mut out: Vec<(String, String)> = vec![];
-    for (k, v) in ordered {
+    for (k, _) in &ordered {
         if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.is_empty() {
             return Err(Error::Usage(format!(
                 "variable name {k:?} must be letters, digits and _"
             )));
         }
-        let v = pipeline::expand(&v, &known);
-        known.insert(k.clone(), v.clone());
-        out.retain(|(o, _)| *o != k);
-        out.push((k, v));
+    }
+    // Every value is expanded once against the whole set's values as written, so the
+    // order variables appear in does not matter; `expand: false` ones stay as written.
+    let known: BTreeMap<String, String> = ordered.iter().cloned().collect();
+    let mut out: Vec<(String, String)> = vec![];
+    for (k, v) in &known {
+        let v = if def.raw.contains(k) {
+            v.clone()
+        } else {
+            pipeline::expand(v, &known)
+        };
+        out.push((k.clone(), v));
     }
     Ok(out)
 }
@@ -327,6 +377,62 @@ fn walk(root: &Path, rel: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_are_one_set_expanded_once_in_gitlabs_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = pipeline::JobDef {
+            name: "build".into(),
+            image: None,
+            variables: vec![
+                ("IMAGE".into(), "$REGISTRY/library/app".into()),
+                ("PRICE".into(), "$$5".into()),
+                ("TEMPLATE".into(), "${CI_JOB_NAME}-$REGISTRY".into()),
+                ("REGISTRY".into(), "from-yaml".into()),
+            ],
+            before_script: vec![],
+            script: vec![],
+            after_script: vec![],
+            services: vec![],
+            stage: "deploy".into(),
+            raw: ["TEMPLATE".to_string()].into(),
+        };
+        let env = crate::env::Env::default();
+        let mut job = Job::local(None, "app", &env);
+        job.project_path = Some("team-a/App".into());
+        let vars = variables(
+            &def,
+            &job,
+            Some("harbor.example.com"),
+            "app",
+            "/builds/local/app",
+            dir.path(),
+            &["REGISTRY=registry.test:5443".into()],
+        )
+        .unwrap();
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("IMAGE"),
+            Some("registry.test:5443/library/app"),
+            "--var wins, order-free"
+        );
+        assert_eq!(get("PRICE"), Some("$5"));
+        assert_eq!(
+            get("TEMPLATE"),
+            Some("${CI_JOB_NAME}-$REGISTRY"),
+            "expand: false"
+        );
+        assert_eq!(get("CI_JOB_STAGE"), Some("deploy"));
+        assert_eq!(get("CI_PIPELINE_SOURCE"), Some("push"));
+        assert_eq!(get("CI_PROJECT_PATH"), Some("team-a/App"));
+        assert_eq!(get("CI_PROJECT_NAMESPACE"), Some("team-a"));
+        assert_eq!(get("CI_REGISTRY"), Some("harbor.example.com"));
+        assert_eq!(
+            get("CI_REGISTRY_IMAGE"),
+            Some("harbor.example.com/team-a/app")
+        );
+        assert_eq!(vars.iter().filter(|(k, _)| k == "REGISTRY").count(), 1);
+    }
 
     #[test]
     fn a_bare_pipeline_file_means_the_current_directory() {

@@ -10,6 +10,7 @@ mod executor;
 mod faults;
 mod gitlab;
 mod isolation;
+mod local;
 mod multiarch;
 mod pipelines;
 mod protocol;
