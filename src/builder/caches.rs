@@ -30,6 +30,31 @@ pub(crate) struct Cache {
     pub held: bool,
 }
 
+impl Cache {
+    /// `NAME: 12 MiB, last used 30s ago[, in use]`.
+    pub(crate) fn describe(&self, now: u64) -> String {
+        format!(
+            "{}: {} MiB, last used {}s ago{}",
+            self.name,
+            self.size >> 20,
+            now.saturating_sub(self.last_use),
+            if self.held { ", in use" } else { "" }
+        )
+    }
+}
+
+/// `N MiB in total; cache.total = …` (or the hint to set one).
+pub(crate) fn summary(caches: &[Cache], settings: &Settings) -> String {
+    let total: u64 = caches.iter().map(|c| c.size).sum();
+    match settings.cache.total {
+        Some(b) => format!("{} MiB in total; cache.total = {b}", total >> 20),
+        None => format!(
+            "{} MiB in total; no cache.total (set one so cleanup evicts idle caches)",
+            total >> 20
+        ),
+    }
+}
+
 /// The caches to evict, least recently used first, until `total` bytes are left (pure).
 pub(crate) fn to_fit(caches: &[Cache], total: u64) -> Vec<&Cache> {
     let mut sum: u64 = caches.iter().map(|c| c.size).sum();
@@ -52,16 +77,17 @@ pub(crate) async fn inventory(engine: &Engine, settings: &Settings) -> Result<Ve
     let held = Held::list(engine).await?;
     let mut out = vec![];
     for v in engine.volumes_with_label(LABEL_CACHE).await? {
+        let last_use = cache_use::last_use(state, &v.name).unwrap_or_else(|| created_of(&v.labels));
         let size = match cache_use::size(state, &v.name) {
             Some(s) => s,
             None => {
                 let s = engine.volume_size(&v.name, &settings.builder.image).await?;
-                cache_use::touch(state, &v.name, Some(s));
+                cache_use::record_size(state, &v.name, s, last_use);
                 s
             }
         };
         out.push(Cache {
-            last_use: cache_use::last_use(state, &v.name).unwrap_or_else(|| created_of(&v.labels)),
+            last_use,
             held: held.caches.contains(&v.name),
             name: v.name,
             size,

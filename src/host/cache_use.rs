@@ -43,6 +43,17 @@ pub(crate) fn last_use(state_dir: &Path, volume: &str) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
+/// Records the size of a cache measured without being used, keeping `last_use`
+/// (Unix seconds) as its last use: measuring is not using.
+pub(crate) fn record_size(state_dir: &Path, volume: &str, size: u64, last_use: u64) {
+    touch(state_dir, volume, Some(size));
+    let when = UNIX_EPOCH + std::time::Duration::from_secs(last_use);
+    let _ = std::fs::OpenOptions::new()
+        .append(true)
+        .open(record(state_dir, volume))
+        .and_then(|f| f.set_modified(when));
+}
+
 /// The size recorded at the last cleanup that measured `volume`.
 pub(crate) fn size(state_dir: &Path, volume: &str) -> Option<u64> {
     std::fs::read_to_string(record(state_dir, volume))
@@ -91,6 +102,13 @@ mod tests {
             size(dir.path(), "v"),
             Some(42),
             "a plain touch keeps the size"
+        );
+        record_size(dir.path(), "w", 7, 1_000);
+        assert_eq!(size(dir.path(), "w"), Some(7));
+        assert_eq!(
+            last_use(dir.path(), "w"),
+            Some(1_000),
+            "measuring is not using"
         );
         forget(dir.path(), "v");
         assert_eq!(last_use(dir.path(), "v"), None);

@@ -87,28 +87,9 @@ async fn cache_notes(settings: &Settings, r: &mut Report) {
     };
     let now = crate::host::cache_use::now();
     for c in &caches {
-        r.note(
-            "cache",
-            format!(
-                "{}: {} MiB, last used {}s ago{}",
-                c.name,
-                c.size >> 20,
-                now.saturating_sub(c.last_use),
-                if c.held { ", in use" } else { "" }
-            ),
-        );
+        r.note("cache", c.describe(now));
     }
-    let total: u64 = caches.iter().map(|c| c.size).sum();
-    r.note(
-        "caches",
-        match settings.cache.total {
-            Some(b) => format!("{} MiB in total; cache.total = {b}", total >> 20),
-            None => format!(
-                "{} MiB in total; no cache.total (set one so cleanup evicts idle caches)",
-                total >> 20
-            ),
-        },
-    );
+    r.note("caches", crate::builder::caches::summary(&caches, settings));
 }
 
 /// Runs all checks.

@@ -155,20 +155,13 @@ pub(crate) async fn gc(
 async fn list_caches(settings: &Settings, engine: &Engine) -> Result<()> {
     let caches = crate::builder::caches::inventory(engine, settings).await?;
     let now = crate::host::cache_use::now();
-    let total: u64 = caches.iter().map(|c| c.size).sum();
     for c in &caches {
-        println!(
-            "cache {}: {} MiB, last used {}s ago{}",
-            c.name,
-            c.size >> 20,
-            now.saturating_sub(c.last_use),
-            if c.held { ", in use" } else { "" }
-        );
+        println!("cache {}", c.describe(now));
     }
-    match settings.cache.total {
-        Some(b) => println!("caches: {} MiB in total; cache.total = {b}", total >> 20),
-        None => println!("caches: {} MiB in total; no cache.total", total >> 20),
-    }
+    println!(
+        "caches: {}",
+        crate::builder::caches::summary(&caches, settings)
+    );
     Ok(())
 }
 
