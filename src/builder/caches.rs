@@ -28,15 +28,21 @@ pub(crate) struct Cache {
     pub last_use: u64,
     /// Mounted by a builder right now.
     pub held: bool,
+    /// Whether `size` was measured (a listing without the host lock does not measure).
+    pub measured: bool,
 }
 
 impl Cache {
     /// `NAME: 12 MiB, last used 30s ago[, in use]`.
     pub(crate) fn describe(&self, now: u64) -> String {
+        let size = if self.measured {
+            format!("{} MiB", self.size >> 20)
+        } else {
+            "size not recorded yet".to_string()
+        };
         format!(
-            "{}: {} MiB, last used {}s ago{}",
+            "{}: {size}, last used {}s ago{}",
             self.name,
-            self.size >> 20,
             now.saturating_sub(self.last_use),
             if self.held { ", in use" } else { "" }
         )
@@ -71,26 +77,34 @@ pub(crate) fn to_fit(caches: &[Cache], total: u64) -> Vec<&Cache> {
     out
 }
 
-/// The host's caches, with sizes (measured when there is no record yet).
-pub(crate) async fn inventory(engine: &Engine, settings: &Settings) -> Result<Vec<Cache>> {
+/// The host's caches, with sizes. `measure`: measure caches with no recorded size —
+/// only under the host lock, since measuring mounts the volume and would make a
+/// concurrent removal fail.
+pub(crate) async fn inventory(
+    engine: &Engine,
+    settings: &Settings,
+    measure: bool,
+) -> Result<Vec<Cache>> {
     let state = &settings.cache.state_dir;
     let held = Held::list(engine).await?;
     let mut out = vec![];
     for v in engine.volumes_with_label(LABEL_CACHE).await? {
         let last_use = cache_use::last_use(state, &v.name).unwrap_or_else(|| created_of(&v.labels));
-        let size = match cache_use::size(state, &v.name) {
-            Some(s) => s,
-            None => {
+        let (size, measured) = match cache_use::size(state, &v.name) {
+            Some(s) => (s, true),
+            None if measure => {
                 let s = engine.volume_size(&v.name, &settings.builder.image).await?;
                 cache_use::record_size(state, &v.name, s, last_use);
-                s
+                (s, true)
             }
+            None => (0, false),
         };
         out.push(Cache {
             last_use,
             held: held.caches.contains(&v.name),
             name: v.name,
             size,
+            measured,
         });
     }
     Ok(out)
@@ -129,7 +143,7 @@ pub(crate) async fn enforce_total(
     let disk = cache_use::disk(Path::new(root_dir)).map_or(0, |(size, _)| size);
     let budget = total.bytes(disk);
     let _lock = lock(settings, cancel).await?;
-    let caches = inventory(engine, settings).await?;
+    let caches = inventory(engine, settings, true).await?;
     let victims = to_fit(&caches, budget);
     if !victims.is_empty() {
         let why = format!(
@@ -159,7 +173,7 @@ pub(crate) async fn ensure_free(
         return Ok(());
     }
     let _lock = lock(settings, cancel).await?;
-    let mut caches = inventory(engine, settings).await?;
+    let mut caches = inventory(engine, settings, true).await?;
     let idle: u64 = caches.iter().filter(|c| !c.held).map(|c| c.size).sum();
     if free + idle >= floor {
         let total: u64 = caches.iter().map(|c| c.size).sum();
@@ -202,6 +216,7 @@ mod tests {
             size,
             last_use,
             held,
+            measured: true,
         }
     }
 

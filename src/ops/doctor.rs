@@ -82,7 +82,7 @@ async fn cache_notes(settings: &Settings, r: &mut Report) {
     let Ok(engine) = crate::builder::engine::Engine::connect().await else {
         return;
     };
-    let Ok(caches) = crate::builder::caches::inventory(&engine, settings).await else {
+    let Ok(caches) = crate::builder::caches::inventory(&engine, settings, false).await else {
         return;
     };
     let now = crate::host::cache_use::now();

@@ -153,7 +153,7 @@ pub(crate) async fn gc(
 /// Prints every cache's size, last use and whether a builder mounts it, and the total
 /// against `cache.total`.
 async fn list_caches(settings: &Settings, engine: &Engine) -> Result<()> {
-    let caches = crate::builder::caches::inventory(engine, settings).await?;
+    let caches = crate::builder::caches::inventory(engine, settings, false).await?;
     let now = crate::host::cache_use::now();
     for c in &caches {
         println!("cache {}", c.describe(now));
