@@ -152,7 +152,17 @@ pub enum CertsCommand {
 #[derive(Debug, Args)]
 pub struct LocalArgs {
     /// The job to run.
-    pub job: String,
+    #[arg(required_unless_present = "list")]
+    pub job: Option<String>,
+    /// List the pipeline's jobs with their stages, and what local runs ignore.
+    #[arg(long)]
+    pub list: bool,
+    /// Print the job as runnerx local resolves it (extends, default, references).
+    #[arg(long)]
+    pub preview: bool,
+    /// With `parallel: matrix`, run only the combinations with KEY=VALUE (repeat).
+    #[arg(long = "matrix", value_name = "KEY=VALUE")]
+    pub matrix: Vec<String>,
     /// Pipeline file.
     #[arg(short = 'f', long = "file", default_value = ".gitlab-ci.yml")]
     pub file: PathBuf,

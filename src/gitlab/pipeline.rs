@@ -56,6 +56,8 @@ pub struct JobDef {
     pub stage: String,
     /// Variables declared with `expand: false` (their values stay as written).
     pub raw: std::collections::BTreeSet<String>,
+    /// `parallel: matrix` combinations (each a set of variables); empty without one.
+    pub matrix: Vec<Vec<(String, String)>>,
 }
 
 /// Every job keyword GitLab knows (its CI/CD YAML reference).
@@ -133,6 +135,47 @@ fn nearest(key: &str) -> &'static str {
         .min_by_key(|k| distance(key, k))
         .copied()
         .unwrap_or("script")
+}
+
+/// `parallel: matrix` entries: each a mapping of variables to a value or a list of
+/// values; their combinations, in GitLab's order.
+fn matrix_of(v: &Value) -> Result<Vec<Vec<(String, String)>>, String> {
+    let Value::Array(entries) = v else {
+        return Err("must be a list of mappings".into());
+    };
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!(
+            "values are strings or lists of strings, found {other}"
+        )),
+    };
+    let mut out = vec![];
+    for entry in entries {
+        let Value::Object(m) = entry else {
+            return Err("entries must be mappings".into());
+        };
+        let mut combos: Vec<Vec<(String, String)>> = vec![vec![]];
+        for (k, v) in m {
+            let values: Vec<String> = match v {
+                Value::Array(a) => a.iter().map(scalar).collect::<Result<_, _>>()?,
+                other => vec![scalar(other)?],
+            };
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |val| {
+                        let mut c = c.clone();
+                        c.push((k.clone(), val.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        out.extend(combos);
+    }
+    Ok(out)
 }
 
 /// The key a `!reference [a, b]` becomes before parsing (serde loses YAML tags).
@@ -377,6 +420,18 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The job as it resolves (extends, then `default:` for what it leaves unset), for
+    /// `--preview`.
+    pub fn preview(&self, name: &str) -> Result<Value, PipelineError> {
+        let mut job = self.resolve(name, 0)?;
+        if let Some(Value::Object(default)) = self.doc.get("default") {
+            for (k, v) in default {
+                job.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        Ok(Value::Object(job))
+    }
+
     /// Visible job names.
     pub fn jobs(&self) -> Vec<String> {
         self.doc
@@ -433,7 +488,14 @@ impl Pipeline {
             );
         }
         let job = self.resolve(name, 0)?;
-        for key in job.keys().filter(|k| !LOCAL_KEYWORDS.contains(&k.as_str())) {
+        let matrix = match job.get("parallel") {
+            Some(Value::Object(m)) if m.contains_key("matrix") => matrix_of(&m["matrix"])
+                .map_err(|e| format!("job {name:?} parallel: matrix: {e}"))?,
+            _ => vec![],
+        };
+        let honoured =
+            |k: &str| LOCAL_KEYWORDS.contains(&k) || (k == "parallel" && !matrix.is_empty());
+        for key in job.keys().filter(|k| !honoured(k)) {
             tracing::warn!(
                 "job {name:?}: {key} is not honoured by runnerx local; the job runs without it"
             );
@@ -482,6 +544,7 @@ impl Pipeline {
             before_script: script_of("before_script")?,
             script: script_of("script")?,
             after_script: script_of("after_script")?,
+            matrix,
             stage: job
                 .get("stage")
                 .and_then(Value::as_str)
@@ -834,6 +897,26 @@ mod tests {
         )
         .unwrap();
         assert!(Pipeline::load(&f).unwrap().job("build").is_ok());
+    }
+
+    #[test]
+    fn a_matrix_gives_every_combination() {
+        let v: Value =
+            serde_json::json!([{"ARCH": ["amd64", "arm64"], "OS": "linux"}, {"ARCH": "riscv64"}]);
+        let m = matrix_of(&v).unwrap();
+        let names: Vec<String> = m
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["ARCH=amd64,OS=linux", "ARCH=arm64,OS=linux", "ARCH=riscv64"]
+        );
     }
 
     #[test]

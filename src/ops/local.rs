@@ -22,7 +22,8 @@ use crate::gitlab::pipeline::{self, Pipeline};
 use crate::gitlab::services::ResponseVariable;
 use crate::settings::Settings;
 
-/// Runs the job.
+/// Runs the job (every `parallel: matrix` combination, or those `--matrix` picks), or
+/// lists the jobs (`--list`), or prints the resolved job (`--preview`).
 pub(crate) async fn local(
     settings: &Settings,
     args: &LocalArgs,
@@ -30,7 +31,79 @@ pub(crate) async fn local(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let pipeline = Pipeline::load(&args.file)?;
-    let def = pipeline.job(&args.job)?;
+    if args.list {
+        for name in pipeline.jobs() {
+            let def = pipeline.job(&name)?;
+            let runs = if def.matrix.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} matrix combinations)", def.matrix.len())
+            };
+            println!("{name}\tstage {}{runs}", def.stage);
+        }
+        return Ok(());
+    }
+    let Some(name) = args.job.as_deref() else {
+        return Err(Error::Usage(
+            "name the job to run (runnerx local --list shows them)".into(),
+        ));
+    };
+    if args.preview {
+        let job = pipeline.preview(name)?;
+        // JSON is YAML (1.2): the job as runnerx local reads it.
+        println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
+        return Ok(());
+    }
+    let def = pipeline.job(name)?;
+    if def.matrix.is_empty() {
+        return run_job(settings, args, env, cancel, def).await;
+    }
+    let picks: Vec<(&str, &str)> = args
+        .matrix
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--matrix {kv:?} must be KEY=VALUE")))
+        })
+        .collect::<Result<_>>()?;
+    let chosen: Vec<&Vec<(String, String)>> = def
+        .matrix
+        .iter()
+        .filter(|combo| {
+            picks
+                .iter()
+                .all(|(k, v)| combo.iter().any(|(ck, cv)| ck == k && cv == v))
+        })
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::Usage(format!(
+            "no parallel: matrix combination of {name:?} has {}",
+            args.matrix.join(", ")
+        )));
+    }
+    let mut first_failure = None;
+    for combo in chosen {
+        let values: Vec<&str> = combo.iter().map(|(_, v)| v.as_str()).collect();
+        let mut one = def.clone();
+        // GitLab names each one `job: [v1, v2]` and sets its variables at job level.
+        one.name = format!("{name}: [{}]", values.join(", "));
+        one.variables.extend(combo.iter().cloned());
+        println!("\x1b[36;1m== {}\x1b[0;m", one.name);
+        if let Err(e) = run_job(settings, args, env, cancel, one).await {
+            first_failure.get_or_insert(e);
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+/// Runs one job through the executor's own stages.
+async fn run_job(
+    settings: &Settings,
+    args: &LocalArgs,
+    env: &Env,
+    cancel: &CancellationToken,
+    def: pipeline::JobDef,
+) -> Result<()> {
     let (project, name) = project_of(&args.file, args.project_dir.as_deref())?;
     let project_dir = format!("{}/local/{name}", crate::gitlab::stages::config::BUILDS_DIR);
 
@@ -396,6 +469,7 @@ mod tests {
             services: vec![],
             stage: "deploy".into(),
             raw: ["TEMPLATE".to_string()].into(),
+            matrix: vec![],
         };
         let env = crate::env::Env::default();
         let mut job = Job::local(None, "app", &env);

@@ -71,3 +71,52 @@ fn variables_references_and_unhonoured_keywords_behave_as_in_gitlab() {
         text(&out).1
     );
 }
+
+#[test]
+fn a_matrix_runs_every_combination_or_the_one_picked_and_list_and_preview_show_jobs() {
+    require_docker();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join(".gitlab-ci.yml"),
+        "default:\n  before_script: [echo from-default]\n\n.base:\n  stage: package\n\nbuild:\n  extends: .base\n  parallel:\n    matrix:\n      - ARCH: [amd64, arm64]\n  script:\n    - echo \"arch=$ARCH job=$CI_JOB_NAME\"\n",
+    )
+    .unwrap();
+    let job = Job::new();
+    let out = job.runnerx_in(project.path(), &["local", "build"]);
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    // GitLab runs one job per combination, named `build: [value]`.
+    assert!(
+        stdout.contains("arch=amd64 job=build: [amd64]"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("arch=arm64 job=build: [arm64]"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("parallel is not honoured"), "{stderr}");
+
+    let out = job.runnerx_in(
+        project.path(),
+        &["local", "build", "--matrix", "ARCH=arm64"],
+    );
+    let stdout = text(&out).0;
+    assert_code(&out, 0);
+    assert!(
+        stdout.contains("arch=arm64") && !stdout.contains("arch=amd64"),
+        "{stdout}"
+    );
+
+    let out = job.runnerx_in(project.path(), &["local", "--list"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        text(&out).0.trim(),
+        "build\tstage package (2 matrix combinations)"
+    );
+
+    let out = job.runnerx_in(project.path(), &["local", "build", "--preview"]);
+    assert_code(&out, 0);
+    let preview: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(preview["stage"], "package");
+    assert_eq!(preview["before_script"][0], "echo from-default");
+}
