@@ -147,16 +147,11 @@ pub(crate) async fn ensure_image(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let present = engine.image_exists(image).await?;
-    let pull = match policy {
-        PullPolicy::Always => true,
-        PullPolicy::IfNotPresent => !present,
-        PullPolicy::Never if present => false,
-        PullPolicy::Never => {
-            return Err(Error::BuilderImage(format!(
-                "builder image {image} is not present and builder.pull_policy is \"never\"; \
-                 load it into the engine (docker/build-builder-image.sh builds one) or set pull_policy = \"if-not-present\""
-            )));
-        }
+    let Some(pull) = policy.wants_pull(present) else {
+        return Err(Error::BuilderImage(format!(
+            "builder image {image} is not present and builder.pull_policy is \"never\"; \
+             load it into the engine (docker/build-builder-image.sh builds one) or set pull_policy = \"if-not-present\""
+        )));
     };
     if !pull {
         return Ok(());

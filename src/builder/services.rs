@@ -19,8 +19,9 @@ use crate::settings::PullPolicy;
 /// Network the services share inside the builder.
 pub(crate) const NETWORK: &str = "runnerx-services";
 
-/// One service to start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One service to start. `Debug` shows variable names only: the values are the
+/// job's variables, secrets included.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Service {
     /// Image reference.
     pub image: String,
@@ -34,6 +35,19 @@ pub(crate) struct Service {
     pub env: Vec<(String, String)>,
     /// A Docker-in-Docker service (not started).
     pub dind: bool,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("image", &self.image)
+            .field("aliases", &self.aliases)
+            .field("entrypoint", &self.entrypoint)
+            .field("command", &self.command)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("dind", &self.dind)
+            .finish()
+    }
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -146,7 +160,7 @@ pub(crate) async fn start(
     .await?;
     if code != 0 && !out.contains("already exists") {
         return Err(Error::Service(format!(
-            "cannot create the services' network in the builder: {}",
+            "cannot create the services' network in the builder: {}; see the builder's dockerd log (`docker logs {builder}`)",
             out.trim()
         )));
     }
@@ -159,25 +173,36 @@ pub(crate) async fn start(
         let (code, out) = exec(engine, builder, run_cmd(*i, s, &env_path)).await?;
         if code != 0 {
             return Err(Error::Service(format!(
-                "service {} did not start: {}",
+                "service {} did not start: {}; check its entrypoint and command in services:",
                 s.image,
                 out.trim()
             )));
         }
         let name = container_name(*i);
-        let (_, ip) = exec(
+        // One inspect: the address, then the exposed ports (`8080/tcp 53/udp`).
+        let (_, seen) = exec(
             engine,
             builder,
             strings(&[
                 "docker",
                 "inspect",
                 "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{range $p, $v := .Config.ExposedPorts}}{{$p}} {{end}}",
                 &name,
             ]),
         )
         .await?;
-        let ip = ip.trim().to_string();
+        let mut words = seen.split_whitespace();
+        let ip = words
+            .next()
+            .filter(|w| !w.contains('/'))
+            .unwrap_or("")
+            .to_string();
+        let tcp: Vec<String> = seen
+            .split_whitespace()
+            .filter_map(|p| p.strip_suffix("/tcp"))
+            .map(String::from)
+            .collect();
         if !ip.is_empty() {
             let line = format!("{ip} {}", s.aliases.join(" "));
             let (code, out) = exec(
@@ -194,7 +219,7 @@ pub(crate) async fn start(
                 );
             }
         }
-        wait(engine, builder, s, &name, &ip, timeout).await?;
+        wait(engine, builder, s, &name, &ip, &tcp, timeout).await?;
     }
     Ok(())
 }
@@ -212,15 +237,10 @@ async fn ensure_image(
         strings(&["docker", "image", "inspect", image]),
     )
     .await?;
-    let pull = match policy {
-        PullPolicy::Always => true,
-        PullPolicy::IfNotPresent => present != 0,
-        PullPolicy::Never if present == 0 => false,
-        PullPolicy::Never => {
-            return Err(Error::Service(format!(
-                "service image {image} is not in the builder and builder.pull_policy is \"never\"; use pull_policy = \"if-not-present\""
-            )));
-        }
+    let Some(pull) = policy.wants_pull(present == 0) else {
+        return Err(Error::Service(format!(
+            "service image {image} is not in the builder and builder.pull_policy is \"never\"; use pull_policy = \"if-not-present\""
+        )));
     };
     if !pull {
         return Ok(());
@@ -244,24 +264,9 @@ async fn wait(
     s: &Service,
     name: &str,
     ip: &str,
+    tcp: &[String],
     timeout: Duration,
 ) -> Result<()> {
-    let (_, ports) = exec(
-        engine,
-        builder,
-        strings(&[
-            "docker",
-            "inspect",
-            "-f",
-            "{{range $p, $v := .Config.ExposedPorts}}{{$p}} {{end}}",
-            name,
-        ]),
-    )
-    .await?;
-    let tcp: Vec<&str> = ports
-        .split_whitespace()
-        .filter_map(|p| p.strip_suffix("/tcp"))
-        .collect();
     if tcp.is_empty() || ip.is_empty() {
         return Ok(());
     }
@@ -319,6 +324,11 @@ mod tests {
             "docker run -d --name runnerx-service-0 --network runnerx-services --env-file /home/rootless/.runnerx/service-0.env --network-alias postgres --network-alias db --entrypoint /bin/sh postgres:16 -c exec postgres"
         );
         assert!(!cmd.iter().any(|a| a.contains("s3cret")));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("POSTGRES_PASSWORD"),
+            "{shown}"
+        );
         assert_eq!(env_file(&s), "POSTGRES_PASSWORD=s3cret\n");
     }
 }

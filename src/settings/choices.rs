@@ -16,6 +16,18 @@ pub(crate) enum PullPolicy {
     Never,
 }
 
+impl PullPolicy {
+    /// Whether to pull an image that is (`present`) or is not in the engine; `None`
+    /// when it is missing and the policy forbids pulling (the caller names the fix).
+    pub(crate) fn wants_pull(self, present: bool) -> Option<bool> {
+        match self {
+            PullPolicy::Always => Some(true),
+            PullPolicy::IfNotPresent => Some(!present),
+            PullPolicy::Never => present.then_some(false),
+        }
+    }
+}
+
 /// How a builder is isolated from the runner host and other jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]

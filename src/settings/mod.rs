@@ -379,6 +379,15 @@ mod tests {
     }
 
     #[test]
+    fn pull_policies_decide_once() {
+        assert_eq!(PullPolicy::Always.wants_pull(true), Some(true));
+        assert_eq!(PullPolicy::IfNotPresent.wants_pull(true), Some(false));
+        assert_eq!(PullPolicy::IfNotPresent.wants_pull(false), Some(true));
+        assert_eq!(PullPolicy::Never.wants_pull(true), Some(false));
+        assert_eq!(PullPolicy::Never.wants_pull(false), None);
+    }
+
+    #[test]
     fn helper_binary_must_be_a_file() {
         let e = load(
             "[builder]\nhelper_binary = \"/nonexistent/gitlab-runner\"\n",
