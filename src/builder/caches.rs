@@ -116,7 +116,7 @@ async fn evict(engine: &Engine, settings: &Settings, victims: &[&Cache], why: &s
             "evicting cache {} ({} MiB, idle {}s): {why}",
             c.name,
             c.size >> 20,
-            cache_use::now().saturating_sub(c.last_use)
+            crate::host::unix_now().saturating_sub(c.last_use)
         );
         match engine.remove_volume(&c.name).await {
             Ok(()) => cache_use::forget(&settings.cache.state_dir, &c.name),

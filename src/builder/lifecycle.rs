@@ -58,6 +58,17 @@ pub(crate) async fn teardown_job(
     job_id: &str,
     fallback_image: &str,
 ) -> Result<()> {
+    teardown_job_caches(engine, job_id, fallback_image, &mut vec![]).await
+}
+
+/// [`teardown_job`], also naming in `caches` the cache volumes the job's builders
+/// mounted (from the one container listing), so cleanup can record their use.
+pub(crate) async fn teardown_job_caches(
+    engine: &Engine,
+    job_id: &str,
+    fallback_image: &str,
+    caches: &mut Vec<String>,
+) -> Result<()> {
     let label = format!("{LABEL_JOB}={job_id}");
     let mut first_error: Option<Error> = None;
     let mut note = |r: Result<()>| {
@@ -71,6 +82,9 @@ pub(crate) async fn teardown_job(
     for c in &containers {
         let id = c.id.clone().unwrap_or_default();
         let labels = c.labels.clone().unwrap_or_default();
+        for key in [builder::LABEL_CACHE, builder::LABEL_CACHE_DIR] {
+            caches.extend(labels.get(key).cloned());
+        }
         if c.state.as_ref().is_some_and(|s| s.to_string() == "running") {
             note(engine.stop(&id, builder::STOP_TIMEOUT_SECS as i32).await);
         }

@@ -66,13 +66,6 @@ pub(crate) fn forget(state_dir: &Path, volume: &str) {
     let _ = std::fs::remove_file(record(state_dir, volume));
 }
 
-/// Now, in Unix seconds.
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `(size, free)` bytes of the filesystem holding `path`.
 pub(crate) fn disk(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
@@ -96,7 +89,7 @@ mod tests {
         assert_eq!(last_use(dir.path(), "v"), None);
         touch(dir.path(), "v", Some(42));
         let t = last_use(dir.path(), "v").unwrap();
-        assert!(now().abs_diff(t) < 5);
+        assert!(crate::host::unix_now().abs_diff(t) < 5);
         touch(dir.path(), "v", None);
         assert_eq!(
             size(dir.path(), "v"),

@@ -165,6 +165,13 @@ pub(crate) fn random_hex(n: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Now, in Unix seconds.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The pid part of a lease, for messages.
 pub(crate) fn lease_pid(lease: &str) -> &str {
     lease.split(':').next().unwrap_or("?")

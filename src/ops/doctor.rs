@@ -85,7 +85,7 @@ async fn cache_notes(settings: &Settings, r: &mut Report) {
     let Ok(caches) = crate::builder::caches::inventory(&engine, settings, false).await else {
         return;
     };
-    let now = crate::host::cache_use::now();
+    let now = crate::host::unix_now();
     for c in &caches {
         r.note("cache", c.describe(now));
     }

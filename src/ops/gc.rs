@@ -8,7 +8,7 @@
 //! kept builder claims. Every decision and its reason is printed on stdout.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::builder::{LABEL_BRIDGE, LABEL_CACHE, LABEL_JOB, LABEL_LEASE, created_of};
 use crate::host;
@@ -28,9 +28,7 @@ pub(crate) async fn gc(
     dry_run: bool,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::host::unix_now();
     let cutoff = now.saturating_sub(older_than.as_secs());
     let old = |created: Option<u64>| created.is_some_and(|c| c <= cutoff);
 
@@ -154,7 +152,7 @@ pub(crate) async fn gc(
 /// against `cache.total`.
 async fn list_caches(settings: &Settings, engine: &Engine) -> Result<()> {
     let caches = crate::builder::caches::inventory(engine, settings, false).await?;
-    let now = crate::host::cache_use::now();
+    let now = crate::host::unix_now();
     for c in &caches {
         println!("cache {}", c.describe(now));
     }

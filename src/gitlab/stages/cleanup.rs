@@ -11,9 +11,9 @@
 
 use tokio_util::sync::CancellationToken;
 
+use crate::builder;
 use crate::builder::engine::Engine;
-use crate::builder::lifecycle::teardown_job;
-use crate::builder::{self, LABEL_CACHE, LABEL_CACHE_DIR, LABEL_JOB};
+use crate::builder::lifecycle::teardown_job_caches;
 use crate::error::Result;
 use crate::gitlab::job::Job;
 use crate::host::cache_use;
@@ -22,17 +22,7 @@ use crate::settings::Settings;
 /// Runs the cleanup stage.
 pub(crate) async fn cleanup(settings: &Settings, job: &Job, engine: &Engine) -> Result<()> {
     let mut used = vec![];
-    for c in engine
-        .containers_with_label(&format!("{LABEL_JOB}={}", job.id))
-        .await
-        .unwrap_or_default()
-    {
-        let labels = c.labels.unwrap_or_default();
-        for key in [LABEL_CACHE, LABEL_CACHE_DIR] {
-            used.extend(labels.get(key).cloned());
-        }
-    }
-    let removed = teardown_job(engine, &job.id, &settings.builder.image).await;
+    let removed = teardown_job_caches(engine, &job.id, &settings.builder.image, &mut used).await;
     let state = &settings.cache.state_dir;
     for volume in &used {
         let size = match settings.cache.total {

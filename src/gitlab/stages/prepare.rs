@@ -12,7 +12,7 @@
 //! system failure with the tail of the dockerd log; a cancelled prepare removes its
 //! builder.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -93,9 +93,7 @@ pub(crate) async fn prepare(
     lifecycle::ensure_image(engine, &image, b.pull_policy, cancel).await?;
     steps.done(&format!("image {image} ready"));
 
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created = host::unix_now();
 
     let native = info.arch.as_str();
     let needed = binfmt::needed(&b.platforms, native);
