@@ -54,6 +54,48 @@ pub enum Command {
     /// One-time set-up of the runner host itself (as root).
     #[command(subcommand)]
     Host(HostCommand),
+    /// Set up a native BuildKit node ([[nodes]]) on this host: its certificates from the
+    /// runner's CA, its buildkitd.toml with the registries' trust, and how to run it.
+    Node(NodeArgs),
+}
+
+/// `runnerx node` arguments.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Name of the node (buildx node name; container and volume runnerx-node-NAME).
+    #[arg(long)]
+    pub name: String,
+    /// DNS name or IP runners reach the node by (repeat for more SANs; the first
+    /// goes into the endpoint).
+    #[arg(long = "address", required = true, value_name = "NAME")]
+    pub addresses: Vec<String>,
+    /// Port buildkitd listens on.
+    #[arg(long, default_value_t = 1234)]
+    pub port: u16,
+    /// Address buildkitd binds (default: every interface).
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    pub listen: String,
+    /// Platform the node builds natively, e.g. linux/arm64 (repeatable).
+    #[arg(long = "platform", required = true, value_name = "OS/ARCH[/VARIANT]")]
+    pub platforms: Vec<String>,
+    /// Directory with the CA (ca.crt, ca.key from `runnerx certs ca`).
+    #[arg(long, value_name = "DIR")]
+    pub ca: PathBuf,
+    /// Where to write node/ (the node's /etc/buildkit) and runner/ (for [[nodes]]).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// BuildKit image (default: builder.buildkit_image).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Also start (or replace) the node's container on this host's Docker engine.
+    #[arg(long)]
+    pub start: bool,
+    /// Overwrite existing files in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Validity of the certificates, in days.
+    #[arg(long, default_value_t = 825)]
+    pub days: u32,
 }
 
 /// `runnerx host …`

@@ -85,6 +85,11 @@ pub enum Error {
     #[error("buildx: {0}")]
     Buildx(String),
 
+    /// A `[[nodes]]` BuildKit node does not answer and its fallback is `fail`, or the
+    /// job's buildx could not join it.
+    #[error("buildkit node: {0}")]
+    Node(String),
+
     /// No builder container for the job (exec target missing).
     #[error(
         "no builder {0}: prepare has not run for this job or cleanup already removed it; run `runnerx prepare` first"
@@ -199,6 +204,7 @@ impl Error {
             | Error::BuilderBoot(_)
             | Error::Emulation(_)
             | Error::Buildx(_)
+            | Error::Node(_)
             | Error::Service(_)
             | Error::NoBuilder(_)
             | Error::BuilderStopped(_)
@@ -269,6 +275,7 @@ mod tests {
         builder_boot_is_ours: Error::BuilderBoot("x".into()) => System;
         emulation_is_ours: Error::Emulation("x".into()) => System;
         buildx_is_ours: Error::Buildx("x".into()) => System;
+        node_is_ours: Error::Node("x".into()) => System;
         service_is_ours: Error::Service("x".into()) => System;
         no_builder_is_ours: Error::NoBuilder("runnerx-1".into()) => System;
         builder_stopped_is_ours: Error::BuilderStopped("runnerx-1".into()) => System;

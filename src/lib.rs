@@ -4,6 +4,7 @@
 //! See `docs/architecture.md` for the map. Entry point: [`run`].
 
 pub(crate) mod builder;
+pub(crate) mod buildkit;
 pub(crate) mod cancel;
 pub mod cli;
 pub mod env;
@@ -76,6 +77,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
                     ops::manifest::inspect(&settings, reference).await
                 }
             }
+        }
+        Command::Node(args) => {
+            let settings = settings()?;
+            ops::node::node(&settings, args).await
         }
         Command::Host(cli::HostCommand::Binfmt { dry_run }) => {
             let settings = settings()?;

@@ -3,30 +3,47 @@
 //! daemons' namespace (privileged) first; scripts arrive on stdin, never in argv.
 
 use super::spec::EXEC_PATH;
+use crate::settings::{Node, Platform};
 use crate::trust;
 
-/// Name of the buildx builder runnerx creates for the docker-container driver.
+/// Name of the buildx builder jobs use when runnerx makes one (docker-container
+/// driver, or `[[nodes]]`).
 pub(crate) const BUILDX_BUILDER: &str = "runnerx";
+/// With `[[nodes]]`: the docker-container builder holding the job's own BuildKit, node
+/// 0 of [`BUILDX_BUILDER`] for the platforms no node answers for.
+pub(crate) const BUILDX_LOCAL: &str = "runnerx-local";
 
-/// `docker buildx create` for the docker-container driver: the rendered buildkitd.toml
-/// (registry CAs, mirrors), host networking (resolves registries as the builder does),
-/// a pinned BuildKit image, the configured platforms, and `--use` so plain
-/// `docker buildx build` in job scripts picks it.
-pub(crate) fn buildx_create_cmd(
-    buildkit_image: &str,
-    platforms: &[crate::settings::Platform],
-) -> Vec<String> {
-    let platforms = platforms
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_string()).collect()
+}
+
+fn platform_list(platforms: &[Platform]) -> String {
+    platforms
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(",");
-    [
+        .join(",")
+}
+
+/// `docker buildx create` of a docker-container builder `name` (one node, also named
+/// `name`, so its container is `buildx_buildkit_<name>`): the rendered buildkitd.toml
+/// (registry CAs, mirrors), host networking (resolves registries as the builder does),
+/// a pinned BuildKit image, the given platforms, and with `use_it` made current so
+/// plain `docker buildx build` in job scripts picks it.
+pub(crate) fn buildx_create_cmd(
+    name: &str,
+    buildkit_image: &str,
+    platforms: &[Platform],
+    use_it: bool,
+) -> Vec<String> {
+    let mut cmd = strings(&[
         "docker",
         "buildx",
         "create",
         "--name",
-        BUILDX_BUILDER,
+        name,
+        "--node",
+        name,
         "--driver",
         "docker-container",
         "--driver-opt",
@@ -36,13 +53,75 @@ pub(crate) fn buildx_create_cmd(
         "--buildkitd-config",
         trust::BUILDKITD_TOML,
         "--platform",
-        &platforms,
-        "--use",
+        &platform_list(platforms),
         "--bootstrap",
-    ]
-    .iter()
-    .map(|s| (*s).to_string())
-    .collect()
+    ]);
+    if use_it {
+        cmd.push("--use".into());
+    }
+    cmd
+}
+
+/// Where a node's mTLS files sit in the builder, under the job user's `home`.
+pub(crate) fn node_dir(home: &str, node: &str) -> String {
+    format!("{home}/.runnerx/nodes/{node}")
+}
+
+/// The `docker buildx create` commands of the multi-node builder [`BUILDX_BUILDER`]
+/// (remote driver): node 0 is the job's own BuildKit ([`BUILDX_LOCAL`]'s container)
+/// for `local` platforms when there are any — buildx sends a platform no node matches
+/// to node 0 —, then one node per answering `[[nodes]]` entry pinned to its platforms
+/// and reached with its mTLS files. The last one is made current (`--use`).
+pub(crate) fn buildx_nodes_cmds(
+    nodes: &[&Node],
+    local: &[Platform],
+    home: &str,
+) -> Vec<Vec<String>> {
+    let mut cmds = Vec::new();
+    let base = |first: bool, node: &str, platforms: &[Platform]| {
+        let mut c = strings(&["docker", "buildx", "create", "--name", BUILDX_BUILDER]);
+        if !first {
+            c.push("--append".into());
+        }
+        c.extend(strings(&[
+            "--driver",
+            "remote",
+            "--node",
+            node,
+            "--platform",
+            &platform_list(platforms),
+        ]));
+        c
+    };
+    if !local.is_empty() {
+        let mut c = base(true, BUILDX_LOCAL, local);
+        c.push(format!("docker-container://buildx_buildkit_{BUILDX_LOCAL}"));
+        cmds.push(c);
+    }
+    for n in nodes {
+        let dir = node_dir(home, &n.name);
+        let mut c = base(cmds.is_empty(), &n.name, &n.platforms);
+        for opt in [
+            format!("cacert={dir}/ca.crt"),
+            format!("cert={dir}/client.crt"),
+            format!("key={dir}/client.key"),
+            format!("servername={}", n.server_name),
+        ] {
+            c.push("--driver-opt".into());
+            c.push(opt);
+        }
+        c.push(n.endpoint.clone());
+        cmds.push(c);
+    }
+    if let Some(last) = cmds.last_mut() {
+        last.push("--use".into());
+    }
+    cmds
+}
+
+/// Connects every node of [`BUILDX_BUILDER`] and lists them (`Status: running`).
+pub(crate) fn buildx_bootstrap_cmd() -> Vec<String> {
+    strings(&["docker", "buildx", "inspect", "--bootstrap", BUILDX_BUILDER])
 }
 
 /// `exec.sh <cmd> <args…>`: how runnerx runs anything in a builder.
@@ -102,20 +181,61 @@ mod tests {
     use super::*;
     use crate::builder::spec::EXEC_SCRIPT;
 
+    fn platforms(list: &[&str]) -> Vec<Platform> {
+        list.iter().map(|p| p.parse().unwrap()).collect()
+    }
+
     #[test]
     fn buildx_create_uses_rendered_config_host_network_and_pinned_image() {
-        let platforms: Vec<_> = ["linux/amd64", "linux/arm64"]
-            .iter()
-            .map(|p| p.parse::<crate::settings::Platform>().unwrap())
-            .collect();
-        let cmd =
-            buildx_create_cmd("harbor.example.com/mirror/buildkit:v0.23.2", &platforms).join(" ");
+        let cmd = buildx_create_cmd(
+            BUILDX_BUILDER,
+            "harbor.example.com/mirror/buildkit:v0.23.2",
+            &platforms(&["linux/amd64", "linux/arm64"]),
+            true,
+        )
+        .join(" ");
         assert_eq!(
             cmd,
-            "docker buildx create --name runnerx --driver docker-container --driver-opt network=host \
+            "docker buildx create --name runnerx --node runnerx --driver docker-container --driver-opt network=host \
              --driver-opt image=harbor.example.com/mirror/buildkit:v0.23.2 \
-             --buildkitd-config /etc/buildkit/buildkitd.toml --platform linux/amd64,linux/arm64 --use --bootstrap"
+             --buildkitd-config /etc/buildkit/buildkitd.toml --platform linux/amd64,linux/arm64 --bootstrap --use"
         );
+    }
+
+    #[test]
+    fn node_builder_puts_the_local_buildkit_first_and_pins_each_node() {
+        let arm = Node {
+            name: "arm1".into(),
+            endpoint: "tcp://arm1.example.com:1234".into(),
+            host: "arm1.example.com".into(),
+            port: 1234,
+            platforms: platforms(&["linux/arm64"]),
+            ca_pem: String::new(),
+            ca_file: "ca.crt".into(),
+            client: crate::settings::ClientIdentity {
+                cert_pem: String::new(),
+                key_pem: crate::settings::Secret::new("k"),
+            },
+            server_name: "arm1.example.com".into(),
+            fallback: crate::settings::NodeFallback::Qemu,
+        };
+        let cmds = buildx_nodes_cmds(&[&arm], &platforms(&["linux/amd64"]), "/home/rootless");
+        let lines: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "docker buildx create --name runnerx --driver remote --node runnerx-local --platform linux/amd64 docker-container://buildx_buildkit_runnerx-local",
+                "docker buildx create --name runnerx --append --driver remote --node arm1 --platform linux/arm64 \
+                 --driver-opt cacert=/home/rootless/.runnerx/nodes/arm1/ca.crt \
+                 --driver-opt cert=/home/rootless/.runnerx/nodes/arm1/client.crt \
+                 --driver-opt key=/home/rootless/.runnerx/nodes/arm1/client.key \
+                 --driver-opt servername=arm1.example.com tcp://arm1.example.com:1234 --use",
+            ]
+        );
+        // Every platform on a node: no local BuildKit, the first node is node 0.
+        let only = buildx_nodes_cmds(&[&arm], &[], "/root");
+        assert_eq!(only.len(), 1);
+        assert!(!only[0].contains(&"--append".to_string()));
     }
 
     #[test]

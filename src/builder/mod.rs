@@ -2,8 +2,10 @@
 //! boot bundle, labels), the commands runnerx runs in it ([`commands`], pure), its
 //! lifecycle — pull, create, start, wait ready, tear down — in [`lifecycle`], the one
 //! place that creates or removes a builder, and the Docker engine client ([`engine`]),
-//! the one module that talks to Docker.
+//! the one module that talks to Docker. [`buildx`] makes the job's buildx builder
+//! (docker-container, or multi-node with `[[nodes]]`).
 
+pub(crate) mod buildx;
 pub(crate) mod caches;
 pub(crate) mod commands;
 pub(crate) mod engine;

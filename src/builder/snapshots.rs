@@ -64,6 +64,7 @@ fn spec() -> BuilderSpec {
         },
         lease: Some("77:1234".into()),
         helper: Some("/usr/bin/gitlab-runner".into()),
+        runnerx: Some("/usr/local/libexec/runnerx".into()),
         cache_dir: Some("runnerx-cachedir-p77-rootless".into()),
         dind_aliases: vec!["docker".into()],
         platforms: vec!["linux/amd64".into(), "linux/arm64".into()],

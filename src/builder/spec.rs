@@ -55,6 +55,8 @@ pub(crate) const LABEL_CACHE_DIR: &str = "runnerx.cache-dir";
 /// Where stage scripts find gitlab-runner's helper (`gitlab-runner` on the job's PATH:
 /// artifacts upload, cache archive and extract), bind-mounted read-only from the host.
 pub(crate) const HELPER_PATH: &str = "/usr/local/bin/gitlab-runner";
+/// Where jobs find runnerx itself (on the job's PATH, read-only).
+pub(crate) const RUNNERX_PATH: &str = "/usr/local/bin/runnerx";
 /// Where the inner dockerd also listens when the job has a `docker:dind` service: the
 /// builder's namespace's own loopback, never the runner host's.
 pub(crate) const DIND_HOST: &str = "tcp://127.0.0.1:2375";
@@ -156,6 +158,9 @@ pub(crate) struct BuilderSpec {
     pub lease: Option<String>,
     /// The host's gitlab-runner binary, mounted read-only at [`HELPER_PATH`].
     pub helper: Option<String>,
+    /// The running runnerx binary, mounted read-only at [`RUNNERX_PATH`] (jobs call
+    /// `runnerx manifest` with the builder's trust and logins).
+    pub runnerx: Option<String>,
     /// The project's `cache_dir` volume, mounted at [`CACHE_DIR`] (none: the cache
     /// lives and dies with the builder).
     pub cache_dir: Option<String>,
@@ -315,14 +320,16 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
             ..Default::default()
         });
     }
-    if let Some(helper) = &spec.helper {
-        mounts.push(Mount {
-            typ: Some(MountType::BIND),
-            source: Some(helper.clone()),
-            target: Some(HELPER_PATH.into()),
-            read_only: Some(true),
-            ..Default::default()
-        });
+    for (source, target) in [(&spec.helper, HELPER_PATH), (&spec.runnerx, RUNNERX_PATH)] {
+        if let Some(source) = source {
+            mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: Some(source.clone()),
+                target: Some(target.into()),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
     }
     let mut host = HostConfig {
         network_mode: Some("host".into()),
@@ -358,6 +365,39 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
             host.readonly_paths = Some(vec![]);
             env = Some(vec![format!("DOCKER_HOST={ROOTLESS_DOCKER_HOST}")]);
         }
+        Rights::Privileged | Rights::Capabilities => {
+            grant_privileges(rights, &mut host, &mut mounts)
+        }
+    }
+    host.mounts = Some(mounts);
+    if spec.limits.memory > 0 {
+        let m = i64::try_from(spec.limits.memory).unwrap_or(i64::MAX);
+        host.memory = Some(m);
+        host.memory_swap = Some(m);
+    }
+    host.nano_cpus = spec.limits.cpus.map(|c| (c * 1e9) as i64);
+    host.pids_limit = Some(spec.limits.pids);
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: Some(vec!["/bin/sh".into()]),
+        cmd: Some(vec![BOOT_SCRIPT_PATH.into()]),
+        env,
+        labels: Some(spec.labels(rights)),
+        stop_signal: Some("SIGTERM".into()),
+        stop_timeout: Some(STOP_TIMEOUT_SECS),
+        host_config: Some(host),
+        ..Default::default()
+    }
+}
+
+/// What a daemon that runs containers needs on the host engine: `--privileged`, or
+/// where the engine refuses it (VMs whose bounding set lacks CAP_SYS_RESOURCE) the
+/// measured equivalent — all capabilities but SYS_RESOURCE, no seccomp or AppArmor,
+/// no masked paths, every device, the host's cgroup tree writable. Also used for
+/// BuildKit nodes (`runnerx node --start`).
+pub(crate) fn grant_privileges(rights: Rights, host: &mut HostConfig, mounts: &mut Vec<Mount>) {
+    match rights {
+        Rights::Rootless => {}
         Rights::Privileged => host.privileged = Some(true),
         Rights::Capabilities => {
             host.cap_add = Some(vec!["ALL".into()]);
@@ -380,25 +420,6 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
                 ..Default::default()
             });
         }
-    }
-    host.mounts = Some(mounts);
-    if spec.limits.memory > 0 {
-        let m = i64::try_from(spec.limits.memory).unwrap_or(i64::MAX);
-        host.memory = Some(m);
-        host.memory_swap = Some(m);
-    }
-    host.nano_cpus = spec.limits.cpus.map(|c| (c * 1e9) as i64);
-    host.pids_limit = Some(spec.limits.pids);
-    ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        entrypoint: Some(vec!["/bin/sh".into()]),
-        cmd: Some(vec![BOOT_SCRIPT_PATH.into()]),
-        env,
-        labels: Some(spec.labels(rights)),
-        stop_signal: Some("SIGTERM".into()),
-        stop_timeout: Some(STOP_TIMEOUT_SECS),
-        host_config: Some(host),
-        ..Default::default()
     }
 }
 
@@ -602,6 +623,7 @@ mod tests {
             },
             lease: Some("77:1234".into()),
             helper: None,
+            runnerx: None,
             cache_dir: None,
             dind_aliases: vec![],
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],

@@ -19,13 +19,13 @@ pub(crate) fn run(cmd: &CertsCommand) -> Result<()> {
             let ca = ca::make_ca(&cn, *days)?;
             let files = vec![
                 OutFile {
-                    name: "ca.crt",
+                    name: "ca.crt".into(),
                     content: ca.cert,
                     mode: 0o644,
                     goes: "runner host: [[registries]] ca_file in /etc/runnerx/runnerx.toml; other Docker hosts: /etc/docker/certs.d/<host[:port]>/ca.crt".into(),
                 },
                 OutFile {
-                    name: "ca.key",
+                    name: "ca.key".into(),
                     content: ca.key,
                     mode: 0o600,
                     goes: "keep it offline; only `runnerx certs server|client --ca` needs it".into(),
@@ -44,13 +44,13 @@ pub(crate) fn run(cmd: &CertsCommand) -> Result<()> {
             let server = ca::make_server(&issuer, names, *days)?;
             let files = vec![
                 OutFile {
-                    name: "server.crt",
+                    name: "server.crt".into(),
                     content: server.cert,
                     mode: 0o644,
                     goes: "Harbor: harbor.yml https.certificate (or the registry's http.tls.certificate)".into(),
                 },
                 OutFile {
-                    name: "server.key",
+                    name: "server.key".into(),
                     content: server.key,
                     mode: 0o600,
                     goes: "Harbor: harbor.yml https.private_key (or the registry's http.tls.key)".into(),
@@ -70,13 +70,13 @@ pub(crate) fn run(cmd: &CertsCommand) -> Result<()> {
             let client = ca::make_client(&issuer, cn, *days)?;
             let files = vec![
                 OutFile {
-                    name: "client.cert",
+                    name: "client.cert".into(),
                     content: client.cert,
                     mode: 0o644,
                     goes: "runner host: [[registries]] client_cert_file (runnerx puts it in certs.d and buildkitd.toml)".into(),
                 },
                 OutFile {
-                    name: "client.key",
+                    name: "client.key".into(),
                     content: client.key,
                     mode: 0o600,
                     goes: "runner host: [[registries]] client_key_file".into(),

@@ -57,6 +57,8 @@ impl Client {
         install_crypto();
         let mut b = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
+            // HTTP/1.1 as Docker speaks to registries (http2 is enabled for BuildKit's gRPC).
+            .http1_only()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("runnerx/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &reg.ca_pem {

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 
-use crate::settings::Registry;
+use crate::settings::{Credentials, Registry, Secret};
 
 pub(crate) mod auth;
 pub(crate) mod client;
@@ -31,7 +31,44 @@ pub(crate) fn host_port(reg: &Registry) -> (String, u16) {
     }
 }
 
-/// The settings entry for `host`, or an anonymous one trusting only system roots.
+/// The login `docker login` stored for `host` in `$DOCKER_CONFIG/config.json` (else
+/// `~/.docker/config.json`): inside a builder that is the one runnerx wrote, or the
+/// job's own `docker login`.
+fn docker_login(host: &str) -> Option<Credentials> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let auths = json.get("auths")?.as_object()?;
+    let entry = auths.iter().find_map(|(k, v)| {
+        let key = k
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let wanted = if host == "docker.io" {
+            key == "index.docker.io/v1" || key == "docker.io"
+        } else {
+            key == host
+        };
+        wanted.then_some(v)
+    })?;
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(entry.get("auth")?.as_str()?)
+        .ok()?;
+    let (user, pass) = String::from_utf8(raw)
+        .ok()?
+        .split_once(':')
+        .map(|(u, p)| (u.to_string(), p.to_string()))?;
+    Some(Credentials {
+        username: user,
+        password: Secret::new(pass),
+    })
+}
+
+/// The settings entry for `host`, or one trusting only system roots with the login
+/// `docker login` stored for it (if any).
 pub(crate) fn registry_for(settings: &crate::settings::Settings, host: &str) -> Registry {
     settings
         .registries
@@ -43,7 +80,7 @@ pub(crate) fn registry_for(settings: &crate::settings::Settings, host: &str) -> 
             ca_pem: None,
             ca_file: None,
             client: None,
-            credentials: None,
+            credentials: docker_login(host),
             insecure: false,
             http: false,
             mirror_for: vec![],

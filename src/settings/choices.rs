@@ -86,3 +86,13 @@ pub(crate) enum BinfmtMode {
     /// Leave it to the operator (no registration, no check).
     None,
 }
+
+/// What a job does when a `[[nodes]]` entry does not answer at prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum NodeFallback {
+    /// Build that node's platforms under QEMU in the job's builder, with a warning.
+    Qemu,
+    /// Fail the job (a system failure naming the node).
+    Fail,
+}

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 mod builder;
 mod cache;
 mod choices;
+mod nodes;
 mod raw;
 mod registry;
 pub(crate) mod values;
@@ -25,8 +26,9 @@ pub(crate) use builder::{
     BuilderSettings, Driver, Isolation, Limits, Platform, Privileged, PullPolicy, has_tag_or_digest,
 };
 pub(crate) use cache::{BinfmtMode, BinfmtSettings, CacheMode, CacheSettings};
+pub(crate) use choices::NodeFallback;
+pub(crate) use nodes::Node;
 use raw::{Origins, RawProxy, RawSettings};
-#[cfg(test)]
 pub(crate) use registry::{ClientIdentity, Secret};
 pub(crate) use registry::{Credentials, Project, Proxy, Registry};
 
@@ -48,6 +50,8 @@ pub(crate) struct Settings {
     pub binfmt: BinfmtSettings,
     /// `[cache]`.
     pub cache: CacheSettings,
+    /// `[[nodes]]`: remote BuildKit nodes, each platform on at most one.
+    pub nodes: Vec<Node>,
 }
 
 impl Settings {
@@ -173,8 +177,10 @@ impl Settings {
             }
             registries.push(reg);
         }
+        let nodes = nodes::validate_nodes(raw.nodes, &builder.platforms, &origins.file)?;
         Ok(Settings {
             source,
+            nodes,
             builder,
             registries,
             proxy: registry::validate_proxy(raw.proxy, &origins.file)?,

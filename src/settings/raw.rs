@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::choices::{BinfmtMode, CacheMode, Driver, Isolation, Privileged, PullPolicy};
+use super::choices::{
+    BinfmtMode, CacheMode, Driver, Isolation, NodeFallback, Privileged, PullPolicy,
+};
 use super::values;
 use crate::env::Env;
 use crate::error::{Error, Result};
@@ -39,6 +41,9 @@ pub(crate) struct RawSettings {
     /// `[cache]`
     #[serde(default)]
     pub cache: RawCache,
+    /// `[[nodes]]`
+    #[serde(default)]
+    pub nodes: Vec<RawNode>,
 }
 
 /// `[builder]` as written.
@@ -164,6 +169,29 @@ pub(crate) struct RawCredential {
     pub password_env: Option<String>,
     /// File holding the password.
     pub password_file: Option<PathBuf>,
+}
+
+/// One `[[nodes]]` entry as written: a remote BuildKit daemon (mTLS) for some platforms.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNode {
+    /// Name of the node in buildx and in messages (default: from the endpoint's host).
+    pub name: Option<String>,
+    /// `tcp://host:port` of its buildkitd.
+    pub endpoint: Option<String>,
+    /// Platforms built there, `os/arch[/variant]`.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// CA that signed the node's server certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate runnerx's jobs present.
+    pub client_cert_file: Option<PathBuf>,
+    /// Its key.
+    pub client_key_file: Option<PathBuf>,
+    /// Name to verify in the node's certificate, when not the endpoint's host.
+    pub server_name: Option<String>,
+    /// When the node does not answer: `qemu` (default) or `fail`.
+    pub fallback: Option<NodeFallback>,
 }
 
 /// `[proxy]` as written.

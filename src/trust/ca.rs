@@ -159,7 +159,7 @@ pub(crate) fn read_ca(dir: &Path) -> Result<Pem> {
 /// One file to write: name, content, mode, and where it goes.
 pub(crate) struct OutFile {
     /// File name inside the output directory.
-    pub name: &'static str,
+    pub name: String,
     /// Content.
     pub content: String,
     /// Unix mode.
@@ -172,15 +172,19 @@ pub(crate) struct OutFile {
 /// Checks every target first so nothing is half-written.
 pub(crate) fn write_all(dir: &Path, files: &[OutFile], force: bool) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    if !force && let Some(f) = files.iter().find(|f| dir.join(f.name).exists()) {
+    if !force && let Some(f) = files.iter().find(|f| dir.join(&f.name).exists()) {
         return Err(Error::Usage(format!(
             "{} exists; pass --force to overwrite it, or choose another --out",
-            dir.join(f.name).display()
+            dir.join(&f.name).display()
         )));
     }
     let mut written = vec![];
     for f in files {
-        let path = dir.join(f.name);
+        let path = dir.join(&f.name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("create directory", parent, e))?;
+        }
         // Remove first so the new mode applies even when overwriting a 0644 file.
         let _ = std::fs::remove_file(&path);
         let mut file = std::fs::OpenOptions::new()
@@ -236,13 +240,13 @@ mod tests {
         let files = || {
             vec![
                 OutFile {
-                    name: "ca.crt",
+                    name: "ca.crt".into(),
                     content: "c".into(),
                     mode: 0o644,
                     goes: String::new(),
                 },
                 OutFile {
-                    name: "ca.key",
+                    name: "ca.key".into(),
                     content: "k".into(),
                     mode: 0o600,
                     goes: String::new(),

@@ -18,9 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use std::path::Path;
 
+use crate::builder::buildx;
 use crate::builder::engine::Engine;
 use crate::builder::lifecycle::{self, Held};
 use crate::builder::{self, BuilderSpec, DataRoot, InnerNet, Rights};
+use crate::buildkit;
 use crate::error::{Error, Result};
 use crate::gitlab::job::Job;
 use crate::host;
@@ -121,6 +123,10 @@ pub(crate) async fn prepare(
         },
         lease: host::parent_lease(),
         helper: helper(settings, job),
+        // The binary running now: a job's `runnerx manifest` is this very version.
+        runnerx: std::env::current_exe()
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
         cache_dir: None,
         dind_aliases: job
             .services
@@ -221,8 +227,10 @@ pub(crate) async fn prepare(
         .await?;
         steps.done("services started");
     }
-    if b.driver == Driver::DockerContainer {
-        create_buildx_builder(settings, engine, &name, cancel).await?;
+    if !settings.nodes.is_empty() {
+        nodes(settings, engine, &name, rootless, &mut steps, cancel).await?;
+    } else if b.driver == Driver::DockerContainer {
+        buildx::create_container_builder(settings, engine, &name, cancel).await?;
         steps.done("buildx docker-container builder ready");
     }
     finish(job, &name, &steps, rootless);
@@ -370,28 +378,55 @@ async fn setup_platforms(
     Ok(())
 }
 
-/// `builder.driver = "docker-container"`: a named buildx builder in the builder, using
-/// the rendered buildkitd.toml and the host network, made the default for job scripts.
-async fn create_buildx_builder(
+/// `[[nodes]]`: asks every node whether it answers, then makes the job's multi-node
+/// buildx builder — each platform on its node, the rest (and the platforms of silent
+/// nodes with `fallback = "qemu"`) in this builder. The job log says where each goes.
+async fn nodes(
     settings: &Settings,
     engine: &Engine,
     name: &str,
+    rootless: bool,
+    steps: &mut Steps,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let b = &settings.builder;
-    let cmd = builder::user_cmd(builder::buildx_create_cmd(&b.buildkit_image, &b.platforms));
-    let (code, out) = tokio::select! {
+    let answers = tokio::select! {
         () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
-        r = engine.exec_capture(name, cmd) => r?,
+        a = buildkit::probe_all(&settings.nodes, &settings.builder.extra_hosts, NODE_TIMEOUT) => a,
     };
-    if code != 0 {
-        let last = builder::last_line(&out);
-        return Err(Error::Buildx(format!(
-            "buildx could not start the docker-container builder with BuildKit image {} ({last}); mirror that image into a registry the builder can reach and set builder.buildkit_image, or use builder.driver = \"docker\"",
-            b.buildkit_image
-        )));
+    let plan = buildkit::plan(&settings.nodes, &answers, &settings.builder.platforms)?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
     }
+    buildx::create_node_builder(settings, engine, name, &plan, rootless, cancel).await?;
+    let mut placed: Vec<String> = plan
+        .remote
+        .iter()
+        .zip(answers.iter().filter_map(|a| a.as_ref().ok()))
+        .map(|(n, info)| {
+            format!(
+                "{} on node {} (BuildKit {})",
+                list(&n.platforms),
+                n.name,
+                info.version.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !plan.local.is_empty() {
+        placed.push(format!("{} in this builder", list(&plan.local)));
+    }
+    steps.done(&format!("buildx builder ready: {}", placed.join("; ")));
     Ok(())
+}
+
+/// How long a node may take to answer at prepare.
+const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn list(platforms: &[crate::settings::Platform]) -> String {
+    platforms
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The builder's /var/lib/docker: the job's own volume, or — with per-project caching —

@@ -5,7 +5,10 @@
 //! (QEMU's fix-binary flag), the builder image. Per registry: name resolution (honouring
 //! `builder.extra_hosts`, as the builder does), TCP connect, TLS with its `ca_file`, the
 //! `/v2/` challenge, login (Basic or the Bearer token flow), push permission on
-//! `check_repository`, and Harbor's systeminfo. Exits non-zero when anything fails.
+//! `check_repository`, and Harbor's systeminfo. Per BuildKit node ([`nodes`]): mTLS
+//! both ways, its BuildKit version and platforms. Exits non-zero when anything fails.
+
+mod nodes;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,18 +27,18 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counts and prints results.
 #[derive(Default)]
-struct Report {
+pub(super) struct Report {
     failed: usize,
 }
 
 impl Report {
-    fn ok(&self, what: &str, detail: impl AsRef<str>) {
+    pub(super) fn ok(&self, what: &str, detail: impl AsRef<str>) {
         println!("  ok    {what}: {}", detail.as_ref());
     }
-    fn note(&self, what: &str, detail: impl AsRef<str>) {
+    pub(super) fn note(&self, what: &str, detail: impl AsRef<str>) {
         println!("  --    {what}: {}", detail.as_ref());
     }
-    fn fail(&mut self, what: &str, seen: impl AsRef<str>, fix: impl AsRef<str>) {
+    pub(super) fn fail(&mut self, what: &str, seen: impl AsRef<str>, fix: impl AsRef<str>) {
         self.failed += 1;
         println!("  FAIL  {what}: {}", seen.as_ref());
         println!("        fix: {}", fix.as_ref());
@@ -134,6 +137,9 @@ pub(crate) async fn doctor(
             println!("registry {}{account}", reg.host);
             registry_checks(settings, &as_checked, &mut r).await;
         }
+    }
+    if only.is_none() {
+        nodes::check(settings, &mut r).await;
     }
     if r.failed > 0 {
         return Err(Error::Checks(r.failed));

@@ -1,0 +1,165 @@
+//! The job's buildx builder when runnerx makes one, inside the job's builder: a
+//! docker-container builder (`builder.driver = "docker-container"`), or with
+//! `[[nodes]]` a multi-node builder of the remote driver — the job's own BuildKit as
+//! node 0 for the platforms no node answers for, then one node per answering BuildKit
+//! node. Either is made current, so a plain `docker buildx build --platform … --push`
+//! in a job script builds each platform where it belongs.
+//!
+//! Invariant: a node's client key reaches the builder only as a 0600 file owned by the
+//! job user (buildx reads it when the node is added); it is never in argv or env.
+
+use tokio_util::sync::CancellationToken;
+
+use super::commands::{self as cmds, BUILDX_BUILDER, BUILDX_LOCAL};
+use super::engine::Engine;
+use super::spec::{ROOTLESS_HOME, ROOTLESS_UID, tar_owned};
+use crate::buildkit::Plan;
+use crate::error::{Error, Result};
+use crate::settings::{Platform, Settings};
+
+/// Runs `cmd` as the job user; output and exit code. Cancellable.
+async fn run(
+    engine: &Engine,
+    builder: &str,
+    cmd: Vec<String>,
+    cancel: &CancellationToken,
+) -> Result<(i64, String)> {
+    tokio::select! {
+        () = cancel.cancelled() => Err(Error::Cancelled("signal")),
+        r = engine.exec_capture(builder, cmds::user_cmd(cmd)) => r,
+    }
+}
+
+/// A docker-container builder `name` for `platforms` with the rendered buildkitd.toml.
+async fn container_builder(
+    settings: &Settings,
+    engine: &Engine,
+    builder: &str,
+    name: &str,
+    platforms: &[Platform],
+    use_it: bool,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let image = &settings.builder.buildkit_image;
+    let (code, out) = run(
+        engine,
+        builder,
+        cmds::buildx_create_cmd(name, image, platforms, use_it),
+        cancel,
+    )
+    .await?;
+    if code != 0 {
+        let last = cmds::last_line(&out);
+        return Err(Error::Buildx(format!(
+            "buildx could not start the docker-container builder with BuildKit image {image} ({last}); mirror that image into a registry the builder can reach and set builder.buildkit_image, or use builder.driver = \"docker\"",
+        )));
+    }
+    Ok(())
+}
+
+/// `builder.driver = "docker-container"`: builder `runnerx` for `builder.platforms`.
+pub(crate) async fn create_container_builder(
+    settings: &Settings,
+    engine: &Engine,
+    builder: &str,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let platforms = &settings.builder.platforms;
+    container_builder(
+        settings,
+        engine,
+        builder,
+        BUILDX_BUILDER,
+        platforms,
+        true,
+        cancel,
+    )
+    .await
+}
+
+/// `[[nodes]]`: the multi-node builder of `plan`, connected and made current.
+pub(crate) async fn create_node_builder(
+    settings: &Settings,
+    engine: &Engine,
+    builder: &str,
+    plan: &Plan<'_>,
+    rootless: bool,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    if !plan.local.is_empty() {
+        container_builder(
+            settings,
+            engine,
+            builder,
+            BUILDX_LOCAL,
+            &plan.local,
+            false,
+            cancel,
+        )
+        .await?;
+    }
+    let (home, uid) = if rootless {
+        (ROOTLESS_HOME, ROOTLESS_UID)
+    } else {
+        ("/root", 0)
+    };
+    let files: Vec<(String, Vec<u8>, u32)> = plan
+        .remote
+        .iter()
+        .flat_map(|n| {
+            let dir = cmds::node_dir(home, &n.name);
+            let dir = dir.trim_start_matches('/');
+            [
+                (
+                    format!("{dir}/ca.crt"),
+                    n.ca_pem.clone().into_bytes(),
+                    0o644,
+                ),
+                (
+                    format!("{dir}/client.crt"),
+                    n.client.cert_pem.clone().into_bytes(),
+                    0o644,
+                ),
+                (
+                    format!("{dir}/client.key"),
+                    n.client.key_pem.expose().as_bytes().to_vec(),
+                    0o600,
+                ),
+            ]
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(p, c, m)| (p.as_str(), c.as_slice(), *m))
+        .collect();
+    engine
+        .upload(
+            builder,
+            tar_owned(&refs, Some((home.trim_start_matches('/'), uid))),
+        )
+        .await?;
+    let names: Vec<&str> = std::iter::once(BUILDX_LOCAL)
+        .filter(|_| !plan.local.is_empty())
+        .chain(plan.remote.iter().map(|n| n.name.as_str()))
+        .collect();
+    for (cmd, node) in cmds::buildx_nodes_cmds(&plan.remote, &plan.local, home)
+        .into_iter()
+        .zip(&names)
+    {
+        let (code, out) = run(engine, builder, cmd, cancel).await?;
+        if code != 0 {
+            return Err(Error::Node(format!(
+                "buildx could not add node {node} to the job's builder: {}",
+                cmds::last_line(&out)
+            )));
+        }
+    }
+    let (code, out) = run(engine, builder, cmds::buildx_bootstrap_cmd(), cancel).await?;
+    if code != 0 {
+        return Err(Error::Node(format!(
+            "the job's builder cannot reach its nodes ({}); `docker buildx inspect --bootstrap {BUILDX_BUILDER}` in the builder shows which; rootless builders reach host-loopback nodes only with builder.host_loopback = true",
+            cmds::last_line(&out)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! `[[nodes]]`: remote BuildKit daemons, one per architecture, that jobs build on
+//! natively instead of under QEMU. Every node is reached over TCP with mutual TLS (a
+//! node without it would build for anyone who can reach its port), so its CA, the
+//! client certificate and key are required and read here, once, before any job.
+
+use std::path::{Path, PathBuf};
+
+use super::builder::Platform;
+use super::choices::NodeFallback;
+use super::raw::RawNode;
+use super::registry::{ClientIdentity, Secret};
+use crate::error::{Error, Result};
+
+/// A validated `[[nodes]]` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    /// Its name in buildx (`docker buildx ls`) and in messages.
+    pub name: String,
+    /// `tcp://host:port`, as written.
+    pub endpoint: String,
+    /// The endpoint's host.
+    pub host: String,
+    /// The endpoint's port.
+    pub port: u16,
+    /// Platforms it builds.
+    pub platforms: Vec<Platform>,
+    /// CA bundle that signed the node's certificate (PEM).
+    pub ca_pem: String,
+    /// Where the CA came from, for messages.
+    pub ca_file: PathBuf,
+    /// The client certificate and key jobs present.
+    pub client: ClientIdentity,
+    /// The name verified in the node's certificate.
+    pub server_name: String,
+    /// What a job does when the node does not answer.
+    pub fallback: NodeFallback,
+}
+
+/// `tcp://host:port` → (host, port).
+fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
+    let rest = endpoint.strip_prefix("tcp://").ok_or_else(|| {
+        "must be tcp://host:port (the address buildkitd listens on with --addr)".to_string()
+    })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (h, p),
+        _ => return Err("has no port; write tcp://host:port, e.g. tcp://arm64-1:1234".into()),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains('/') || host.contains('@') {
+        return Err("must be tcp://host:port with no path or user".into());
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("has port {port:?}; give a number from 1 to 65535"))?;
+    Ok((host.to_string(), port))
+}
+
+/// A buildx node name from a host: letters, digits and `-` only.
+fn name_from_host(host: &str) -> String {
+    let s: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("node-{}", s.trim_matches('-'))
+}
+
+fn read(key: &dyn Fn(&str) -> String, k: &str, p: &Path, marker: &str) -> Result<String> {
+    let text = std::fs::read_to_string(p).map_err(|e| {
+        Error::Settings(format!(
+            "{} {}: {e}; fix the path or the file's permissions",
+            key(k),
+            p.display()
+        ))
+    })?;
+    if !text.contains(marker) {
+        return Err(Error::Settings(format!(
+            "{} {} holds no PEM {}; give the file `runnerx node` wrote",
+            key(k),
+            p.display(),
+            if marker.contains("KEY") {
+                "private key"
+            } else {
+                "certificate"
+            }
+        )));
+    }
+    Ok(text)
+}
+
+/// Validates `[[nodes]]`: endpoints, platforms (each one of `builder.platforms`, and
+/// no platform on two nodes), names unique, and the mTLS files readable PEM.
+pub(crate) fn validate_nodes(
+    raw: Vec<RawNode>,
+    builder_platforms: &[Platform],
+    file: &str,
+) -> Result<Vec<Node>> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, n) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("nodes[{i}].{k} (in {file})");
+        let bad = |k: &str, m: String| Error::Settings(format!("{} {m}", key(k)));
+        let endpoint = n.endpoint.ok_or_else(|| {
+            bad(
+                "endpoint",
+                "is missing; give the node's buildkitd address, e.g. \"tcp://arm64-1.example.com:1234\"".into(),
+            )
+        })?;
+        let (host, port) =
+            parse_endpoint(&endpoint).map_err(|m| bad("endpoint", format!("{endpoint:?} {m}")))?;
+        if n.platforms.is_empty() {
+            return Err(bad(
+                "platforms",
+                "is empty; list what the node builds natively, e.g. [\"linux/arm64\"]".into(),
+            ));
+        }
+        let mut platforms = Vec::new();
+        for p in &n.platforms {
+            let platform: Platform = p
+                .parse()
+                .map_err(|m| bad("platforms", format!("entry {p:?} {m}")))?;
+            if !builder_platforms.contains(&platform) {
+                return Err(bad(
+                    "platforms",
+                    format!(
+                        "entry {p:?} is not in builder.platforms; add it there (a job falls back to QEMU for it when the node is down)"
+                    ),
+                ));
+            }
+            if let Some(other) = nodes.iter().find(|o| o.platforms.contains(&platform)) {
+                return Err(bad(
+                    "platforms",
+                    format!(
+                        "entry {p:?} is also on node {:?}; give each platform one node",
+                        other.name
+                    ),
+                ));
+            }
+            platforms.push(platform);
+        }
+        let missing = |k: &str| {
+            bad(
+                k,
+                "is missing; nodes are reached with mutual TLS only (`runnerx node` writes ca.crt, client.crt and client.key)".into(),
+            )
+        };
+        let ca_file = n.ca_file.ok_or_else(|| missing("ca_file"))?;
+        let cert_file = n
+            .client_cert_file
+            .ok_or_else(|| missing("client_cert_file"))?;
+        let key_file = n
+            .client_key_file
+            .ok_or_else(|| missing("client_key_file"))?;
+        let ca_pem = read(&key, "ca_file", &ca_file, "-----BEGIN CERTIFICATE-----")?;
+        let cert_pem = read(
+            &key,
+            "client_cert_file",
+            &cert_file,
+            "-----BEGIN CERTIFICATE-----",
+        )?;
+        let key_pem = read(&key, "client_key_file", &key_file, "PRIVATE KEY-----")?;
+        let name = n.name.unwrap_or_else(|| name_from_host(&host));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(
+                "name",
+                format!("{name:?} may hold only letters, digits, - and _"),
+            ));
+        }
+        if nodes.iter().any(|o| o.name == name) {
+            return Err(bad(
+                "name",
+                format!("{name:?} is used by two nodes; give each a distinct name"),
+            ));
+        }
+        nodes.push(Node {
+            name,
+            server_name: n.server_name.unwrap_or_else(|| host.clone()),
+            endpoint,
+            host,
+            port,
+            platforms,
+            ca_pem,
+            ca_file,
+            client: ClientIdentity {
+                cert_pem,
+                key_pem: Secret::new(key_pem),
+            },
+            fallback: n.fallback.unwrap_or(NodeFallback::Qemu),
+        });
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_tcp_host_port() {
+        assert_eq!(
+            parse_endpoint("tcp://arm64-1.example.com:1234").unwrap(),
+            ("arm64-1.example.com".into(), 1234)
+        );
+        assert_eq!(
+            parse_endpoint("tcp://[::1]:1234").unwrap(),
+            ("::1".into(), 1234)
+        );
+        assert!(
+            parse_endpoint("unix:///run/buildkit.sock")
+                .unwrap_err()
+                .contains("tcp://host:port")
+        );
+        assert!(parse_endpoint("tcp://arm").unwrap_err().contains("no port"));
+        assert!(
+            parse_endpoint("tcp://arm:0")
+                .unwrap_err()
+                .contains("1 to 65535")
+        );
+        assert_eq!(
+            name_from_host("arm64-1.example.com"),
+            "node-arm64-1-example-com"
+        );
+    }
+}
