@@ -4,8 +4,10 @@
 #      python3 (the GitLab stand-in of the tests),
 #      docker-registry + apache2-utils (TLS registry stand-in), curl, jq;
 #   2. a running Docker engine (started by hand: these machines have no systemd);
-#   3. the DinD builder image runnerx-builder:local (docker/build-builder-image.sh,
-#      skipped when the image for the current recipe already exists).
+#   3. the DinD builder image runnerx-builder:local (docker/build-builder-image.sh) and
+#      the BuildKit image runnerx-buildkit:local (docker/build-buildkit-image.sh: nodes
+#      and the docker-container driver), each skipped when the image for the current
+#      recipe already exists.
 # Needs root (or sudo) for steps 1-2 when they are not done yet.
 set -euo pipefail
 log() { printf '[setup-host] %s\n' "$*" >&2; }
@@ -52,3 +54,5 @@ fi
 
 tag="$("$here/docker/build-builder-image.sh")"
 log "builder image ready: $tag"
+tag="$("$here/docker/build-buildkit-image.sh")"
+log "buildkit image ready: $tag"

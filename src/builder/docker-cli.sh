@@ -5,6 +5,10 @@
 # `docker tag` + `docker push` of a multi-platform image then fails ("not all of them
 # are available locally"). So the pull is followed by one pull per platform of
 # builder.platforms; an image without such a platform just keeps the ones it has.
+# `docker build` / `docker buildx build` run unchanged too, their progress (stderr)
+# also copied to a temporary file: at the end comes a build report per platform —
+# where it was built (runnerx writes /etc/runnerx/placement at prepare), its steps'
+# time and cache hits — and, when a step crashed under QEMU, one line naming the fix.
 set -u
 here=/etc/runnerx/bin
 real=""
@@ -18,6 +22,55 @@ done
 if [ -z "$real" ]; then
   echo "docker: command not found" >&2
   exit 127
+fi
+# The report of a finished build whose plain progress is in $1; $2: its exit code.
+report() {
+  local log=$1 code=$2
+  awk -v placement=/etc/runnerx/placement '
+    BEGIN {
+      while ((getline line < placement) > 0) {
+        split(line, f, " "); p = f[1]; sub(/^[^ ]+ /, "", line); where[p] = line
+      }
+    }
+    /^#[0-9]+ \[linux\// {
+      id = $1; plat = substr($2, 2)
+      if (!(id in step)) { step[id] = plat; seen[plat] = 1; steps[plat]++ }
+      next
+    }
+    /^#[0-9]+ DONE [0-9.]+s$/ { if ($1 in step) { t = $3; sub(/s$/, "", t); secs[step[$1]] += t } next }
+    /^#[0-9]+ CACHED$/ { if ($1 in step) cached[step[$1]]++; next }
+    END {
+      n = 0
+      for (p in seen) n++
+      if (n == 0) exit
+      print "runnerx build report:"
+      for (p in seen) {
+        w = (p in where) ? where[p] : "this builder"
+        printf "  %-14s %-40s steps %d, %d cached, %.1fs of step time\n", p, w, steps[p], cached[p] + 0, secs[p] + 0
+      }
+    }' "$log" >&2
+  if [ "$code" != 0 ]; then
+    if grep -q 'uncaught target signal' "$log"; then
+      echo "runnerx: a step crashed under QEMU emulation (uncaught target signal): build that platform on a native BuildKit node ([[nodes]] in the runner's settings), cross-compile it (FROM --platform=\$BUILDPLATFORM), or pin another emulator (binfmt.image)" >&2
+    elif grep -q 'exec format error' "$log"; then
+      echo "runnerx: a step ran a binary of another architecture with no emulator (exec format error): check the platform's QEMU handler (runnerx doctor), build it on a native node, or cross-compile it" >&2
+    fi
+  fi
+}
+
+is_build() {
+  [ "${1:-}" = build ] || { [ "${1:-}" = buildx ] && [ "${2:-}" = build ]; }
+}
+
+if is_build "$@"; then
+  log=$(mktemp "${TMPDIR:-/tmp}/runnerx-build.XXXXXX") || exec "$real" "$@"
+  # stdout goes straight through (fd 3); stderr (the progress) is copied to $log.
+  set -o pipefail
+  { "$real" "$@" 2>&1 1>&3 3>&- | tee "$log" 1>&2 3>&-; } 3>&1
+  code=$?
+  report "$log" "$code"
+  rm -f "$log"
+  exit "$code"
 fi
 if [ "${1:-}" != pull ]; then
   exec "$real" "$@"

@@ -363,6 +363,19 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
             // writable by the builder's uid 0, which is why no job runs as it.
             host.masked_paths = Some(vec![]);
             host.readonly_paths = Some(vec![]);
+            // A read-write /sys: a privileged inner container (the BuildKit of the
+            // docker-container driver, a job's `docker run --privileged`) mounts a
+            // fresh read-write sysfs, which the kernel allows inside a user namespace
+            // only where one is already visible read-write. Writing it needs host
+            // root: the inner containers' root is a subordinate uid, and no job runs
+            // as the builder's root.
+            mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: Some("/sys".into()),
+                target: Some("/sys".into()),
+                read_only: Some(false),
+                ..Default::default()
+            });
             env = Some(vec![format!("DOCKER_HOST={ROOTLESS_DOCKER_HOST}")]);
         }
         Rights::Privileged | Rights::Capabilities => {

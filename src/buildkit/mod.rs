@@ -238,6 +238,28 @@ pub(crate) fn plan<'a>(
     })
 }
 
+/// `/etc/runnerx/placement` in the builder: one line per platform, `<platform> <where>`,
+/// read by the build report of the job's `docker` wrapper. `native`: the engine's
+/// GOARCH; `nodes`: the answering nodes with the version each reported.
+pub(crate) fn placement(
+    platforms: &[Platform],
+    native: &str,
+    nodes: &[(&Node, Option<&str>)],
+) -> String {
+    platforms
+        .iter()
+        .map(|p| {
+            let node = nodes.iter().find(|(n, _)| n.platforms.contains(p));
+            let place = match node {
+                Some((n, v)) => format!("node {} (BuildKit {})", n.name, v.unwrap_or("?")),
+                None if p.arch == native => "native, this builder".to_string(),
+                None => "QEMU, this builder".to_string(),
+            };
+            format!("{p} {place}\n")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +323,16 @@ mod tests {
         let e = plan(&nodes, &[Err("timed out".into())], &all).unwrap_err();
         assert_eq!(e.fault(), crate::error::Fault::System);
         assert!(e.to_string().contains("fallback = \"fail\""), "{e}");
+    }
+
+    #[test]
+    fn placement_names_the_node_native_or_qemu_per_platform() {
+        let arm = node("arm", "linux/arm64", NodeFallback::Qemu);
+        let all = platforms(&["linux/amd64", "linux/arm64", "linux/riscv64"]);
+        assert_eq!(
+            placement(&all, "amd64", &[(&arm, Some("v0.13.2"))]),
+            "linux/amd64 native, this builder\nlinux/arm64 node arm (BuildKit v0.13.2)\nlinux/riscv64 QEMU, this builder\n"
+        );
     }
 
     #[test]

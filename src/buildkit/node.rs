@@ -72,8 +72,9 @@ pub(crate) fn node_toml(spec: &NodeSpec, registries: &[Registry]) -> String {
     format!(
         "# BuildKit node {name}, written by `runnerx node`; rerun it to change this file.\n\
          # gRPC over TCP with mutual TLS only: clients need a certificate from tls/ca.crt.\n\
+         # The unix socket stays inside the container (docker exec … buildctl du).\n\
          [grpc]\n\
-         address = [\"tcp://{listen}\"]\n\
+         address = [\"tcp://{listen}\", \"unix:///run/buildkit/buildkitd.sock\"]\n\
          \n\
          [grpc.tls]\n\
          cert = \"{etc}/tls/server.crt\"\n\

@@ -199,6 +199,90 @@ pub(crate) fn validate_nodes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env::Env;
+    use crate::settings::Settings;
+
+    /// Settings with one node whose files exist; `extra` lines go into its entry.
+    fn with_node(extra: &str) -> Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::trust::ca::make_ca("nodes", 30).unwrap();
+        let client = crate::trust::ca::make_client(&ca, "jobs", 30).unwrap();
+        let (ca_file, cert, key) = (
+            dir.path().join("ca.crt"),
+            dir.path().join("client.crt"),
+            dir.path().join("client.key"),
+        );
+        std::fs::write(&ca_file, &ca.cert).unwrap();
+        std::fs::write(&cert, &client.cert).unwrap();
+        std::fs::write(&key, &client.key).unwrap();
+        let text = format!(
+            "[[nodes]]\nendpoint = \"tcp://arm1.example.com:1234\"\nplatforms = [\"linux/arm64\"]\n\
+             ca_file = {:?}\nclient_cert_file = {:?}\nclient_key_file = {:?}\n{extra}",
+            ca_file.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        Settings::parse(
+            Some(&text),
+            Some("/etc/runnerx/runnerx.toml".into()),
+            &Env::default(),
+        )
+    }
+
+    #[test]
+    fn a_node_is_read_with_its_mtls_files_and_defaults() {
+        let s = with_node("").unwrap();
+        let n = &s.nodes[0];
+        assert_eq!(n.name, "node-arm1-example-com");
+        assert_eq!(n.server_name, "arm1.example.com");
+        assert_eq!(n.fallback, NodeFallback::Qemu);
+        assert!(n.client.key_pem.expose().contains("PRIVATE KEY"));
+        assert!(
+            !format!("{n:?}").contains("PRIVATE KEY"),
+            "Debug must hide the key"
+        );
+    }
+
+    #[test]
+    fn node_mistakes_are_one_line_naming_the_key_and_the_fix() {
+        let cases: [(&str, &str); 4] = [
+            ("fallback = \"retry\"", "use qemu or fail"),
+            ("platforms = [\"linux/s390x\"]", "not in builder.platforms"),
+            ("name = \"arm 1\"", "letters, digits"),
+            ("server_name = 3", "invalid type"),
+        ];
+        for (extra, want) in cases {
+            // A key given twice is a TOML error: this one gets an entry of its own.
+            let e = if extra.starts_with("platforms") {
+                let text = format!(
+                    "[[nodes]]\nendpoint = \"tcp://a:1\"\n{extra}\nca_file = \"/x\"\nclient_cert_file = \"/x\"\nclient_key_file = \"/x\"\n"
+                );
+                Settings::parse(
+                    Some(&text),
+                    Some("/etc/runnerx/runnerx.toml".into()),
+                    &Env::default(),
+                )
+                .unwrap_err()
+                .to_string()
+            } else {
+                with_node(extra).unwrap_err().to_string()
+            };
+            assert!(e.contains(want), "{extra}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let text = "[[nodes]]\nendpoint = \"tcp://a:1\"\nplatforms = [\"linux/arm64\"]\n";
+        let e = Settings::parse(
+            Some(text),
+            Some("/etc/runnerx/runnerx.toml".into()),
+            &Env::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("nodes[0].ca_file") && e.contains("mutual TLS only"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn endpoints_are_tcp_host_port() {

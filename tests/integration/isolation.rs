@@ -63,6 +63,15 @@ fn hostile_job_cannot_change_the_host() {
     let forward = sh("cat /proc/sys/net/ipv4/ip_forward").trim().to_string();
     let other = if forward == "1" { "0" } else { "1" };
     let core = sh("cat /proc/sys/kernel/core_pattern");
+    // A host tunable in sysfs (rootless builders mount the host's /sys read-write so
+    // privileged inner containers can start): root-owned, so only host root writes it.
+    let thp = "/sys/kernel/mm/transparent_hugepage/enabled";
+    let thp_before = sh(&format!("cat {thp}"));
+    let thp_other = if thp_before.contains("[never]") {
+        "always"
+    } else {
+        "never"
+    };
     let cgroup_v1 = std::path::Path::new("/sys/fs/cgroup/memory").exists();
     let cgroup_dir = if cgroup_v1 {
         "/sys/fs/cgroup/memory"
@@ -79,7 +88,8 @@ fn hostile_job_cannot_change_the_host() {
          echo '|/bin/false rxprobe' > /proc/sys/kernel/core_pattern\n\
          mkdir {cgroup_dir}/rxprobe{tag}\n\
          mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc\n\
-         echo ':rxprobe{tag}:E::rxprobe{tag}::/bin/true:' > /proc/sys/fs/binfmt_misc/register\n"
+         echo ':rxprobe{tag}:E::rxprobe{tag}::/bin/true:' > /proc/sys/fs/binfmt_misc/register\n\
+         echo {thp_other} > {thp}\n"
     );
     let as_job: String = probes
         .lines()
@@ -109,6 +119,15 @@ fn hostile_job_cannot_change_the_host() {
     if core_after != core {
         std::fs::write("/proc/sys/kernel/core_pattern", core.trim()).unwrap();
     }
+    let thp_after = sh(&format!("cat {thp}"));
+    if thp_after != thp_before {
+        let was = thp_before
+            .split_whitespace()
+            .find(|w| w.starts_with('['))
+            .map(|w| w.trim_matches(['[', ']']).to_string())
+            .unwrap_or_default();
+        sh(&format!("echo {was} > {thp}"));
+    }
     let link_made = std::path::Path::new("/sys/class/net").join(&link).exists();
     sh(&format!("ip link del {link} 2>/dev/null"));
     let chain_made = sh("iptables-save -t nat").contains(&format!("RXPROBE{tag}"));
@@ -131,6 +150,7 @@ fn hostile_job_cannot_change_the_host() {
     assert_eq!(core_after, core, "a job wrote the host's core_pattern");
     assert!(!cgroup_made, "a job created a host cgroup");
     assert!(!binfmt_made, "a job registered a host binfmt handler");
+    assert_eq!(thp_after, thp_before, "a job wrote a host sysfs tunable");
     assert_code(&job.cleanup(), 0);
 }
 

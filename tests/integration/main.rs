@@ -12,6 +12,7 @@ mod gitlab;
 mod isolation;
 mod local;
 mod multiarch;
+mod nodes;
 mod pipelines;
 mod protocol;
 mod structure;

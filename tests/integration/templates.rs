@@ -64,4 +64,22 @@ fn every_template_and_example_is_valid_gitlab_ci() {
             .iter()
             .any(|(k, v)| k == "RUNNERX_PLATFORMS" && v == "linux/amd64,linux/arm64")
     );
+    // Per-arch: each matrix job pushes by digest; the join job uses runnerx itself.
+    let per_arch =
+        Pipeline::load(&root.join("ci-templates/examples/per-arch/.gitlab-ci.yml")).unwrap();
+    let build = per_arch.job("build").unwrap();
+    assert!(
+        build
+            .script
+            .iter()
+            .any(|l| l.contains("push-by-digest=true")),
+        "{build:?}"
+    );
+    let join = per_arch.job("manifest").unwrap();
+    assert!(
+        join.script
+            .iter()
+            .any(|l| l.contains("runnerx manifest create")),
+        "{join:?}"
+    );
 }

@@ -227,12 +227,24 @@ pub(crate) async fn prepare(
         .await?;
         steps.done("services started");
     }
-    if !settings.nodes.is_empty() {
-        nodes(settings, engine, &name, rootless, &mut steps, cancel).await?;
-    } else if b.driver == Driver::DockerContainer {
-        buildx::create_container_builder(settings, engine, &name, cancel).await?;
-        steps.done("buildx docker-container builder ready");
-    }
+    let placement = if settings.nodes.is_empty() {
+        if b.driver == Driver::DockerContainer {
+            buildx::create_container_builder(settings, engine, &name, cancel).await?;
+            steps.done("buildx docker-container builder ready");
+        }
+        buildkit::placement(&b.platforms, native, &[])
+    } else {
+        nodes(
+            settings, engine, &name, native, rootless, &mut steps, cancel,
+        )
+        .await?
+    };
+    engine
+        .upload(
+            &name,
+            builder::tar_owned(&[(PLACEMENT, placement.as_bytes(), 0o644)], None),
+        )
+        .await?;
     finish(job, &name, &steps, rootless);
     Ok(())
 }
@@ -385,10 +397,11 @@ async fn nodes(
     settings: &Settings,
     engine: &Engine,
     name: &str,
+    native: &str,
     rootless: bool,
     steps: &mut Steps,
     cancel: &CancellationToken,
-) -> Result<()> {
+) -> Result<String> {
     let answers = tokio::select! {
         () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
         a = buildkit::probe_all(&settings.nodes, &settings.builder.extra_hosts, NODE_TIMEOUT) => a,
@@ -398,16 +411,20 @@ async fn nodes(
         tracing::warn!("{w}");
     }
     buildx::create_node_builder(settings, engine, name, &plan, rootless, cancel).await?;
-    let mut placed: Vec<String> = plan
+    let versions: Vec<(&crate::settings::Node, Option<&str>)> = plan
         .remote
         .iter()
         .zip(answers.iter().filter_map(|a| a.as_ref().ok()))
-        .map(|(n, info)| {
+        .map(|(n, info)| (*n, info.version.as_deref()))
+        .collect();
+    let mut placed: Vec<String> = versions
+        .iter()
+        .map(|(n, v)| {
             format!(
                 "{} on node {} (BuildKit {})",
                 list(&n.platforms),
                 n.name,
-                info.version.as_deref().unwrap_or("?")
+                v.unwrap_or("?")
             )
         })
         .collect();
@@ -415,8 +432,16 @@ async fn nodes(
         placed.push(format!("{} in this builder", list(&plan.local)));
     }
     steps.done(&format!("buildx builder ready: {}", placed.join("; ")));
-    Ok(())
+    Ok(buildkit::placement(
+        &settings.builder.platforms,
+        native,
+        &versions,
+    ))
 }
+
+/// Where the job's `docker` wrapper reads which platform is built where (relative:
+/// a path in the uploaded tar).
+const PLACEMENT: &str = "etc/runnerx/placement";
 
 /// How long a node may take to answer at prepare.
 const NODE_TIMEOUT: Duration = Duration::from_secs(5);
