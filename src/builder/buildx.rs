@@ -8,14 +8,16 @@
 //! Invariant: a node's client key reaches the builder only as a 0600 file owned by the
 //! job user (buildx reads it when the node is added); it is never in argv or env.
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 use super::commands::{self as cmds, BUILDX_BUILDER, BUILDX_LOCAL};
 use super::engine::Engine;
 use super::spec::{ROOTLESS_HOME, ROOTLESS_UID, tar_owned};
-use crate::buildkit::Plan;
+use crate::buildkit::{self, Plan};
 use crate::error::{Error, Result};
-use crate::settings::{Platform, Settings};
+use crate::settings::{Node, Platform, Settings};
 
 /// Runs `cmd` as the job user; output and exit code. Cancellable.
 async fn run(
@@ -78,7 +80,7 @@ pub(crate) async fn create_container_builder(
 }
 
 /// `[[nodes]]`: the multi-node builder of `plan`, connected and made current.
-pub(crate) async fn create_node_builder(
+async fn create_node_builder(
     settings: &Settings,
     engine: &Engine,
     builder: &str,
@@ -162,4 +164,66 @@ pub(crate) async fn create_node_builder(
         )));
     }
     Ok(())
+}
+
+/// Where the job's `docker` wrapper reads which platform is built where (a path in
+/// the uploaded tar, so relative).
+pub(crate) const PLACEMENT: &str = "etc/runnerx/placement";
+
+/// How long a node may take to answer at prepare.
+const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn list(platforms: &[Platform]) -> String {
+    platforms
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `[[nodes]]`: asks every node whether it answers, then makes the job's multi-node
+/// buildx builder — each platform on its node, the rest (and the platforms of silent
+/// nodes with `fallback = "qemu"`) in this builder. Returns the placement file's text
+/// and one line for the job log saying where each platform goes.
+pub(crate) async fn setup_nodes(
+    settings: &Settings,
+    engine: &Engine,
+    builder: &str,
+    native: &str,
+    rootless: bool,
+    cancel: &CancellationToken,
+) -> Result<(String, String)> {
+    let answers = tokio::select! {
+        () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
+        a = buildkit::probe_all(&settings.nodes, &settings.builder.extra_hosts, NODE_TIMEOUT) => a,
+    };
+    let plan = buildkit::plan(&settings.nodes, &answers, &settings.builder.platforms)?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    create_node_builder(settings, engine, builder, &plan, rootless, cancel).await?;
+    let versions: Vec<(&Node, Option<&str>)> = plan
+        .remote
+        .iter()
+        .zip(answers.iter().filter_map(|a| a.as_ref().ok()))
+        .map(|(n, info)| (*n, info.version.as_deref()))
+        .collect();
+    let mut placed: Vec<String> = versions
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "{} on node {} (BuildKit {})",
+                list(&n.platforms),
+                n.name,
+                v.unwrap_or("?")
+            )
+        })
+        .collect();
+    if !plan.local.is_empty() {
+        placed.push(format!("{} in this builder", list(&plan.local)));
+    }
+    Ok((
+        buildkit::placement(&settings.builder.platforms, native, &versions),
+        placed.join("; "),
+    ))
 }

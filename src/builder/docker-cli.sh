@@ -37,17 +37,24 @@ report() {
       if (!(id in step)) { step[id] = plat; seen[plat] = 1; steps[plat]++ }
       next
     }
+    # A node building one platform names its steps without the platform.
+    /^#[0-9]+ \[[^]]*[0-9]+\/[0-9]+\]/ && $2 !~ /^\[(internal|auth)/ {
+      if (!($1 in step)) { step[$1] = "other"; steps["other"]++ }
+      next
+    }
     /^#[0-9]+ DONE [0-9.]+s$/ { if ($1 in step) { t = $3; sub(/s$/, "", t); secs[step[$1]] += t } next }
     /^#[0-9]+ CACHED$/ { if ($1 in step) cached[step[$1]]++; next }
     END {
       n = 0
       for (p in seen) n++
-      if (n == 0) exit
+      if (n == 0 && !("other" in steps)) exit
       print "runnerx build report:"
       for (p in seen) {
         w = (p in where) ? where[p] : "this builder"
         printf "  %-14s %-40s steps %d, %d cached, %.1fs of step time\n", p, w, steps[p], cached[p] + 0, secs[p] + 0
       }
+      if ("other" in steps)
+        printf "  %-14s %-40s steps %d, %d cached, %.1fs of step time\n", "(unnamed)", "steps named without their platform", steps["other"], cached["other"] + 0, secs["other"] + 0
     }' "$log" >&2
   if [ "$code" != 0 ]; then
     if grep -q 'uncaught target signal' "$log"; then

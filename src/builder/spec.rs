@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountType,
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountBindOptions, MountType,
 };
 
 use ipnet::Ipv4Net;
@@ -55,6 +55,9 @@ pub(crate) const LABEL_CACHE_DIR: &str = "runnerx.cache-dir";
 /// Where stage scripts find gitlab-runner's helper (`gitlab-runner` on the job's PATH:
 /// artifacts upload, cache archive and extract), bind-mounted read-only from the host.
 pub(crate) const HELPER_PATH: &str = "/usr/local/bin/gitlab-runner";
+/// Rootless builders: the host's sysfs, read-write and without its submounts (see
+/// [`container_body`]).
+pub(crate) const HOST_SYSFS: &str = "/run/runnerx-host-sysfs";
 /// Where jobs find runnerx itself (on the job's PATH, read-only).
 pub(crate) const RUNNERX_PATH: &str = "/usr/local/bin/runnerx";
 /// Where the inner dockerd also listens when the job has a `docker:dind` service: the
@@ -363,17 +366,23 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
             // writable by the builder's uid 0, which is why no job runs as it.
             host.masked_paths = Some(vec![]);
             host.readonly_paths = Some(vec![]);
-            // A read-write /sys: a privileged inner container (the BuildKit of the
-            // docker-container driver, a job's `docker run --privileged`) mounts a
-            // fresh read-write sysfs, which the kernel allows inside a user namespace
-            // only where one is already visible read-write. Writing it needs host
-            // root: the inner containers' root is a subordinate uid, and no job runs
-            // as the builder's root.
+            // A read-write sysfs somewhere in view: a privileged inner container (the
+            // BuildKit of the docker-container driver, a job's `docker run
+            // --privileged`) mounts a fresh read-write sysfs, which the kernel allows
+            // inside a user namespace only while one is already visible read-write
+            // (the builder's own /sys is read-only). Not recursive and not at /sys, so
+            // the builder's /sys and cgroup view stay as Docker made them. Writing it
+            // takes host root: the inner containers' root is a subordinate uid, and no
+            // job runs as the builder's root.
             mounts.push(Mount {
                 typ: Some(MountType::BIND),
                 source: Some("/sys".into()),
-                target: Some("/sys".into()),
+                target: Some(HOST_SYSFS.into()),
                 read_only: Some(false),
+                bind_options: Some(MountBindOptions {
+                    non_recursive: Some(true),
+                    ..Default::default()
+                }),
                 ..Default::default()
             });
             env = Some(vec![format!("DOCKER_HOST={ROOTLESS_DOCKER_HOST}")]);
@@ -800,7 +809,18 @@ mod tests {
         assert_eq!(h["NanoCpus"], 1_500_000_000i64);
         assert_eq!(h["PidsLimit"], 16384);
         assert!(h.get("CgroupnsMode").is_none());
-        assert_eq!(h["Mounts"].as_array().unwrap().len(), 1);
+        // The data root and the host's /sys (read-write: privileged inner containers);
+        // no host cgroup tree.
+        let mounts = h["Mounts"].as_array().unwrap();
+        assert_eq!(mounts.len(), 2, "{mounts:?}");
+        assert!(mounts.iter().any(|m| m["Target"] == HOST_SYSFS
+            && m["ReadOnly"] == false
+            && m["BindOptions"]["NonRecursive"] == true));
+        assert!(
+            !mounts
+                .iter()
+                .any(|m| m["Target"] == "/sys" || m["Target"] == "/sys/fs/cgroup")
+        );
         assert!(v["Labels"].get("runnerx.bridge").is_none());
         assert_eq!(v["Labels"]["runnerx.isolation"], "rootless");
         assert_eq!(v["Labels"]["runnerx.lease"], "77:1234");

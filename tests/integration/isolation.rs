@@ -63,7 +63,7 @@ fn hostile_job_cannot_change_the_host() {
     let forward = sh("cat /proc/sys/net/ipv4/ip_forward").trim().to_string();
     let other = if forward == "1" { "0" } else { "1" };
     let core = sh("cat /proc/sys/kernel/core_pattern");
-    // A host tunable in sysfs (rootless builders mount the host's /sys read-write so
+    // A host tunable in sysfs (rootless builders see the host's sysfs read-write so
     // privileged inner containers can start): root-owned, so only host root writes it.
     let thp = "/sys/kernel/mm/transparent_hugepage/enabled";
     let thp_before = sh(&format!("cat {thp}"));
@@ -89,7 +89,8 @@ fn hostile_job_cannot_change_the_host() {
          mkdir {cgroup_dir}/rxprobe{tag}\n\
          mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc\n\
          echo ':rxprobe{tag}:E::rxprobe{tag}::/bin/true:' > /proc/sys/fs/binfmt_misc/register\n\
-         echo {thp_other} > {thp}\n"
+         echo {thp_other} > {thp}\n\
+         echo {thp_other} > /run/runnerx-host-sysfs/kernel/mm/transparent_hugepage/enabled\n"
     );
     let as_job: String = probes
         .lines()

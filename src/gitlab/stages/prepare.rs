@@ -234,15 +234,15 @@ pub(crate) async fn prepare(
         }
         buildkit::placement(&b.platforms, native, &[])
     } else {
-        nodes(
-            settings, engine, &name, native, rootless, &mut steps, cancel,
-        )
-        .await?
+        let (placement, placed) =
+            buildx::setup_nodes(settings, engine, &name, native, rootless, cancel).await?;
+        steps.done(&format!("buildx builder ready: {placed}"));
+        placement
     };
     engine
         .upload(
             &name,
-            builder::tar_owned(&[(PLACEMENT, placement.as_bytes(), 0o644)], None),
+            builder::tar_owned(&[(buildx::PLACEMENT, placement.as_bytes(), 0o644)], None),
         )
         .await?;
     finish(job, &name, &steps, rootless);
@@ -388,70 +388,6 @@ async fn setup_platforms(
         )));
     }
     Ok(())
-}
-
-/// `[[nodes]]`: asks every node whether it answers, then makes the job's multi-node
-/// buildx builder — each platform on its node, the rest (and the platforms of silent
-/// nodes with `fallback = "qemu"`) in this builder. The job log says where each goes.
-async fn nodes(
-    settings: &Settings,
-    engine: &Engine,
-    name: &str,
-    native: &str,
-    rootless: bool,
-    steps: &mut Steps,
-    cancel: &CancellationToken,
-) -> Result<String> {
-    let answers = tokio::select! {
-        () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
-        a = buildkit::probe_all(&settings.nodes, &settings.builder.extra_hosts, NODE_TIMEOUT) => a,
-    };
-    let plan = buildkit::plan(&settings.nodes, &answers, &settings.builder.platforms)?;
-    for w in &plan.warnings {
-        tracing::warn!("{w}");
-    }
-    buildx::create_node_builder(settings, engine, name, &plan, rootless, cancel).await?;
-    let versions: Vec<(&crate::settings::Node, Option<&str>)> = plan
-        .remote
-        .iter()
-        .zip(answers.iter().filter_map(|a| a.as_ref().ok()))
-        .map(|(n, info)| (*n, info.version.as_deref()))
-        .collect();
-    let mut placed: Vec<String> = versions
-        .iter()
-        .map(|(n, v)| {
-            format!(
-                "{} on node {} (BuildKit {})",
-                list(&n.platforms),
-                n.name,
-                v.unwrap_or("?")
-            )
-        })
-        .collect();
-    if !plan.local.is_empty() {
-        placed.push(format!("{} in this builder", list(&plan.local)));
-    }
-    steps.done(&format!("buildx builder ready: {}", placed.join("; ")));
-    Ok(buildkit::placement(
-        &settings.builder.platforms,
-        native,
-        &versions,
-    ))
-}
-
-/// Where the job's `docker` wrapper reads which platform is built where (relative:
-/// a path in the uploaded tar).
-const PLACEMENT: &str = "etc/runnerx/placement";
-
-/// How long a node may take to answer at prepare.
-const NODE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn list(platforms: &[crate::settings::Platform]) -> String {
-    platforms
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The builder's /var/lib/docker: the job's own volume, or — with per-project caching —

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# What native BuildKit nodes ([[nodes]]) and cross-compilation buy on this host,
+# measured end to end through `runnerx local` (a fresh builder per run, the CI
+# template's `docker buildx build --push` into a local TLS registry):
+#   1a. ci-templates/examples/hello for linux/amd64 + linux/arm64 with no nodes: the
+#       builder's default docker driver, arm64 under QEMU;
+#   1b. the same with two BuildKit nodes started on this host by `runnerx node --start`
+#       (one linux/amd64, one linux/arm64, mTLS on loopback) as [[nodes]]. Both run on
+#       this machine, so the node of the other architecture still emulates it: this
+#       measures the node path, not native hardware;
+#   2a. ci-templates/examples/go-cross as written (FROM --platform=$BUILDPLATFORM,
+#       GOARCH=$TARGETARCH: the Go toolchain runs natively and cross-compiles);
+#   2b. the same program with the toolchain under QEMU (FROM ${GO_IMAGE}, no GOARCH).
+# The hello build's RUN loop (WORK iterations) stands in for compilation; each run
+# changes WORK (hello) or main.go (Go) so it misses every cache. The multi-arch base
+# images are made here with no registry pull: busybox as scripts/lib/registry.sh seeds
+# it, and a Go toolchain image from this host's Debian packages (golang-1.NN-go for
+# amd64 and arm64, golang-1.NN-src, libc6, busybox-static), unpacked per architecture
+# with dpkg-deb (no arm64 code runs), imported and pushed by a job, joined with
+# `runnerx manifest create`. Runs are interleaved (1a 1b 2a 2b, N rounds).
+#
+# Usage: scripts/bench-nodes.sh [--runs N] [--work N]
+#   --runs N  rounds; the table shows medians and every run (default 3)
+#   --work N  loop iterations of the hello RUN step (default 1000000)
+# Env: RUNNERX  the runnerx binary (default target/debug/runnerx; copied at start, so a
+#               rebuild during the run does not mix versions). Never builds anything.
+# Needs root (or what scripts/setup-host.sh needs), Docker, runnerx-builder:local and
+# runnerx-buildkit:local (setup-host makes both). Figures on stdout, progress on
+# stderr; takes about 20-30 minutes with 3 runs on 2 CPUs (the QEMU Go builds dominate).
+set -euo pipefail
+log() { printf '[bench-nodes] %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+runs=3
+work_iters=1000000
+while (($#)); do
+  case $1 in
+    --runs) runs=${2:?--runs needs a number}; shift 2 ;;
+    --work) work_iters=${2:?--work needs a number}; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number, not $runs"
+[[ $work_iters =~ ^[0-9]+$ ]] || die "--work must be a number, not $work_iters"
+
+"$here/scripts/setup-host.sh"
+cd "$here"
+started=$(date +%s)
+work="$(mktemp -d /tmp/runnerx-bench-nodes.XXXXXX)"
+src_bin="${RUNNERX:-$here/target/debug/runnerx}"
+[[ -x $src_bin ]] || die "no runnerx binary at $src_bin (cargo build first, or set RUNNERX)"
+cp "$src_bin" "$work/runnerx"
+RUNNERX="$work/runnerx"
+
+REG_PID=""
+amd="bn$$-amd64"
+arm="bn$$-arm64"
+nodes=("$amd" "$arm")
+cleanup() {
+  local n
+  for n in "${nodes[@]}"; do
+    docker rm -f "runnerx-node-$n" >/dev/null 2>&1 || true
+    docker volume rm -f "runnerx-node-$n" >/dev/null 2>&1 || true
+  done
+  if [[ -n $REG_PID ]]; then kill "$REG_PID" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# shellcheck source=lib/registry.sh
+. "$here/scripts/lib/registry.sh"
+log "local TLS registry, seeded busybox base (runnerx local + manifest create)"
+start_registry "$work"
+seed_base >"$work/seed-busybox.log" 2>&1 || { tail -n 30 "$work/seed-busybox.log" >&2; die "seeding the busybox base failed"; }
+
+# Settings: the registry block start_registry wrote, plus loopback names for the
+# registry and both nodes; nodes.toml adds the [[nodes]] entries.
+base_toml="$work/base.toml"
+nodes_toml="$work/nodes.toml"
+cat >"$base_toml" <<TOML
+[builder]
+image = "runnerx-builder:local"
+pull_policy = "never"
+host_loopback = true
+extra_hosts = ["registry.test:127.0.0.1", "$amd.test:127.0.0.1", "$arm.test:127.0.0.1"]
+platforms = ["linux/amd64", "linux/arm64"]
+
+[[registries]]
+host = "$REG"
+ca_file = "$work/pki/ca/ca.crt"
+username = "ci"
+password_env = "REGISTRY_PASSWORD"
+TOML
+export RUNNERX_CONFIG="$base_toml"
+
+# The newest file matching a glob (several versions may sit in the cache).
+newest() {
+  local f
+  f=$(printf '%s\n' "$@" | sort -V | tail -n 1)
+  [[ -f $f ]] || die "missing $1"
+  printf '%s\n' "$f"
+}
+
+# --- The Go toolchain image, amd64 + arm64, from this host's Debian packages --------
+gopkg=$(apt-cache show golang-go | sed -n 's/^Depends: \(golang-1\.[0-9]*-go\).*/\1/p' | sort -V | tail -n 1)
+[[ -n $gopkg ]] || die "this host's apt sources offer no golang-go (apt-cache show golang-go)"
+gover=${gopkg%-go}            # golang-1.NN
+goroot="/usr/lib/go-${gover#golang-}"
+debs=/var/cache/runnerx/golang
+if ! compgen -G "$debs/${gopkg}_*_amd64.deb" >/dev/null || ! compgen -G "$debs/${gopkg}_*_arm64.deb" >/dev/null \
+  || ! compgen -G "$debs/${gover}-src_*_all.deb" >/dev/null || ! compgen -G "$debs/libc6_*_arm64.deb" >/dev/null \
+  || ! compgen -G "$debs/libc6_*_amd64.deb" >/dev/null; then
+  log "downloading $gopkg (amd64, arm64), ${gover}-src and libc6 into $debs"
+  mkdir -p "$debs"
+  (cd "$debs" && apt-get download -qq "$gopkg:amd64" "$gopkg:arm64" "${gover}-src" libc6:amd64 libc6:arm64) \
+    2>"$work/apt.log" || { cat "$work/apt.log" >&2; die "apt-get download failed (is arm64 added: dpkg --add-architecture arm64; apt-get update?)"; }
+fi
+gosrc_deb=$(newest "$debs/${gover}-src_"*_all.deb)
+goversion=$(dpkg-deb -f "$gosrc_deb" Version)
+log "Go toolchain image from Debian's $gopkg $goversion"
+goseed="$work/goseed"
+mkdir -p "$goseed"
+packing=()
+for arch in amd64 arm64; do
+  root="$work/go-root-$arch"
+  mkdir -p "$root"
+  for deb in "$(newest "$debs/${gopkg}_"*"_$arch.deb")" "$gosrc_deb" "$(newest "$debs/libc6_"*"_$arch.deb")" \
+    "$(newest /var/cache/runnerx/busybox/busybox-static_*_"$arch".deb)"; do
+    dpkg-deb -x "$deb" "$root"
+  done
+  [[ -x $root$goroot/bin/go ]] || die "$gopkg ($arch) has no $goroot/bin/go"
+  ln -sf busybox "$root/bin/sh"
+  mkdir -p "$root/tmp" "$root/usr/local/bin"
+  chmod 1777 "$root/tmp"
+  rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/lintian" "$root/usr/share/locale"
+  tar -C "$root" -c . | gzip -1 >"$goseed/golang-$arch.tar.gz" &
+  packing+=($!)
+done
+for pid in "${packing[@]}"; do wait "$pid" || die "packing a Go rootfs failed"; done
+rm -rf "$work"/go-root-*
+# Unquoted heredoc: $REG and $goroot expand here, \$arch in the job.
+cat >"$goseed/.gitlab-ci.yml" <<YAML
+seed:
+  script:
+    - |
+      set -eu
+      for arch in amd64 arm64; do
+        docker import --platform "linux/\$arch" \\
+          --change "ENV PATH=$goroot/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \\
+          --change "ENV GOROOT=$goroot HOME=/tmp GOCACHE=/tmp/gocache CGO_ENABLED=0" \\
+          "golang-\$arch.tar.gz" "$REG/base/golang:1-\$arch"
+        docker push -q "$REG/base/golang:1-\$arch"
+      done
+YAML
+log "pushing $REG/base/golang:1-amd64 and -arm64 (runnerx local), joining them (runnerx manifest create)"
+"$RUNNERX" local seed -f "$goseed/.gitlab-ci.yml" >"$work/seed-golang.log" 2>&1 \
+  || { tail -n 30 "$work/seed-golang.log" >&2; die "seeding the Go toolchain image failed"; }
+"$RUNNERX" manifest create "$REG/base/golang:1" "$REG/base/golang:1-amd64" "$REG/base/golang:1-arm64" >/dev/null
+rm -rf "$goseed"
+
+# The two Go projects: the example as written, and its Dockerfile with the build stage
+# on the target platform (no --platform=$BUILDPLATFORM, no GOOS/GOARCH).
+go_example=ci-templates/examples/go-cross
+mkdir -p "$work/go-cross" "$work/go-qemu"
+cp "$go_example/Dockerfile" "$work/go-cross/Dockerfile"
+{
+  echo "# bench-nodes variant: the build stage runs on each target platform (arm64 under QEMU)."
+  # shellcheck disable=SC2016 # literal Dockerfile text
+  sed -e 's/^FROM --platform=\$BUILDPLATFORM /FROM /' -e 's/ GOOS=\$TARGETOS GOARCH=\$TARGETARCH//' "$go_example/Dockerfile"
+} >"$work/go-qemu/Dockerfile"
+if grep -v '^#' "$work/go-qemu/Dockerfile" | grep -qE 'BUILDPLATFORM|GOARCH'; then
+  die "could not make the QEMU variant of $go_example/Dockerfile (it changed?)"
+fi
+
+# --- The nodes ---------------------------------------------------------------------
+start_node() { # NAME PLATFORM -> appends its [[nodes]] entry to nodes.toml
+  local name=$1 platform=$2 port out
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  out="$work/nodes/$name"
+  "$RUNNERX" node --name "$name" --address "$name.test" --listen 127.0.0.1 --port "$port" \
+    --platform "$platform" --ca "$work/nodes-ca" --out "$out" --image runnerx-buildkit:local --start \
+    >"$out.log" 2>&1 || { tail -n 20 "$out.log" >&2; die "runnerx node $name did not start"; }
+  grep -m1 "^node $name answers" "$out.log" | while read -r line; do log "$line"; done
+  # The printed entry names /etc/runnerx/nodes/NAME (where an operator copies runner/).
+  awk '/^\[\[nodes\]\]$/ {on = 1} on && /^$/ {exit} on' "$out.log" \
+    | sed "s|/etc/runnerx/nodes/$name/|$out/runner/|" >>"$nodes_toml"
+  echo >>"$nodes_toml"
+}
+log "two BuildKit nodes on loopback (runnerx node --start, mTLS): $amd linux/amd64, $arm linux/arm64"
+"$RUNNERX" certs ca --out "$work/nodes-ca" >/dev/null
+mkdir -p "$work/nodes"
+cp "$base_toml" "$nodes_toml"
+echo >>"$nodes_toml"
+start_node "$amd" linux/amd64
+start_node "$arm" linux/arm64
+[[ $(grep -c '^\[\[nodes\]\]' "$nodes_toml") == 2 ]] || die "no [[nodes]] entries in the output of runnerx node"
+
+# --- The runs -----------------------------------------------------------------------
+declare -A wall build
+seq=0
+mkdir -p "$work/logs"
+# timed FIGURE SETTINGS ARGS... : one `runnerx local build ARGS` with SETTINGS; records
+# its wall time and the build step's own time ("build took N ms" in the job's output).
+timed() {
+  local fig=$1 cfg=$2 logf t0 t1 ms
+  shift 2
+  logf="$work/logs/$fig-$seq.log"
+  log "run $round/$runs $fig (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  t0=$(date +%s%N)
+  if ! RUNNERX_CONFIG="$cfg" "$RUNNERX" local build "$@" >"$logf" 2>&1; then
+    tail -n 40 "$logf" >&2
+    die "$fig failed (log above)"
+  fi
+  t1=$(date +%s%N)
+  ms=$(sed -n 's/.*(build took \([0-9]*\) ms).*/\1/p' "$logf" | tail -n 1)
+  [[ -n $ms ]] || { tail -n 40 "$logf" >&2; die "$fig: no 'build took' line in the job's output"; }
+  # Where each platform went, as prepare logged it; nodes must have built both.
+  if [[ $cfg == "$nodes_toml" ]]; then
+    if ! grep -q "linux/amd64 on node $amd" "$logf" || ! grep -q "linux/arm64 on node $arm" "$logf"; then
+      grep -i 'node' "$logf" | tail -n 10 >&2
+      die "$fig: the platforms did not go to the nodes"
+    fi
+  elif grep -q ' on node ' "$logf"; then
+    die "$fig: a platform went to a node in a run without nodes"
+  fi
+  sed -n '/^runnerx build report:/,/^[^ ]/p' "$logf" | grep '^  ' | while read -r line; do log "  $line"; done
+  wall[$fig]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b - a) / 1e9}') "
+  build[$fig]+="$(awk -v m="$ms" 'BEGIN {printf "%.1f", m / 1000}') "
+  seq=$((seq + 1))
+}
+hello() { # FIGURE SETTINGS
+  timed "$1" "$2" -f ci-templates/examples/hello/.gitlab-ci.yml \
+    --var "RUNNERX_IMAGE=$REG/bench/hello" --var "RUNNERX_TAGS=r$seq" \
+    --var "RUNNERX_BUILD_ARGS=BASE_IMAGE=$REG/base/busybox:1 WORK=$((work_iters + seq))"
+}
+go_build() { # FIGURE PROJECT
+  cp "$go_example/main.go" "$work/$2/main.go"
+  printf '\n// bench-nodes run %s\n' "$seq" >>"$work/$2/main.go"
+  timed "$1" "$base_toml" -f "$go_example/.gitlab-ci.yml" --project-dir "$work/$2" \
+    --var "RUNNERX_IMAGE=$REG/bench/$2" --var "RUNNERX_TAGS=r$seq" --var "GO_IMAGE=$REG/base/golang:1"
+}
+for ((round = 1; round <= runs; round++)); do
+  hello 1a "$base_toml"
+  hello 1b "$nodes_toml"
+  go_build 2a go-cross
+  go_build 2b go-qemu
+done
+
+# --- The table ----------------------------------------------------------------------
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+declare -A mw mb
+host_arch=$(uname -m)
+printf 'runnerx bench-nodes: medians of %d runs, seconds (host %s, %s CPUs, %s)\n' \
+  "$runs" "$host_arch" "$(nproc)" "$("$RUNNERX" --version)"
+printf '%-3s %-62s %6s %6s   %s\n' "" "" wall build "every run (wall/build)"
+for fig in 1a 1b 2a 2b; do
+  case $fig in
+    1a) what="hello amd64+arm64, no nodes (docker driver, arm64 under QEMU)" ;;
+    1b) what="hello amd64+arm64, 2 BuildKit nodes on this host (mTLS)" ;;
+    2a) what="go-cross amd64+arm64, cross-compiled (as written)" ;;
+    2b) what="go-cross amd64+arm64, toolchain under QEMU for arm64" ;;
+  esac
+  read -r -a ws <<<"${wall[$fig]}"
+  read -r -a bs <<<"${build[$fig]}"
+  mw[$fig]=$(median "${ws[@]}")
+  mb[$fig]=$(median "${bs[@]}")
+  all=""
+  for i in "${!ws[@]}"; do all+="${ws[$i]}/${bs[$i]}  "; done
+  printf '%-3s %-62s %6s %6s   %s\n' "$fig" "$what" "${mw[$fig]}" "${mb[$fig]}" "${all%  }"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; }
+printf 'ratios: 1b/1a wall %s, build %s; 2b/2a wall %s, build %s\n' \
+  "$(ratio "${mw[1b]}" "${mw[1a]}")" "$(ratio "${mb[1b]}" "${mb[1a]}")" \
+  "$(ratio "${mw[2b]}" "${mw[2a]}")" "$(ratio "${mb[2b]}" "${mb[2a]}")"
+echo "wall: \`runnerx local build\` end to end (fresh builder, copy, build + push, index check, cleanup)"
+echo "build: the template's \`docker buildx build --push\` alone (its 'build took' line)"
+echo "1b: both nodes run on this $host_arch host, so the node of the other architecture emulates it"
+echo "    with QEMU too: this is the node path (remote BuildKit over mTLS), not native hardware"
+printf '1: WORK=%d+n loop iterations; 2: Go %s (Debian %s), arm64 toolchain image made without running arm64 code\n' \
+  "$work_iters" "$goversion" "$gopkg"
+echo "every run misses the cache (WORK+n / a changed main.go); runs interleaved 1a 1b 2a 2b per round"
+log "done in $(($(date +%s) - started)) s"
