@@ -34,33 +34,11 @@ if [[ "${1:-}" == "--print-tag" ]]; then
   exit 0
 fi
 
-log() { printf '[build-builder-image] %s\n' "$*" >&2; }
-
-if docker image inspect "$tag" >/dev/null 2>&1; then
-  log "$tag already present; tagging $REPO:local"
-  docker tag "$tag" "$REPO:local"
-  echo "$tag"
-  exit 0
-fi
-
-mirror="${RUNNERX_DEBIAN_MIRROR:-}"
-if [[ -z "$mirror" ]]; then
-  # deb822 sources first, then one-line sources; the first debian (not security) URI wins.
-  mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' \
-            | grep -v security | head -n1 || true)"
-  if [[ -z "$mirror" ]]; then
-    mirror="$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-              | awk '{print $2}' | grep -v security | head -n1 || true)"
-  fi
-fi
-if [[ -z "$mirror" ]]; then
-  log "no Debian mirror found in /etc/apt/sources*; set RUNNERX_DEBIAN_MIRROR"
-  exit 1
-fi
-
-for tool in debootstrap docker; do
-  command -v "$tool" >/dev/null || { log "$tool is missing: apt-get install -y $tool"; exit 1; }
-done
+# shellcheck source=docker/image-lib.sh
+. "$here/image-lib.sh"
+reuse_image "$tag" "$REPO"
+mirror="$(debian_mirror)"
+need_tools debootstrap docker
 
 work="$(mktemp -d /var/tmp/runnerx-rootfs.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

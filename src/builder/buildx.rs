@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands::{self as cmds, BUILDX_BUILDER, BUILDX_LOCAL};
 use super::engine::Engine;
-use super::spec::{ROOTLESS_HOME, ROOTLESS_UID, tar_owned};
+use super::spec::{home_tar, job_home};
 use crate::buildkit::{self, Plan};
 use crate::error::{Error, Result};
 use crate::settings::{Node, Platform, Settings};
@@ -100,16 +100,11 @@ async fn create_node_builder(
         )
         .await?;
     }
-    let (home, uid) = if rootless {
-        (ROOTLESS_HOME, ROOTLESS_UID)
-    } else {
-        ("/root", 0)
-    };
     let files: Vec<(String, Vec<u8>, u32)> = plan
         .remote
         .iter()
         .flat_map(|n| {
-            let dir = cmds::node_dir(home, &n.name);
+            let dir = cmds::node_dir("", &n.name);
             let dir = dir.trim_start_matches('/');
             [
                 (
@@ -130,16 +125,8 @@ async fn create_node_builder(
             ]
         })
         .collect();
-    let refs: Vec<(&str, &[u8], u32)> = files
-        .iter()
-        .map(|(p, c, m)| (p.as_str(), c.as_slice(), *m))
-        .collect();
-    engine
-        .upload(
-            builder,
-            tar_owned(&refs, Some((home.trim_start_matches('/'), uid))),
-        )
-        .await?;
+    engine.upload(builder, home_tar(rootless, &files)).await?;
+    let (home, _) = job_home(rootless);
     let names: Vec<&str> = std::iter::once(BUILDX_LOCAL)
         .filter(|_| !plan.local.is_empty())
         .chain(plan.remote.iter().map(|n| n.name.as_str()))

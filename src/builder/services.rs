@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
-use super::spec::{ROOTLESS_HOME, ROOTLESS_UID, tar_owned};
+use super::spec::{home_tar, job_home};
 use super::user_cmd;
 use crate::error::{Error, Result};
 use crate::settings::PullPolicy;
@@ -127,31 +127,20 @@ pub(crate) async fn start(
     if started.is_empty() {
         return Ok(());
     }
-    let (home, uid) = if rootless {
-        (ROOTLESS_HOME, ROOTLESS_UID)
-    } else {
-        ("/root", 0)
-    };
     let env_files: Vec<(String, Vec<u8>, u32)> = started
         .iter()
         .map(|(i, s)| {
             (
-                format!("{}/.runnerx/service-{i}.env", home.trim_start_matches('/')),
+                format!(".runnerx/service-{i}.env"),
                 env_file(s).into_bytes(),
                 0o600,
             )
         })
         .collect();
-    let refs: Vec<(&str, &[u8], u32)> = env_files
-        .iter()
-        .map(|(p, c, m)| (p.as_str(), c.as_slice(), *m))
-        .collect();
     engine
-        .upload(
-            builder,
-            tar_owned(&refs, Some((home.trim_start_matches('/'), uid))),
-        )
+        .upload(builder, home_tar(rootless, &env_files))
         .await?;
+    let (home, _) = job_home(rootless);
     let (code, out) = exec(
         engine,
         builder,

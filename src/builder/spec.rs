@@ -575,6 +575,29 @@ pub(crate) fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
     tar_owned(&refs, user)
 }
 
+/// The job user's home and uid: `/home/rootless` and 1000 in rootless builders, else
+/// root's.
+pub(crate) fn job_home(rootless: bool) -> (&'static str, u32) {
+    if rootless {
+        (ROOTLESS_HOME, ROOTLESS_UID)
+    } else {
+        ("/root", 0)
+    }
+}
+
+/// A tar of `(path relative to the job user's home, content, mode)` entries, owned by
+/// the job user (secrets the job's own tools read: service env files, node keys).
+pub(crate) fn home_tar(rootless: bool, files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
+    let (home, uid) = job_home(rootless);
+    let home = home.trim_start_matches('/');
+    let full: Vec<(String, &[u8], u32)> = files
+        .iter()
+        .map(|(p, c, m)| (format!("{home}/{p}"), c.as_slice(), *m))
+        .collect();
+    let refs: Vec<(&str, &[u8], u32)> = full.iter().map(|(p, c, m)| (p.as_str(), *c, *m)).collect();
+    tar_owned(&refs, Some((home, uid)))
+}
+
 /// An uncompressed tar of `(path, content, mode)` entries owned by root, except that entries under `user.0` (a home directory, relative) belong to
 /// uid/gid `user.1`, with their parent directories (0700) in the tar too: the builder's
 /// root cannot chown inside a 0700 home it may not enter (no CAP_DAC_OVERRIDE), and the

@@ -168,6 +168,15 @@ pub(crate) async fn probe_all(
     futures_util::future::join_all(nodes.iter().map(|n| probe(n, extra_hosts, timeout))).await
 }
 
+/// The platforms `node` is declared for that it did not report.
+pub(crate) fn missing_platforms(node: &Node, info: &NodeInfo) -> Vec<String> {
+    node.platforms
+        .iter()
+        .map(ToString::to_string)
+        .filter(|p| !info.platforms.contains(p))
+        .collect()
+}
+
 /// Where a job's platforms are built.
 #[derive(Debug)]
 pub(crate) struct Plan<'a> {
@@ -198,12 +207,7 @@ pub(crate) fn plan<'a>(
             .join(", ");
         match (answer, node.fallback) {
             (Ok(info), _) => {
-                let missing: Vec<String> = node
-                    .platforms
-                    .iter()
-                    .map(ToString::to_string)
-                    .filter(|p| !info.platforms.contains(p))
-                    .collect();
+                let missing = missing_platforms(node, info);
                 if !missing.is_empty() {
                     warnings.push(format!(
                         "node {} reports platforms {} but is declared for {}; its builds of those will fail unless it can emulate them",

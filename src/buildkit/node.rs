@@ -54,14 +54,18 @@ impl NodeSpec {
     }
 }
 
-/// The node's `buildkitd.toml`.
-pub(crate) fn node_toml(spec: &NodeSpec, registries: &[Registry]) -> String {
-    let platforms = spec
-        .platforms
+/// `"linux/arm64", "linux/arm/v7"`: platforms as TOML strings.
+fn quoted(platforms: &[Platform]) -> String {
+    platforms
         .iter()
         .map(|p| format!("{:?}", p.to_string()))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+/// The node's `buildkitd.toml`.
+pub(crate) fn node_toml(spec: &NodeSpec, registries: &[Registry]) -> String {
+    let platforms = quoted(&spec.platforms);
     let registry_part = trust::buildkitd_toml(registries);
     // The registry part begins with its own header comment; keep only its tables.
     let registry_tables: String = registry_part
@@ -215,12 +219,7 @@ pub(crate) fn systemd_unit(spec: &NodeSpec, node_dir: &str) -> String {
 
 /// The `[[nodes]]` entry for the runner host's runnerx.toml.
 pub(crate) fn nodes_entry(spec: &NodeSpec, runner_dir: &str) -> String {
-    let platforms = spec
-        .platforms
-        .iter()
-        .map(|p| format!("{:?}", p.to_string()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let platforms = quoted(&spec.platforms);
     format!(
         "[[nodes]]\nname = {name:?}\nendpoint = {endpoint:?}\nplatforms = [{platforms}]\n\
          ca_file = \"{runner_dir}/ca.crt\"\nclient_cert_file = \"{runner_dir}/client.crt\"\n\

@@ -54,12 +54,7 @@ pub(super) async fn check(settings: &Settings, r: &mut Report) {
             "buildkit",
             info.version.as_deref().unwrap_or("version not reported"),
         );
-        let missing: Vec<String> = node
-            .platforms
-            .iter()
-            .map(ToString::to_string)
-            .filter(|p| !info.platforms.contains(p))
-            .collect();
+        let missing = buildkit::missing_platforms(node, &info);
         if missing.is_empty() {
             r.ok("platforms", info.platforms.join(", "));
         } else {
