@@ -17,8 +17,13 @@ const PIPELINE: &str = r#"variables:
 build:
   stage: package
   rules:
+    - if: $CI_COMMIT_BRANCH == "no-such-branch"
+      when: never
     - when: always
+      variables:
+        FROM_RULE: rule-wins
   variables:
+    FROM_RULE: job-loses
     PRICE: $$5
     TEMPLATE:
       value: ${CI_JOB_NAME}-x
@@ -26,7 +31,17 @@ build:
   script:
     - !reference [.login, script]
     - *setup
-    - echo "image=$IMAGE stage=$CI_JOB_STAGE price=$PRICE source=$CI_PIPELINE_SOURCE template=$TEMPLATE"
+    - echo "image=$IMAGE stage=$CI_JOB_STAGE price=$PRICE source=$CI_PIPELINE_SOURCE template=$TEMPLATE rule=$FROM_RULE"
+  cache:
+    paths: [target/]
+
+flaky:
+  rules:
+    - if: $CI_COMMIT_TAG
+  allow_failure:
+    exit_codes: [3]
+  script:
+    - exit 3
 "#;
 
 #[test]
@@ -44,7 +59,7 @@ fn variables_references_and_unhonoured_keywords_behave_as_in_gitlab() {
     // A global variable using a --var (defined "later") still sees it: one set.
     assert!(
         stdout.contains(
-            "image=registry.test:5443/library/app stage=package price=$5 source=push template=${CI_JOB_NAME}-x"
+            "image=registry.test:5443/library/app stage=package price=$5 source=push template=${CI_JOB_NAME}-x rule=rule-wins"
         ),
         "{stdout}\n{stderr}"
     );
@@ -52,9 +67,36 @@ fn variables_references_and_unhonoured_keywords_behave_as_in_gitlab() {
         stdout.contains("logged-in") && stdout.contains("set-up"),
         "{stdout}"
     );
+    // rules are decided (the matching rule's variables rank above the job's); a
+    // keyword runnerx local cannot honour is named once.
+    assert!(!stderr.contains("rules is not honoured"), "{stderr}");
     assert!(
-        stderr.contains("rules is not honoured by runnerx local"),
+        stderr.contains("cache is not honoured by runnerx local"),
         "{stderr}"
+    );
+
+    // A job the pipeline would leave out runs when named, saying so; exit code 3 is
+    // one its allow_failure allows, so the run succeeds with a warning.
+    let out = job.runnerx_in(project.path(), &["local", "flaky"]);
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    assert!(
+        stdout.contains("job \"flaky\" would not run in a pipeline (no rule matches); running it because you named it"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("Job failed: exit code 3 (allowed to fail)"),
+        "{stdout}"
+    );
+    let out = job.runnerx_in(project.path(), &["local", "--list"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("flaky\tstage test\tnot in the pipeline: no rule matches"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("build\tstage package\truns (when: always)"),
+        "{stdout}"
     );
 
     // A typo is an error naming the keyword GitLab would suggest; nothing runs.

@@ -5,6 +5,7 @@ mod registry;
 mod support;
 
 mod cache;
+mod conformance;
 mod docs;
 mod executor;
 mod faults;

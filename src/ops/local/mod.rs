@@ -7,7 +7,6 @@
 //! `cleanup` code gitlab-runner drives. after_script runs even when the build fails;
 //! cleanup always runs.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -16,11 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::builder::engine::Engine;
 use crate::cli::LocalArgs;
 use crate::env::Env;
+use crate::error::PipelineError;
 use crate::error::{Error, Result};
 use crate::gitlab::job::Job;
-use crate::gitlab::pipeline::{self, Pipeline};
+use crate::gitlab::pipeline::{self, Decision, Pipeline};
 use crate::gitlab::services::ResponseVariable;
 use crate::settings::Settings;
+
+mod project;
+
+pub(crate) use project::project_of;
+use project::{git, project_files, rules_context, variables};
 
 /// Runs the job (every `parallel: matrix` combination, or those `--matrix` picks), or
 /// lists the jobs (`--list`), or prints the resolved job (`--preview`).
@@ -39,7 +44,12 @@ pub(crate) async fn local(
             } else {
                 format!(" ({} matrix combinations)", def.matrix.len())
             };
-            println!("{name}\tstage {}{runs}", def.stage);
+            let pipeline_says = match decide(settings, args, env, &def)? {
+                Decision::Run { when, .. } if when == "on_success" => "runs".to_string(),
+                Decision::Run { when, .. } => format!("runs (when: {when})"),
+                Decision::Skip(why) => format!("not in the pipeline: {why}"),
+            };
+            println!("{name}\tstage {}{runs}\t{pipeline_says}", def.stage);
         }
         return Ok(());
     }
@@ -96,17 +106,27 @@ pub(crate) async fn local(
     first_failure.map_or(Ok(()), Err)
 }
 
-/// Runs one job through the executor's own stages.
-async fn run_job(
+/// A local job as the executor will see it.
+struct Local {
+    /// The job (id, project path, image).
+    job: Job,
+    /// Its variables: predefined, pipeline, `--var`, expanded.
+    vars: Vec<(String, String)>,
+    /// The project directory on this host.
+    project: PathBuf,
+    /// Where the checkout goes in the builder.
+    project_dir: String,
+}
+
+/// The job's predefined and pipeline variables as a local run sets them.
+fn job_variables(
     settings: &Settings,
     args: &LocalArgs,
     env: &Env,
-    cancel: &CancellationToken,
-    def: pipeline::JobDef,
-) -> Result<()> {
+    def: &pipeline::JobDef,
+) -> Result<Local> {
     let (project, name) = project_of(&args.file, args.project_dir.as_deref())?;
     let project_dir = format!("{}/local/{name}", crate::gitlab::stages::config::BUILDS_DIR);
-
     let mut job = Job::local(def.image.clone(), &name, env);
     job.project_path = args.project.clone().or_else(|| {
         git(&project, &["remote", "get-url", "origin"])
@@ -115,7 +135,7 @@ async fn run_job(
     });
     let registry = settings.registries.first().map(|r| r.host.as_str());
     let vars = variables(
-        &def,
+        def,
         &job,
         registry,
         &name,
@@ -123,6 +143,83 @@ async fn run_job(
         &project,
         &args.vars,
     )?;
+    Ok(Local {
+        job,
+        vars,
+        project,
+        project_dir,
+    })
+}
+
+/// Whether the job would be in a pipeline here (`rules`, `only`, `except`, `when`).
+fn decide(
+    settings: &Settings,
+    args: &LocalArgs,
+    env: &Env,
+    def: &pipeline::JobDef,
+) -> Result<Decision> {
+    let local = job_variables(settings, args, env, def)?;
+    Ok(def.decide(&rules_context(&local.vars, &local.project))?)
+}
+
+/// Runs one job the user named: says so when a pipeline would leave it out or hold
+/// it, applies the matching rule's variables and `allow_failure`, then runs it.
+async fn run_job(
+    settings: &Settings,
+    args: &LocalArgs,
+    env: &Env,
+    cancel: &CancellationToken,
+    mut def: pipeline::JobDef,
+) -> Result<()> {
+    match decide(settings, args, env, &def)? {
+        Decision::Skip(why) => println!(
+            "job {:?} would not run in a pipeline ({why}); running it because you named it",
+            def.name
+        ),
+        Decision::Run {
+            when,
+            variables,
+            allow_failure,
+        } => {
+            if when != "on_success" && when != "always" {
+                println!(
+                    "job {:?} has when: {when}; running it because you named it",
+                    def.name
+                );
+            }
+            if let Some(v) = allow_failure {
+                def.allow_failure = pipeline::AllowFailure::parse(&v)
+                    .map_err(|e| PipelineError::from(format!("job {:?} rules: {e}", def.name)))?;
+            }
+            // Rules variables rank above job variables (and below --var).
+            def.variables.extend(variables);
+        }
+    }
+    let allow = def.allow_failure.clone();
+    match run_decided(settings, args, env, cancel, def).await {
+        Err(Error::Script { code }) if allow.allows(code) => {
+            println!("\x1b[33;1mWARNING: Job failed: exit code {code} (allowed to fail)\x1b[0;m");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Runs one job through the executor's own stages.
+async fn run_decided(
+    settings: &Settings,
+    args: &LocalArgs,
+    env: &Env,
+    cancel: &CancellationToken,
+    def: pipeline::JobDef,
+) -> Result<()> {
+    let Local {
+        job,
+        vars,
+        project,
+        project_dir,
+    } = job_variables(settings, args, env, &def)?;
+    let mut job = job;
     let job_vars: Vec<ResponseVariable> = vars
         .iter()
         .map(|(key, value)| ResponseVariable {
@@ -195,25 +292,6 @@ async fn run_job(
     result
 }
 
-/// The project directory (`--project-dir`, else the pipeline file's directory) and its
-/// name, which names the checkout and the per-project cache.
-pub(crate) fn project_of(file: &Path, project_dir: Option<&Path>) -> Result<(PathBuf, String)> {
-    let dir = match project_dir {
-        Some(d) => d.to_path_buf(),
-        // `.gitlab-ci.yml` has the parent "" (not None): that is the current directory.
-        None => file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-    };
-    let dir =
-        std::fs::canonicalize(&dir).map_err(|e| Error::io("open project directory", &dir, e))?;
-    let name = dir
-        .file_name()
-        .map_or_else(|| "project".into(), |n| n.to_string_lossy().to_lowercase());
-    Ok((dir, name))
-}
-
 fn section(stage: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "\x1b[36;1m== {stage}\x1b[0;m");
@@ -240,136 +318,10 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .map_err(|e| Error::io("write", path, e))
 }
 
-fn git(project: &Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(project)
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Predefined variables, then the pipeline's, then `--var`s; values expanded in order.
-fn variables(
-    def: &pipeline::JobDef,
-    job: &Job,
-    registry: Option<&str>,
-    name: &str,
-    project_dir: &str,
-    project: &Path,
-    overrides: &[String],
-) -> Result<Vec<(String, String)>> {
-    let sha = git(project, &["rev-parse", "HEAD"]).unwrap_or_else(|| "0".repeat(40));
-    let branch =
-        git(project, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|| "local".into());
-    let slug: String = branch
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let mut ordered: Vec<(String, String)> = vec![
-        ("CI".into(), "true".into()),
-        ("GITLAB_CI".into(), "true".into()),
-        ("CI_JOB_ID".into(), job.id.clone()),
-        ("CI_JOB_NAME".into(), def.name.clone()),
-        ("CI_JOB_STAGE".into(), def.stage.clone()),
-        ("CI_PIPELINE_SOURCE".into(), "push".into()),
-        ("CI_PROJECT_NAME".into(), name.into()),
-        ("CI_PROJECT_DIR".into(), project_dir.into()),
-        (
-            "CI_BUILDS_DIR".into(),
-            crate::gitlab::stages::config::BUILDS_DIR.into(),
-        ),
-        ("CI_COMMIT_SHA".into(), sha.clone()),
-        ("CI_COMMIT_SHORT_SHA".into(), sha[..8.min(sha.len())].into()),
-        ("CI_COMMIT_REF_NAME".into(), branch.clone()),
-        ("CI_COMMIT_REF_SLUG".into(), slug.trim_matches('-').into()),
-    ];
-    match git(project, &["describe", "--tags", "--exact-match"]) {
-        Some(tag) => ordered.push(("CI_COMMIT_TAG".into(), tag)),
-        None if branch != "HEAD" => ordered.push(("CI_COMMIT_BRANCH".into(), branch)),
-        None => {}
-    }
-    if let Some(path) = job.project_path.as_deref() {
-        ordered.push(("CI_PROJECT_PATH".into(), path.into()));
-        ordered.push((
-            "CI_PROJECT_NAMESPACE".into(),
-            path.rsplit_once('/').map_or("", |(ns, _)| ns).into(),
-        ));
-        ordered.push((
-            "CI_PROJECT_PATH_SLUG".into(),
-            path.to_lowercase()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect(),
-        ));
-    }
-    if let Some(url) = git(project, &["remote", "get-url", "origin"])
-        && let Some(host) = url
-            .split_once("://")
-            .and_then(|(_, r)| r.rsplit_once('@').map_or(Some(r), |(_, h)| Some(h)))
-            .and_then(|r| r.split('/').next())
-    {
-        ordered.push(("CI_SERVER_URL".into(), format!("https://{host}")));
-        ordered.push((
-            "CI_SERVER_HOST".into(),
-            host.split(':').next().unwrap_or(host).into(),
-        ));
-    }
-    if let Some(reg) = registry {
-        ordered.push(("CI_REGISTRY".into(), reg.to_string()));
-        if let Some(path) = job.project_path.as_deref() {
-            ordered.push((
-                "CI_REGISTRY_IMAGE".into(),
-                format!("{reg}/{}", path.to_lowercase()),
-            ));
-        }
-    }
-    // One set, in GitLab's precedence: predefined < global < job < --var (the last
-    // definition of a key wins).
-    ordered.extend(def.variables.iter().cloned());
-    for kv in overrides {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| Error::Usage(format!("--var {kv:?} must be KEY=VALUE")))?;
-        ordered.push((k.to_string(), v.to_string()));
-    }
-    for (k, _) in &ordered {
-        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.is_empty() {
-            return Err(Error::Usage(format!(
-                "variable name {k:?} must be letters, digits and _"
-            )));
-        }
-    }
-    // Every value is expanded once against the whole set's values as written, so the
-    // order variables appear in does not matter; `expand: false` ones stay as written.
-    let known: BTreeMap<String, String> = ordered.iter().cloned().collect();
-    let mut out: Vec<(String, String)> = vec![];
-    for (k, v) in &known {
-        let v = if def.raw.contains(k) {
-            v.clone()
-        } else {
-            pipeline::expand(v, &known)
-        };
-        out.push((k.clone(), v));
-    }
-    Ok(out)
-}
-
 /// Copies the project into the builder (git-tracked and untracked-not-ignored files
 /// when it is a git work tree, else everything but `.git` and `target`).
 async fn get_sources(engine: &Engine, job: &Job, project: &Path, project_dir: &str) -> Result<()> {
-    let files: Vec<PathBuf> = match git(project, &["ls-files", "-co", "--exclude-standard", "-z"]) {
-        Some(list) => list
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect(),
-        None => walk(project, Path::new("")),
-    };
+    let files = project_files(project);
     // The checkout belongs to the job user, as a clone by the job would (privileged
     // jobs run as root and may write anywhere anyway).
     let owned = |h: &mut tar::Header| {
@@ -425,99 +377,4 @@ async fn get_sources(engine: &Engine, job: &Job, project: &Path, project_dir: &s
         project.display()
     );
     engine.upload(&job.builder_name(), tar).await
-}
-
-fn walk(root: &Path, rel: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if name == ".git" || name == "target" {
-            continue;
-        }
-        let r = rel.join(&name);
-        match e.file_type() {
-            Ok(t) if t.is_dir() => out.extend(walk(root, &r)),
-            Ok(_) => out.push(r),
-            Err(_) => {}
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn variables_are_one_set_expanded_once_in_gitlabs_precedence() {
-        let dir = tempfile::tempdir().unwrap();
-        let def = pipeline::JobDef {
-            name: "build".into(),
-            image: None,
-            variables: vec![
-                ("IMAGE".into(), "$REGISTRY/library/app".into()),
-                ("PRICE".into(), "$$5".into()),
-                ("TEMPLATE".into(), "${CI_JOB_NAME}-$REGISTRY".into()),
-                ("REGISTRY".into(), "from-yaml".into()),
-            ],
-            before_script: vec![],
-            script: vec![],
-            after_script: vec![],
-            services: vec![],
-            stage: "deploy".into(),
-            raw: ["TEMPLATE".to_string()].into(),
-            matrix: vec![],
-        };
-        let env = crate::env::Env::default();
-        let mut job = Job::local(None, "app", &env);
-        job.project_path = Some("team-a/App".into());
-        let vars = variables(
-            &def,
-            &job,
-            Some("harbor.example.com"),
-            "app",
-            "/builds/local/app",
-            dir.path(),
-            &["REGISTRY=registry.test:5443".into()],
-        )
-        .unwrap();
-        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(
-            get("IMAGE"),
-            Some("registry.test:5443/library/app"),
-            "--var wins, order-free"
-        );
-        assert_eq!(get("PRICE"), Some("$5"));
-        assert_eq!(
-            get("TEMPLATE"),
-            Some("${CI_JOB_NAME}-$REGISTRY"),
-            "expand: false"
-        );
-        assert_eq!(get("CI_JOB_STAGE"), Some("deploy"));
-        assert_eq!(get("CI_PIPELINE_SOURCE"), Some("push"));
-        assert_eq!(get("CI_PROJECT_PATH"), Some("team-a/App"));
-        assert_eq!(get("CI_PROJECT_NAMESPACE"), Some("team-a"));
-        assert_eq!(get("CI_REGISTRY"), Some("harbor.example.com"));
-        assert_eq!(
-            get("CI_REGISTRY_IMAGE"),
-            Some("harbor.example.com/team-a/app")
-        );
-        assert_eq!(vars.iter().filter(|(k, _)| k == "REGISTRY").count(), 1);
-    }
-
-    #[test]
-    fn a_bare_pipeline_file_means_the_current_directory() {
-        let (dir, name) = project_of(Path::new(".gitlab-ci.yml"), None).unwrap();
-        let here = std::env::current_dir().unwrap().canonicalize().unwrap();
-        assert_eq!(dir, here);
-        assert_eq!(
-            name,
-            here.file_name().unwrap().to_string_lossy().to_lowercase()
-        );
-        let (dir, _) = project_of(Path::new("src/main.rs"), None).unwrap();
-        assert_eq!(dir, here.join("src"));
-    }
 }
