@@ -218,6 +218,10 @@ pub struct LocalArgs {
     /// (default: the path of the project directory's `origin` remote).
     #[arg(long, value_name = "PATH")]
     pub project: Option<String>,
+    /// First run the jobs it needs (its `needs:` chain, or the earlier stages),
+    /// passing their artifacts and dotenv variables on.
+    #[arg(long)]
+    pub needs: bool,
 }
 
 /// `bench` arguments.

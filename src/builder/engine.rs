@@ -17,9 +17,10 @@ use bollard::models::{
     ContainerCreateBody, ContainerSummary, ExecConfig, Volume, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -189,6 +190,21 @@ impl Engine {
             .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
             .await
             .map_err(|e| Error::docker(format!("upload files into {container}"), e))
+    }
+
+    /// A tar of `path` in a (running or stopped) container, as `docker cp` gives it.
+    pub(crate) async fn download(&self, container: &str, path: &str) -> Result<Vec<u8>> {
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(container, Some(opts));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| Error::docker(format!("copy {path} out of {container}"), e))?;
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
     }
 
     /// Starts a created container.

@@ -162,3 +162,79 @@ fn a_matrix_runs_every_combination_or_the_one_picked_and_list_and_preview_show_j
     assert_eq!(preview["stage"], "package");
     assert_eq!(preview["before_script"][0], "echo from-default");
 }
+
+#[test]
+fn needs_runs_the_chain_first_and_passes_artifacts_and_dotenv() {
+    require_docker();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join(".gitlab-ci.yml"),
+        r#"stages: [build, deploy]
+
+build:
+  stage: build
+  script:
+    - mkdir -p dist && echo app-binary > dist/app
+    - echo VERSION=1.2.3 > build.env
+  artifacts:
+    paths: [dist/]
+    reports:
+      dotenv: build.env
+
+only-on-tags:
+  stage: build
+  rules:
+    - if: $CI_COMMIT_TAG
+  script: [exit 1]
+
+deploy:
+  stage: deploy
+  needs: [build]
+  variables:
+    VERSION: from-job
+  script:
+    - cat dist/app
+    - echo "version=$VERSION"
+
+report:
+  stage: deploy
+  script:
+    - ls dist
+"#,
+    )
+    .unwrap();
+    let job = Job::new();
+    // needs: [build] runs build first; its dotenv variable outranks the job's own.
+    let out = job.runnerx_in(project.path(), &["local", "deploy", "--needs"]);
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    assert!(
+        stdout.contains("== needed first: build"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("artifacts: 2 path(s) kept"), "{stdout}");
+    assert!(
+        stdout.contains("downloading artifacts of build"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\napp-binary\n"), "{stdout}");
+    assert!(stdout.contains("version=1.2.3"), "{stdout}");
+    // Without needs: every job of the earlier stages the pipeline runs (not the one
+    // its rules leave out).
+    let out = job.runnerx_in(project.path(), &["local", "report", "--needs"]);
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    assert!(
+        stdout.contains("== needed first: build"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("needed first: only-on-tags"), "{stdout}");
+    assert!(stdout.contains("\napp\n"), "{stdout}");
+    // Without --needs the job runs alone, and says how to run its chain.
+    let out = job.runnerx_in(project.path(), &["local", "deploy"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("runnerx local --needs runs what it needs first"),
+        "{stdout}"
+    );
+}

@@ -8,6 +8,7 @@
 //! A valid keyword runnerx local cannot honour is named in a warning; unsupported
 //! `include` kinds are an error.
 
+mod needs;
 mod rules;
 mod script;
 mod yaml;
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::error::PipelineError;
 use crate::gitlab::services::ResponseService;
+pub use needs::{Artifacts, Need, parse_dotenv};
 pub use rules::{Context, Decision};
 pub use script::{bash_script, expand};
 pub use yaml::repo_root;
@@ -44,7 +46,7 @@ pub struct Pipeline {
 }
 
 /// One job, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobDef {
     /// Job name.
     pub name: String,
@@ -70,6 +72,12 @@ pub struct JobDef {
     pub policy: Map<String, Value>,
     /// `allow_failure`.
     pub allow_failure: AllowFailure,
+    /// `needs:`; `None` without the keyword (the job follows the stages).
+    pub needs: Option<Vec<Need>>,
+    /// `dependencies:`; `None` without the keyword (all earlier jobs' artifacts).
+    pub dependencies: Option<Vec<String>>,
+    /// `artifacts:` it keeps.
+    pub artifacts: Artifacts,
 }
 
 /// `allow_failure:` — whether a failed job fails the pipeline.
@@ -171,11 +179,14 @@ const JOB_KEYWORDS: &[&str] = &[
 const LOCAL_KEYWORDS: &[&str] = &[
     "after_script",
     "allow_failure",
+    "artifacts",
     "before_script",
+    "dependencies",
     "except",
     "extends",
     "image",
     "inherit",
+    "needs",
     "only",
     "rules",
     "script",
@@ -473,6 +484,13 @@ impl Pipeline {
                 .iter()
                 .filter_map(|k| job.get(*k).map(|v| ((*k).to_string(), v.clone())))
                 .collect(),
+            needs: needs::needs_of(job.get("needs")).map_err(|e| format!("job {name:?}: {e}"))?,
+            dependencies: job.get("dependencies").and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            }),
+            artifacts: needs::artifacts_of(job.get("artifacts")),
             allow_failure: match job.get("allow_failure") {
                 Some(v) => AllowFailure::parse(v).map_err(|e| format!("job {name:?}: {e}"))?,
                 None => AllowFailure::No,

@@ -22,7 +22,10 @@ use crate::gitlab::pipeline::{self, Decision, Pipeline};
 use crate::gitlab::services::ResponseVariable;
 use crate::settings::Settings;
 
+mod artifacts;
 mod project;
+
+use artifacts::{Kept, Upstream};
 
 pub(crate) use project::project_of;
 use project::{git, project_files, rules_context, variables};
@@ -65,8 +68,20 @@ pub(crate) async fn local(
         return Ok(());
     }
     let def = pipeline.job(name)?;
+    let upstream = if args.needs {
+        run_upstream(settings, args, env, cancel, &pipeline, &def).await?
+    } else {
+        if def.needs.is_some() || !def.artifacts.is_empty() {
+            println!(
+                "job {name:?} has needs/artifacts: runnerx local --needs runs what it needs first and passes artifacts"
+            );
+        }
+        Upstream::default()
+    };
     if def.matrix.is_empty() {
-        return run_job(settings, args, env, cancel, def).await;
+        return run_job(settings, args, env, cancel, def, &upstream)
+            .await
+            .map(drop);
     }
     let picks: Vec<(&str, &str)> = args
         .matrix
@@ -99,11 +114,51 @@ pub(crate) async fn local(
         one.name = format!("{name}: [{}]", values.join(", "));
         one.variables.extend(combo.iter().cloned());
         println!("\x1b[36;1m== {}\x1b[0;m", one.name);
-        if let Err(e) = run_job(settings, args, env, cancel, one).await {
+        if let Err(e) = run_job(settings, args, env, cancel, one, &upstream).await {
             first_failure.get_or_insert(e);
         }
     }
     first_failure.map_or(Ok(()), Err)
+}
+
+/// `--needs`: runs every job `def` depends on (its `needs:` chain, or the earlier
+/// stages), each with the artifacts and dotenv variables of the jobs it takes them
+/// from; returns what `def` takes. A failed job stops the chain, as GitLab skips the
+/// jobs that depend on it.
+async fn run_upstream(
+    settings: &Settings,
+    args: &LocalArgs,
+    env: &Env,
+    cancel: &CancellationToken,
+    pipeline: &Pipeline,
+    def: &pipeline::JobDef,
+) -> Result<Upstream> {
+    let runs = |d: &pipeline::JobDef| -> std::result::Result<bool, PipelineError> {
+        match decide(settings, args, env, d) {
+            Ok(decision) => Ok(matches!(decision, Decision::Run { .. })),
+            Err(Error::Pipeline(e)) => Err(e),
+            Err(e) => Err(e.to_string().into()),
+        }
+    };
+    let order = pipeline.upstream(&def.name, &runs)?;
+    if order.is_empty() {
+        println!("job {:?} needs no other job", def.name);
+    }
+    let mut kept: Vec<Kept> = Vec::new();
+    for name in order {
+        let up = pipeline.job(&name)?;
+        println!("\x1b[36;1m== needed first: {name}\x1b[0;m");
+        let from = Upstream::of(&kept, &up);
+        let dotenv = up.artifacts.dotenv.clone();
+        if let Some(tar) = run_job(settings, args, env, cancel, up, &from).await? {
+            kept.push(Kept {
+                job: name,
+                tar,
+                dotenv,
+            });
+        }
+    }
+    Ok(Upstream::of(&kept, def))
 }
 
 /// A local job as the executor will see it.
@@ -170,7 +225,8 @@ async fn run_job(
     env: &Env,
     cancel: &CancellationToken,
     mut def: pipeline::JobDef,
-) -> Result<()> {
+    upstream: &Upstream,
+) -> Result<Option<Vec<u8>>> {
     match decide(settings, args, env, &def)? {
         Decision::Skip(why) => println!(
             "job {:?} would not run in a pipeline ({why}); running it because you named it",
@@ -196,23 +252,27 @@ async fn run_job(
         }
     }
     let allow = def.allow_failure.clone();
-    match run_decided(settings, args, env, cancel, def).await {
+    match run_decided(settings, args, env, cancel, def, upstream).await {
         Err(Error::Script { code }) if allow.allows(code) => {
             println!("\x1b[33;1mWARNING: Job failed: exit code {code} (allowed to fail)\x1b[0;m");
-            Ok(())
+            Ok(None)
         }
         other => other,
     }
 }
 
-/// Runs one job through the executor's own stages.
+/// Runs one job through the executor's own stages, with what it takes from the
+/// jobs before it; returns the artifacts it kept (after a successful build).
 async fn run_decided(
     settings: &Settings,
     args: &LocalArgs,
     env: &Env,
     cancel: &CancellationToken,
-    def: pipeline::JobDef,
-) -> Result<()> {
+    mut def: pipeline::JobDef,
+    upstream: &Upstream,
+) -> Result<Option<Vec<u8>>> {
+    // Dotenv variables of the jobs it takes artifacts from rank above its own.
+    def.variables.extend(upstream.dotenv.iter().cloned());
     let Local {
         job,
         vars,
@@ -263,6 +323,14 @@ async fn run_decided(
         .await?;
         section("get_sources");
         get_sources(&engine, &job, &project, &project_dir).await?;
+        if !upstream.tars.is_empty() {
+            section("download_artifacts");
+            for (from, tar) in &upstream.tars {
+                println!("downloading artifacts of {from}");
+                let tar = artifacts::rerooted(tar, &project_dir, crate::builder::ROOTLESS_UID)?;
+                engine.upload(&job.builder_name(), tar).await?;
+            }
+        }
         let mut build = def.before_script.clone();
         build.extend(def.script.clone());
         let outcome = run("build_script", build, vars.clone()).await;
@@ -274,7 +342,20 @@ async fn run_decided(
                 tracing::warn!("after_script failed (ignored, as in GitLab): {e}");
             }
         }
-        outcome
+        outcome?;
+        if def.artifacts.is_empty() {
+            return Ok(None);
+        }
+        let tar_path = format!("{project_dir}/../.runnerx-artifacts-{}.tar", job.id);
+        run(
+            "upload_artifacts_on_success",
+            vec![artifacts::pack_command(&def.artifacts, &tar_path)],
+            vars.clone(),
+        )
+        .await?;
+        Ok(Some(
+            artifacts::fetch(&engine, &job.builder_name(), &tar_path).await?,
+        ))
     }
     .await;
     section("cleanup");
@@ -283,7 +364,7 @@ async fn run_decided(
     }
     let _ = std::fs::remove_dir_all(&tmp);
     match &result {
-        Ok(()) => println!("\x1b[32;1mJob succeeded\x1b[0;m"),
+        Ok(_) => println!("\x1b[32;1mJob succeeded\x1b[0;m"),
         Err(Error::Script { code }) => {
             println!("\x1b[31;1mERROR: Job failed: exit code {code}\x1b[0;m")
         }

@@ -217,6 +217,9 @@ mod tests {
         let def = pipeline::JobDef {
             policy: Default::default(),
             allow_failure: Default::default(),
+            needs: None,
+            dependencies: None,
+            artifacts: Default::default(),
             name: "build".into(),
             image: None,
             variables: vec![
