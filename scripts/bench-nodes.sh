@@ -19,14 +19,14 @@
 # with dpkg-deb (no arm64 code runs), imported and pushed by a job, joined with
 # `runnerx manifest create`. Runs are interleaved (1a 1b 2a 2b, N rounds).
 #
-# Usage: scripts/bench-nodes.sh [--runs N] [--work N]
-#   --runs N  rounds; the table shows medians and every run (default 3)
+# Usage: scripts/bench-nodes.sh [--runs N | N] [--work N]
+#   --runs N  rounds (or N alone); the table shows medians and every run (default 3)
 #   --work N  loop iterations of the hello RUN step (default 1000000)
 # Env: RUNNERX  the runnerx binary (default target/debug/runnerx; copied at start, so a
 #               rebuild during the run does not mix versions). Never builds anything.
 # Needs root (or what scripts/setup-host.sh needs), Docker, runnerx-builder:local and
 # runnerx-buildkit:local (setup-host makes both). Figures on stdout, progress on
-# stderr; takes about 20-30 minutes with 3 runs on 2 CPUs (the QEMU Go builds dominate).
+# stderr; about 8-9 minutes with 3 runs on 2 idle CPUs (the QEMU Go builds dominate).
 set -euo pipefail
 log() { printf '[bench-nodes] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -38,6 +38,7 @@ while (($#)); do
   case $1 in
     --runs) runs=${2:?--runs needs a number}; shift 2 ;;
     --work) work_iters=${2:?--work needs a number}; shift 2 ;;
+    [0-9]*) runs=$1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -53,8 +54,15 @@ src_bin="${RUNNERX:-$here/target/debug/runnerx}"
 [[ -x $src_bin ]] || die "no runnerx binary at $src_bin (cargo build first, or set RUNNERX)"
 cp "$src_bin" "$work/runnerx"
 RUNNERX="$work/runnerx"
+# Pinned for the whole run under tags of its own: another build on this host may move
+# runnerx-builder:local or runnerx-buildkit:local meanwhile.
+builder_image="runnerx-builder:bench-nodes-$$"
+buildkit_image="runnerx-buildkit:bench-nodes-$$"
+docker tag runnerx-builder:local "$builder_image"
+docker tag runnerx-buildkit:local "$buildkit_image"
 
 REG_PID=""
+SAMPLER_PID=""
 amd="bn$$-amd64"
 arm="bn$$-arm64"
 nodes=("$amd" "$arm")
@@ -65,6 +73,8 @@ cleanup() {
     docker volume rm -f "runnerx-node-$n" >/dev/null 2>&1 || true
   done
   if [[ -n $REG_PID ]]; then kill "$REG_PID" 2>/dev/null || true; fi
+  if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+  docker image rm "$builder_image" "$buildkit_image" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -81,7 +91,7 @@ base_toml="$work/base.toml"
 nodes_toml="$work/nodes.toml"
 cat >"$base_toml" <<TOML
 [builder]
-image = "runnerx-builder:local"
+image = "$builder_image"
 pull_policy = "never"
 host_loopback = true
 extra_hosts = ["registry.test:127.0.0.1", "$amd.test:127.0.0.1", "$arm.test:127.0.0.1"]
@@ -180,7 +190,7 @@ start_node() { # NAME PLATFORM -> appends its [[nodes]] entry to nodes.toml
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   out="$work/nodes/$name"
   "$RUNNERX" node --name "$name" --address "$name.test" --listen 127.0.0.1 --port "$port" \
-    --platform "$platform" --ca "$work/nodes-ca" --out "$out" --image runnerx-buildkit:local --start \
+    --platform "$platform" --ca "$work/nodes-ca" --out "$out" --image "$buildkit_image" --start \
     >"$out.log" 2>&1 || { tail -n 20 "$out.log" >&2; die "runnerx node $name did not start"; }
   grep -m1 "^node $name answers" "$out.log" | while read -r line; do log "$line"; done
   # The printed entry names /etc/runnerx/nodes/NAME (where an operator copies runner/).
@@ -198,7 +208,22 @@ start_node "$arm" linux/arm64
 [[ $(grep -c '^\[\[nodes\]\]' "$nodes_toml") == 2 ]] || die "no [[nodes]] entries in the output of runnerx node"
 
 # --- The runs -----------------------------------------------------------------------
-declare -A wall build
+# Other work on the host skews the figures (this project's CPUs are often shared with
+# cargo builds, test suites and image builds): every 2 s a sampler notes whether cargo,
+# rustc, a test binary (target/*/deps/*) or docker/build-*-image.sh runs; runs that
+# overlap such a moment are marked "!".
+busy="$work/busy"
+: >"$busy"
+(
+  while :; do
+    if pgrep -x cargo >/dev/null || pgrep -x rustc >/dev/null || pgrep -f '/target/[^ ]*/deps/|build-[a-z]*-image\.sh' >/dev/null; then
+      date +%s >>"$busy"
+    fi
+    sleep 2
+  done
+) &
+SAMPLER_PID=$!
+declare -A wall build marks
 seq=0
 mkdir -p "$work/logs"
 # timed FIGURE SETTINGS ARGS... : one `runnerx local build ARGS` with SETTINGS; records
@@ -226,6 +251,12 @@ timed() {
     die "$fig: a platform went to a node in a run without nodes"
   fi
   sed -n '/^runnerx build report:/,/^[^ ]/p' "$logf" | grep '^  ' | while read -r line; do log "  $line"; done
+  if awk -v a="$((t0 / 1000000000))" -v b="$((t1 / 1000000000 + 1))" '$1 >= a && $1 <= b {f = 1} END {exit !f}' "$busy"; then
+    marks[$fig]+="! "
+    log "  (cargo, rustc, a test binary or an image build ran on this host during this run)"
+  else
+    marks[$fig]+="- "
+  fi
   wall[$fig]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b - a) / 1e9}') "
   build[$fig]+="$(awk -v m="$ms" 'BEGIN {printf "%.1f", m / 1000}') "
   seq=$((seq + 1))
@@ -256,7 +287,7 @@ declare -A mw mb
 host_arch=$(uname -m)
 printf 'runnerx bench-nodes: medians of %d runs, seconds (host %s, %s CPUs, %s)\n' \
   "$runs" "$host_arch" "$(nproc)" "$("$RUNNERX" --version)"
-printf '%-3s %-62s %6s %6s   %s\n' "" "" wall build "every run (wall/build)"
+printf '%-3s %-62s %6s %6s %7s   %s\n' "" "" wall build "quiet" "every run (wall/build)"
 for fig in 1a 1b 2a 2b; do
   case $fig in
     1a) what="hello amd64+arm64, no nodes (docker driver, arm64 under QEMU)" ;;
@@ -266,17 +297,23 @@ for fig in 1a 1b 2a 2b; do
   esac
   read -r -a ws <<<"${wall[$fig]}"
   read -r -a bs <<<"${build[$fig]}"
+  read -r -a ms <<<"${marks[$fig]}"
+  quiet=()
+  for i in "${!ws[@]}"; do [[ ${ms[$i]} == "!" ]] || quiet+=("${ws[$i]}"); done
+  mq="-"
+  if ((${#quiet[@]})); then mq="$(median "${quiet[@]}")"; fi
   mw[$fig]=$(median "${ws[@]}")
   mb[$fig]=$(median "${bs[@]}")
   all=""
-  for i in "${!ws[@]}"; do all+="${ws[$i]}/${bs[$i]}  "; done
-  printf '%-3s %-62s %6s %6s   %s\n' "$fig" "$what" "${mw[$fig]}" "${mb[$fig]}" "${all%  }"
+  for i in "${!ws[@]}"; do all+="${ws[$i]}/${bs[$i]}${ms[$i]#-}  "; done
+  printf '%-3s %-62s %6s %6s %7s   %s\n' "$fig" "$what" "${mw[$fig]}" "${mb[$fig]}" "$mq" "${all%  }"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; }
 printf 'ratios: 1b/1a wall %s, build %s; 2b/2a wall %s, build %s\n' \
   "$(ratio "${mw[1b]}" "${mw[1a]}")" "$(ratio "${mb[1b]}" "${mb[1a]}")" \
   "$(ratio "${mw[2b]}" "${mw[2a]}")" "$(ratio "${mb[2b]}" "${mb[2a]}")"
 echo "wall: \`runnerx local build\` end to end (fresh builder, copy, build + push, index check, cleanup)"
+echo "quiet: median wall time of the runs not marked !; ! = cargo, rustc, a test binary or an image build ran meanwhile"
 echo "build: the template's \`docker buildx build --push\` alone (its 'build took' line)"
 echo "1b: both nodes run on this $host_arch host, so the node of the other architecture emulates it"
 echo "    with QEMU too: this is the node path (remote BuildKit over mTLS), not native hardware"
