@@ -22,8 +22,8 @@
 # Usage: scripts/bench-nodes.sh [--runs N | N] [--work N]
 #   --runs N  rounds (or N alone); the table shows medians and every run (default 3)
 #   --work N  loop iterations of the hello RUN step (default 1000000)
-# Env: RUNNERX  the runnerx binary (default target/debug/runnerx; copied at start, so a
-#               rebuild during the run does not mix versions). Never builds anything.
+# Env: RUNNERX  the runnerx binary (default target/debug/runnerx, built when missing);
+#               copied at start, so a rebuild during the run does not mix versions.
 # Needs root (or what scripts/setup-host.sh needs), Docker, runnerx-builder:local and
 # runnerx-buildkit:local (setup-host makes both). Figures on stdout, progress on
 # stderr; about 8-9 minutes with 3 runs on 2 idle CPUs (the QEMU Go builds dominate).
@@ -51,6 +51,9 @@ cd "$here"
 started=$(date +%s)
 work="$(mktemp -d /tmp/runnerx-bench-nodes.XXXXXX)"
 src_bin="${RUNNERX:-$here/target/debug/runnerx}"
+if [[ -z ${RUNNERX:-} && ! -x $src_bin ]]; then
+  (cd "$here" && cargo build --locked -q)
+fi
 [[ -x $src_bin ]] || die "no runnerx binary at $src_bin (cargo build first, or set RUNNERX)"
 cp "$src_bin" "$work/runnerx"
 RUNNERX="$work/runnerx"

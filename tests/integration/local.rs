@@ -153,7 +153,7 @@ fn a_matrix_runs_every_combination_or_the_one_picked_and_list_and_preview_show_j
     assert_code(&out, 0);
     assert_eq!(
         text(&out).0.trim(),
-        "build\tstage package (2 matrix combinations)"
+        "build\tstage package (2 matrix combinations)\truns"
     );
 
     let out = job.runnerx_in(project.path(), &["local", "build", "--preview"]);

@@ -174,7 +174,9 @@ fn example_project_builds_both_platforms_through_the_template() {
     assert_code(&out, 0);
     assert!(text(&out).0.contains("linux/arm64/v8"), "{}", text(&out).0);
 
-    // 5. Both images run per platform in a builder: natively and under QEMU.
+    // 5. Both images run per platform in a builder: natively and under QEMU. The job's
+    // `docker pull` fetches every platform first (a `docker run` that pulls a missing
+    // platform itself lost its output once in a CI rehearsal).
     let mut runner = Job::new()
         .with_settings(&reg.settings_block(&reg.ca_file(), ""))
         .env("REG_PW", PASSWORD);
@@ -182,7 +184,8 @@ fn example_project_builds_both_platforms_through_the_template() {
     let out = runner.run(
         "build_script",
         &format!(
-            "docker run --rm --platform linux/arm64 {host}/demo/hello:1.0 cat /etc/arch\n\
+            "docker pull -q {host}/demo/hello:1.0 >/dev/null\n\
+             docker run --rm --platform linux/arm64 {host}/demo/hello:1.0 cat /etc/arch\n\
              docker run --rm --platform linux/amd64 {host}/demo/hello:1.0 cat /etc/arch\n\
              echo base-arm64=$(docker run --rm --platform linux/arm64 {base} uname -m)\n\
              echo base-amd64=$(docker run --rm --platform linux/amd64 {base} uname -m)\n\
