@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands::{self as cmds, BUILDX_BUILDER, BUILDX_LOCAL};
 use super::engine::Engine;
-use super::spec::{home_tar, job_home};
+use super::tarball::{home_tar, job_home};
 use crate::buildkit::{self, Plan};
 use crate::error::{Error, Result};
 use crate::settings::{Node, Platform, Settings};

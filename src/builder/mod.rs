@@ -12,9 +12,11 @@ pub(crate) mod engine;
 pub(crate) mod lifecycle;
 pub(crate) mod services;
 pub(crate) mod spec;
+pub(crate) mod tarball;
 
 #[cfg(test)]
 mod snapshots;
 
 pub(crate) use commands::*;
 pub(crate) use spec::*;
+pub(crate) use tarball::*;

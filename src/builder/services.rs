@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
-use super::spec::{home_tar, job_home};
+use super::tarball::{home_tar, job_home};
 use super::user_cmd;
 use crate::error::{Error, Result};
 use crate::settings::PullPolicy;
