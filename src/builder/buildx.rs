@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands::{self as cmds, BUILDX_BUILDER, BUILDX_LOCAL};
 use super::engine::Engine;
-use super::tarball::{home_tar, job_home};
+use super::spec::job_home;
+use super::tarball::home_tar;
 use crate::buildkit::{self, Plan};
 use crate::error::{Error, Result};
 use crate::settings::{Node, Platform, Settings};
@@ -125,7 +126,9 @@ async fn create_node_builder(
             ]
         })
         .collect();
-    engine.upload(builder, home_tar(rootless, &files)).await?;
+    engine
+        .upload(builder, home_tar(job_home(rootless), &files))
+        .await?;
     let (home, _) = job_home(rootless);
     let names: Vec<&str> = std::iter::once(BUILDX_LOCAL)
         .filter(|_| !plan.local.is_empty())

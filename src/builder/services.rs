@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
-use super::tarball::{home_tar, job_home};
+use super::spec::job_home;
+use super::tarball::home_tar;
 use super::user_cmd;
 use crate::error::{Error, Result};
 use crate::settings::PullPolicy;
@@ -138,7 +139,7 @@ pub(crate) async fn start(
         })
         .collect();
     engine
-        .upload(builder, home_tar(rootless, &env_files))
+        .upload(builder, home_tar(job_home(rootless), &env_files))
         .await?;
     let (home, _) = job_home(rootless);
     let (code, out) = exec(

@@ -577,6 +577,16 @@ pub(crate) fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
     tar_owned(&refs, user)
 }
 
+/// The job user's home and uid: `/home/rootless` and 1000 in rootless builders, else
+/// root's.
+pub(crate) fn job_home(rootless: bool) -> (&'static str, u32) {
+    if rootless {
+        (ROOTLESS_HOME, ROOTLESS_UID)
+    } else {
+        ("/root", 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

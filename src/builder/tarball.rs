@@ -2,22 +2,9 @@
 //! there. The engine keeps a tar's ownership on upload, which is how files reach the
 //! job user's 0700 home without the builder's root entering it.
 
-use super::spec::{ROOTLESS_HOME, ROOTLESS_UID};
-
-/// The job user's home and uid: `/home/rootless` and 1000 in rootless builders, else
-/// root's.
-pub(crate) fn job_home(rootless: bool) -> (&'static str, u32) {
-    if rootless {
-        (ROOTLESS_HOME, ROOTLESS_UID)
-    } else {
-        ("/root", 0)
-    }
-}
-
 /// A tar of `(path relative to the job user's home, content, mode)` entries, owned by
-/// the job user (secrets the job's own tools read: service env files, node keys).
-pub(crate) fn home_tar(rootless: bool, files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
-    let (home, uid) = job_home(rootless);
+/// the job user (`spec::job_home`) (secrets the job's own tools read: service env files, node keys).
+pub(crate) fn home_tar((home, uid): (&str, u32), files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
     let home = home.trim_start_matches('/');
     let full: Vec<(String, &[u8], u32)> = files
         .iter()
