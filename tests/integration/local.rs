@@ -178,6 +178,7 @@ build:
     - echo VERSION=1.2.3 > build.env
   artifacts:
     paths: [dist/]
+    untracked: true
     reports:
       dotenv: build.env
 
@@ -219,6 +220,10 @@ report:
     );
     assert!(stdout.contains("\napp-binary\n"), "{stdout}");
     assert!(stdout.contains("version=1.2.3"), "{stdout}");
+    assert!(
+        stderr.contains("artifacts: untracked is not honoured by runnerx local"),
+        "{stderr}"
+    );
     // Without needs: every job of the earlier stages the pipeline runs (not the one
     // its rules leave out).
     let out = job.runnerx_in(project.path(), &["local", "report", "--needs"]);

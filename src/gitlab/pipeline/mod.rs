@@ -421,6 +421,26 @@ impl Pipeline {
                 "job {name:?}: {key} is not honoured by runnerx local; the job runs without it"
             );
         }
+        // Of artifacts:, --needs passes paths and dotenv reports on; name the rest.
+        if let Some(Value::Object(a)) = job.get("artifacts") {
+            let reports = a.get("reports").and_then(Value::as_object);
+            let unhonoured = a
+                .keys()
+                .filter(|k| {
+                    !["paths", "reports", "name", "expire_in", "expose_as"].contains(&k.as_str())
+                })
+                .map(|k| format!("artifacts: {k}"))
+                .chain(reports.into_iter().flat_map(|r| {
+                    r.keys()
+                        .filter(|k| k.as_str() != "dotenv")
+                        .map(|k| format!("artifacts: reports: {k}"))
+                }));
+            for what in unhonoured {
+                tracing::warn!(
+                    "job {name:?}: {what} is not honoured by runnerx local; the job runs without it"
+                );
+            }
+        }
         let inherit = job.get("inherit");
         let default: Map<String, Value> = self
             .doc
