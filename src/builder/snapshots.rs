@@ -74,6 +74,22 @@ fn spec() -> BuilderSpec {
 
 /// The container body as JSON, with the (vendored, 800-line) seccomp profile named
 /// rather than inlined.
+/// `v` with every object's keys sorted: the body holds hash maps (labels, tmpfs),
+/// whose order serde_json keeps as it meets them.
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
+}
+
 fn body_json(rights: Rights) -> serde_json::Value {
     let mut v = serde_json::to_value(container_body(&spec(), rights)).unwrap();
     if let Some(opts) = v["HostConfig"]["SecurityOpt"].as_array_mut() {
@@ -83,7 +99,7 @@ fn body_json(rights: Rights) -> serde_json::Value {
             }
         }
     }
-    v
+    sorted(v)
 }
 
 /// Every file of the boot bundle: path, mode, owner, then its content.

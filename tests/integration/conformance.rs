@@ -254,3 +254,33 @@ fn variables_expand_as_gitlab_runner_does() {
     // $$ is a literal $, an unknown variable is empty.
     assert_eq!(expand("$$HOME and $NOPE.", &known), "$HOME and .");
 }
+
+#[test]
+fn parallel_matrix_expands_in_the_order_written() {
+    // Docs (parallel:matrix): one job per combination, named `job: [values]` with the
+    // values in the order the keys are written.
+    let def = job(
+        "deploystacks:\n  script: [x]\n  parallel:\n    matrix:\n      - STACK: [monitoring, app1]\n        PROVIDER: aws\n      - PROVIDER: [gcp, vultr]\n        STACK: data\n",
+        "deploystacks",
+    );
+    let names: Vec<String> = def
+        .matrix
+        .iter()
+        .map(|combo| {
+            let values: Vec<&str> = combo.iter().map(|(_, v)| v.as_str()).collect();
+            format!("deploystacks: [{}]", values.join(", "))
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "deploystacks: [monitoring, aws]",
+            "deploystacks: [app1, aws]",
+            "deploystacks: [gcp, data]",
+            "deploystacks: [vultr, data]",
+        ]
+    );
+    // Jobs are listed in the order of the file.
+    let p = load("zeta:\n  script: [x]\nalpha:\n  script: [x]\n");
+    assert_eq!(p.jobs(), ["zeta", "alpha"]);
+}
