@@ -171,12 +171,13 @@ fn list(platforms: &[Platform]) -> String {
         .join(", ")
 }
 
-/// `[[nodes]]`: asks every node whether it answers, then makes the job's multi-node
+/// `[[nodes]]` (those serving the job's project): asks every node whether it answers, then makes the job's multi-node
 /// buildx builder — each platform on its node, the rest (and the platforms of silent
 /// nodes with `fallback = "qemu"`) in this builder. Returns the placement file's text
 /// and one line for the job log saying where each platform goes.
 pub(crate) async fn setup_nodes(
     settings: &Settings,
+    nodes: &[Node],
     engine: &Engine,
     builder: &str,
     native: &str,
@@ -185,9 +186,9 @@ pub(crate) async fn setup_nodes(
 ) -> Result<(String, String)> {
     let answers = tokio::select! {
         () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
-        a = buildkit::probe_all(&settings.nodes, &settings.builder.extra_hosts, NODE_TIMEOUT) => a,
+        a = buildkit::probe_all(nodes, &settings.builder.extra_hosts, NODE_TIMEOUT) => a,
     };
-    let plan = buildkit::plan(&settings.nodes, &answers, &settings.builder.platforms)?;
+    let plan = buildkit::plan(nodes, &answers, &settings.builder.platforms)?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }

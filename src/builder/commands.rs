@@ -218,6 +218,8 @@ mod tests {
             },
             server_name: "arm1.example.com".into(),
             fallback: crate::settings::NodeFallback::Qemu,
+            projects: vec![],
+            project_ids: vec![],
         };
         let cmds = buildx_nodes_cmds(&[&arm], &platforms(&["linux/amd64"]), "/home/rootless");
         let lines: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();

@@ -284,6 +284,8 @@ mod tests {
             },
             server_name: name.into(),
             fallback,
+            projects: vec![],
+            project_ids: vec![],
         }
     }
 

@@ -140,6 +140,8 @@ pub(crate) async fn node(settings: &Settings, args: &NodeArgs) -> Result<()> {
         },
         server_name: spec.address.clone(),
         fallback: NodeFallback::Fail,
+        projects: vec![],
+        project_ids: vec![],
     };
     let info = wait_answer(&engine, &spec, &probe_node, &settings.builder.extra_hosts).await?;
     println!(

@@ -34,6 +34,20 @@ pub(crate) struct Node {
     pub server_name: String,
     /// What a job does when the node does not answer.
     pub fallback: NodeFallback,
+    /// Project path globs whose jobs may use it (with `project_ids`; both empty: all).
+    pub projects: Vec<String>,
+    /// Project ids whose jobs may use it.
+    pub project_ids: Vec<u64>,
+}
+
+impl Node {
+    /// Whether jobs of `project` build on this node: a node shares its build cache
+    /// (cache mounts, layers) between every job that uses it, so operators can keep a
+    /// node to the projects that may share one.
+    pub(crate) fn serves(&self, project: &super::Project) -> bool {
+        (self.projects.is_empty() && self.project_ids.is_empty())
+            || project.is_one_of(&self.projects, &self.project_ids)
+    }
 }
 
 /// `tcp://host:port` → (host, port).
@@ -191,6 +205,8 @@ pub(crate) fn validate_nodes(
                 key_pem: Secret::new(key_pem),
             },
             fallback: n.fallback.unwrap_or(NodeFallback::Qemu),
+            projects: n.projects,
+            project_ids: n.project_ids,
         });
     }
     Ok(nodes)

@@ -192,6 +192,12 @@ pub(crate) struct RawNode {
     pub server_name: Option<String>,
     /// When the node does not answer: `qemu` (default) or `fail`.
     pub fallback: Option<NodeFallback>,
+    /// GitLab project paths (globs) whose jobs may use it (default: every project).
+    #[serde(default)]
+    pub projects: Vec<String>,
+    /// GitLab project ids whose jobs may use it.
+    #[serde(default)]
+    pub project_ids: Vec<u64>,
 }
 
 /// `[proxy]` as written.

@@ -63,15 +63,23 @@ pub(crate) struct Project {
 impl CredentialRule {
     /// Whether the rule is for `project`.
     pub(crate) fn matches(&self, project: &Project) -> bool {
-        let by_id = project
+        project.is_one_of(&self.projects, &self.project_ids)
+    }
+}
+
+impl Project {
+    /// Whether the project's path matches one of the `paths` globs or its id is one of
+    /// `ids` (a job without a trusted id or path matches neither).
+    pub(crate) fn is_one_of(&self, paths: &[String], ids: &[u64]) -> bool {
+        let by_id = self
             .id
             .as_deref()
             .and_then(|id| id.parse::<u64>().ok())
-            .is_some_and(|id| self.project_ids.contains(&id));
-        let by_path = project
+            .is_some_and(|id| ids.contains(&id));
+        let by_path = self
             .path
             .as_deref()
-            .is_some_and(|p| self.projects.iter().any(|g| glob(g, p)));
+            .is_some_and(|p| paths.iter().any(|g| glob(g, p)));
         by_id || by_path
     }
 }

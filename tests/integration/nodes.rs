@@ -321,6 +321,37 @@ fn nodes_build_their_platforms_a_silent_node_falls_back_and_docker_container_wor
     assert!(stderr.contains("linux/arm64 in this builder"), "{stderr}");
     assert!(stdout.contains("linux/arm64"), "{stdout}");
 
+    // A node kept to some projects (its build cache is shared by whoever uses it):
+    // a job of another project builds that platform in its own builder.
+    let team_a = node_a.replace("[[nodes]]\n", "[[nodes]]\nprojects = [\"team-a/*\"]\n");
+    let job = job.settings(&settings(
+        &reg,
+        &names,
+        &format!("buildkit_image = \"{mirrored}\"\n{team_a}\n{node_b}"),
+    ));
+    for (project, on_node) in [("team-b/app", false), ("team-a/app", true)] {
+        let out = job.runnerx_in(
+            proj.path(),
+            &[
+                "local",
+                "build",
+                "--project",
+                project,
+                "--var",
+                &format!("IMAGE={host}/demo/nodes:{}", project.replace('/', "-")),
+            ],
+        );
+        let (_, stderr) = text(&out);
+        assert_code(&out, 0);
+        let uses = stderr.contains(&format!("linux/amd64 on node {amd}"));
+        assert_eq!(uses, on_node, "{project}: {stderr}");
+        assert_eq!(
+            stderr.contains(&format!("node {amd} serves other projects")),
+            !on_node,
+            "{project}: {stderr}"
+        );
+    }
+
     // With fallback = "fail" the same silence is a system failure naming the node.
     let failing = node_b.replace("[[nodes]]\n", "[[nodes]]\nfallback = \"fail\"\n");
     let mut strict = Job::new()

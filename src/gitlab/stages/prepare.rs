@@ -227,7 +227,27 @@ pub(crate) async fn prepare(
         .await?;
         steps.done("services started");
     }
-    let placement = if settings.nodes.is_empty() {
+    // Nodes share their build cache between the jobs that use them: only the ones
+    // that serve this job's (trusted) project are used.
+    let who = job.identity();
+    let nodes: Vec<crate::settings::Node> = settings
+        .nodes
+        .iter()
+        .filter(|n| n.serves(&who))
+        .cloned()
+        .collect();
+    for n in settings.nodes.iter().filter(|n| !n.serves(&who)) {
+        tracing::info!(
+            "node {} serves other projects; this job builds {} here",
+            n.name,
+            n.platforms
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let placement = if nodes.is_empty() {
         if b.driver == Driver::DockerContainer {
             buildx::create_container_builder(settings, engine, &name, cancel).await?;
             steps.done("buildx docker-container builder ready");
@@ -235,7 +255,7 @@ pub(crate) async fn prepare(
         buildkit::placement(&b.platforms, native, &[])
     } else {
         let (placement, placed) =
-            buildx::setup_nodes(settings, engine, &name, native, rootless, cancel).await?;
+            buildx::setup_nodes(settings, &nodes, engine, &name, native, rootless, cancel).await?;
         steps.done(&format!("buildx builder ready: {placed}"));
         placement
     };

@@ -69,6 +69,16 @@ pub(super) async fn check(settings: &Settings, r: &mut Report) {
             );
         }
         r.note(
+            "projects",
+            if node.projects.is_empty() && node.project_ids.is_empty() {
+                "every project's jobs use it (and share its build cache)".to_string()
+            } else {
+                let mut who = node.projects.clone();
+                who.extend(node.project_ids.iter().map(|id| format!("project id {id}")));
+                format!("jobs of {} only", who.join(", "))
+            },
+        );
+        r.note(
             "registries",
             "the node pushes to them itself: its buildkitd.toml needs their CAs (`runnerx node` writes them)",
         );
