@@ -25,17 +25,11 @@ PACKAGES=(
 REPO="${RUNNERX_BUILDER_REPO:-runnerx-builder}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# The hash covers this script (package list, suite, import options).
-hash="$(sha256sum "$here/build-builder-image.sh" | cut -c1-12)"
-tag="$REPO:$hash"
-
-if [[ "${1:-}" == "--print-tag" ]]; then
-  echo "$tag"
-  exit 0
-fi
-
 # shellcheck source=docker/image-lib.sh
 . "$here/image-lib.sh"
+# The tag's hash covers this recipe (package list, suite, import options).
+tag="$(recipe_tag "$here/build-builder-image.sh" "$REPO")"
+[[ "${1:-}" == "--print-tag" ]] && { echo "$tag"; exit 0; }
 reuse_image "$tag" "$REPO"
 mirror="$(debian_mirror)"
 need_tools debootstrap docker

@@ -55,17 +55,11 @@ CNI_LINKS=(bridge loopback host-local firewall)
 REPO="${RUNNERX_BUILDKIT_REPO:-runnerx-buildkit}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# The hash covers this script (package lists, patches, stand-ins, image options).
-hash="$(sha256sum "$here/build-buildkit-image.sh" | cut -c1-12)"
-tag="$REPO:$hash"
-
-if [[ "${1:-}" == "--print-tag" ]]; then
-  echo "$tag"
-  exit 0
-fi
-
 # shellcheck source=docker/image-lib.sh
 . "$here/image-lib.sh"
+# The tag's hash covers this recipe (package lists, patches, stand-ins, image options).
+tag="$(recipe_tag "$here/build-buildkit-image.sh" "$REPO")"
+[[ "${1:-}" == "--print-tag" ]] && { echo "$tag"; exit 0; }
 reuse_image "$tag" "$REPO"
 mirror="$(debian_mirror)"
 need_tools debootstrap docker chroot

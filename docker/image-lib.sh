@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Sourced by docker/build-*-image.sh: what the image recipes share — their log line,
-# the cached-tag check and the Debian mirror. Image content lives in each recipe
+# the recipe-hash tag and cached-tag check, and the Debian mirror. Image content lives in each recipe
 # (whose own hash tags the image); nothing here changes what goes into an image.
 
 # log MESSAGE…: one line on stderr, prefixed with the recipe's name.
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+
+# recipe_tag RECIPE REPO: REPO:<first 12 hex of the recipe's sha256>.
+recipe_tag() { echo "$2:$(sha256sum "$1" | cut -c1-12)"; }
 
 # reuse_image TAG REPO: when TAG exists, tags it REPO:local, prints it and exits 0.
 reuse_image() {
