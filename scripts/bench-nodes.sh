@@ -168,8 +168,12 @@ seed:
       done
 YAML
 log "pushing $REG/base/golang:1-amd64 and -arm64 (runnerx local), joining them (runnerx manifest create)"
-"$RUNNERX" local seed -f "$goseed/.gitlab-ci.yml" >"$work/seed-golang.log" 2>&1 \
-  || { tail -n 30 "$work/seed-golang.log" >&2; die "seeding the Go toolchain image failed"; }
+rc=0
+"$RUNNERX" local seed -f "$goseed/.gitlab-ci.yml" >"$work/seed-golang.log" 2>&1 || rc=$?
+if ((rc)); then
+  tail -n 30 "$work/seed-golang.log" >&2
+  die "seeding the Go toolchain image failed (runnerx local exited $rc; its log ends above)"
+fi
 "$RUNNERX" manifest create "$REG/base/golang:1" "$REG/base/golang:1-amd64" "$REG/base/golang:1-arm64" >/dev/null
 rm -rf "$goseed"
 
@@ -232,14 +236,15 @@ mkdir -p "$work/logs"
 # timed FIGURE SETTINGS ARGS... : one `runnerx local build ARGS` with SETTINGS; records
 # its wall time and the build step's own time ("build took N ms" in the job's output).
 timed() {
-  local fig=$1 cfg=$2 logf t0 t1 ms
+  local fig=$1 cfg=$2 logf t0 t1 ms rc=0
   shift 2
   logf="$work/logs/$fig-$seq.log"
   log "run $round/$runs $fig (load $(cut -d' ' -f1-3 /proc/loadavg))"
   t0=$(date +%s%N)
-  if ! RUNNERX_CONFIG="$cfg" "$RUNNERX" local build "$@" >"$logf" 2>&1; then
+  RUNNERX_CONFIG="$cfg" "$RUNNERX" local build "$@" >"$logf" 2>&1 || rc=$?
+  if ((rc)); then
     tail -n 40 "$logf" >&2
-    die "$fig failed (log above)"
+    die "$fig failed (runnerx local exited $rc; its log ends above)"
   fi
   t1=$(date +%s%N)
   ms=$(sed -n 's/.*(build took \([0-9]*\) ms).*/\1/p' "$logf" | tail -n 1)
