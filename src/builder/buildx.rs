@@ -141,7 +141,7 @@ async fn create_node_builder(
         let (code, out) = run(engine, builder, cmd, cancel).await?;
         if code != 0 {
             return Err(Error::Node(format!(
-                "buildx could not add node {node} to the job's builder: {}",
+                "buildx could not add node {node} to the job's builder ({}); `runnerx doctor` checks its endpoint and mTLS files",
                 cmds::last_line(&out)
             )));
         }
@@ -162,14 +162,6 @@ pub(crate) const PLACEMENT: &str = "etc/runnerx/placement";
 
 /// How long a node may take to answer at prepare.
 const NODE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn list(platforms: &[Platform]) -> String {
-    platforms
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// `[[nodes]]` (those serving the job's project): asks every node whether it answers, then makes the job's multi-node
 /// buildx builder — each platform on its node, the rest (and the platforms of silent
@@ -204,14 +196,17 @@ pub(crate) async fn setup_nodes(
         .map(|(n, v)| {
             format!(
                 "{} on node {} (BuildKit {})",
-                list(&n.platforms),
+                Platform::joined(&n.platforms, ", "),
                 n.name,
                 v.unwrap_or("?")
             )
         })
         .collect();
     if !plan.local.is_empty() {
-        placed.push(format!("{} in this builder", list(&plan.local)));
+        placed.push(format!(
+            "{} in this builder",
+            Platform::joined(&plan.local, ", ")
+        ));
     }
     Ok((
         buildkit::placement(&settings.builder.platforms, native, &versions),

@@ -17,14 +17,6 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_string()).collect()
 }
 
-fn platform_list(platforms: &[Platform]) -> String {
-    platforms
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// `docker buildx create` of a docker-container builder `name` (one node, also named
 /// `name`, so its container is `buildx_buildkit_<name>`): the rendered buildkitd.toml
 /// (registry CAs, mirrors), host networking (resolves registries as the builder does),
@@ -53,7 +45,7 @@ pub(crate) fn buildx_create_cmd(
         "--buildkitd-config",
         trust::BUILDKITD_TOML,
         "--platform",
-        &platform_list(platforms),
+        &Platform::joined(platforms, ","),
         "--bootstrap",
     ]);
     if use_it {
@@ -89,7 +81,7 @@ pub(crate) fn buildx_nodes_cmds(
             "--node",
             node,
             "--platform",
-            &platform_list(platforms),
+            &Platform::joined(platforms, ","),
         ]));
         c
     };

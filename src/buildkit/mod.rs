@@ -199,12 +199,7 @@ pub(crate) fn plan<'a>(
     let mut remote = Vec::new();
     let mut warnings = Vec::new();
     for (node, answer) in nodes.iter().zip(answers) {
-        let list = node
-            .platforms
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = Platform::joined(&node.platforms, ", ");
         match (answer, node.fallback) {
             (Ok(info), _) => {
                 let missing = missing_platforms(node, info);

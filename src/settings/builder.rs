@@ -42,6 +42,17 @@ impl std::fmt::Display for Platform {
     }
 }
 
+impl Platform {
+    /// `platforms` as text, `sep` between them (`linux/amd64,linux/arm64`).
+    pub(crate) fn joined(platforms: &[Platform], sep: &str) -> String {
+        platforms
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+}
+
 const KNOWN_ARCHES: &[&str] = &[
     "amd64", "arm64", "arm", "386", "riscv64", "ppc64le", "s390x", "mips64le", "mips64", "loong64",
 ];

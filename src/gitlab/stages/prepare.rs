@@ -29,7 +29,7 @@ use crate::host;
 use crate::host::binfmt::{self, Handler};
 use crate::host::lock::HostLock;
 use crate::logging::human;
-use crate::settings::{BinfmtMode, CacheMode, Driver, Isolation, Limits, Settings};
+use crate::settings::{BinfmtMode, CacheMode, Driver, Isolation, Limits, Platform, Settings};
 
 /// Logs each step with its duration.
 struct Steps {
@@ -208,11 +208,7 @@ pub(crate) async fn prepare(
     setup_platforms(settings, engine, &name, native, &needed, in_builder, cancel).await?;
     steps.done(&format!(
         "platforms {} ready",
-        b.platforms
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
+        Platform::joined(&b.platforms, ",")
     ));
     if !job.services.is_empty() {
         builder::services::start(
@@ -240,11 +236,7 @@ pub(crate) async fn prepare(
         tracing::info!(
             "node {} serves other projects; this job builds {} here",
             n.name,
-            n.platforms
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            Platform::joined(&n.platforms, ", ")
         );
     }
     let placement = if nodes.is_empty() {

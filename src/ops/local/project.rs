@@ -9,16 +9,35 @@ use crate::error::{Error, Result};
 use crate::gitlab::job::Job;
 use crate::gitlab::pipeline;
 
+/// `git -C project args…`'s output, or `None` when git fails. Answers are kept for
+/// the process: a local run asks the same questions for every job it decides (`--list`,
+/// `--needs`) and again when it runs one, and the project does not change meanwhile.
 pub(super) fn git(project: &Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
+    type Key = (PathBuf, Vec<String>);
+    static ANSWERS: std::sync::Mutex<BTreeMap<Key, Option<String>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let key = (
+        project.to_path_buf(),
+        args.iter().map(|a| (*a).to_string()).collect(),
+    );
+    if let Some(known) = ANSWERS.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return known;
+    }
+    let answer = std::process::Command::new("git")
         .arg("-C")
         .arg(project)
         .args(args)
         .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .ok()
+        .and_then(|out| {
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        });
+    if let Ok(mut m) = ANSWERS.lock() {
+        m.insert(key, answer.clone());
+    }
+    answer
 }
 
 /// Predefined variables, then the pipeline's, then `--var`s; values expanded in order.
