@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the runnerx DinD builder image from Debian packages, with no registry pull:
-# debootstrap a Debian 13 (trixie) rootfs with dockerd, the docker CLI with buildx,
-# bash, git, iproute2, the QEMU user emulators and what rootless builders need
-# (rootlesskit, slirp4netns, uidmap, the user `rootless`), then `docker import` it.
+# Builds the runnerx builder image from docker/Dockerfile with no registry pull: the
+# Dockerfile's base (debian:trixie-slim) is made here with debootstrap (minbase
+# trixie) and tagged runnerx-base:trixie, then `docker build` installs the packages
+# of docker/builder-packages.txt from the Debian mirror, exactly as a production build
+# does. What users build is what the tests use.
 #
-# The image is tagged runnerx-builder:<hash of this recipe> and runnerx-builder:local.
+# The image is tagged runnerx-builder:<hash of the recipe>, runnerx-builder:local (the
+# tests') and runnerx-builder:latest (builder.image's default).
 # If the hashed tag already exists the build is skipped, so tests and CI build it
 # once per machine (or once per recipe change).
 #
@@ -15,65 +17,48 @@
 set -euo pipefail
 
 SUITE=trixie
-PACKAGES=(
-  docker.io docker-cli docker-buildx containerd runc tini
-  iptables iproute2 ca-certificates
-  bash git git-lfs curl jq procps util-linux
-  qemu-user-static binfmt-support busybox-static
-  rootlesskit slirp4netns passt uidmap libcap2-bin
-)
+BASE=runnerx-base:$SUITE
 REPO="${RUNNERX_BUILDER_REPO:-runnerx-builder}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=docker/image-lib.sh
 . "$here/image-lib.sh"
-# The tag's hash covers this recipe (package list, suite, import options).
-tag="$(recipe_tag "$here/build-builder-image.sh" "$REPO")"
+# The tag's hash covers the whole recipe: this script, the Dockerfile, the package
+# list and the set-up script.
+tag="$(recipe_tag "$here/build-builder-image.sh" "$REPO" "$here/Dockerfile" \
+  "$here/builder-packages.txt" "$here/builder-setup.sh")"
 [[ "${1:-}" == "--print-tag" ]] && { echo "$tag"; exit 0; }
+docker image inspect "$tag" >/dev/null 2>&1 && docker tag "$tag" "$REPO:latest"
 reuse_image "$tag" "$REPO"
-mirror="$(debian_mirror)"
 need_tools debootstrap docker
 
-work="$(mktemp -d /var/tmp/runnerx-rootfs.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
-rootfs="$work/rootfs"
+if ! docker image inspect "$BASE" >/dev/null 2>&1; then
+  mirror="$(debian_mirror)"
+  work="$(mktemp -d /var/tmp/runnerx-rootfs.XXXXXX)"
+  trap 'rm -rf "$work"' EXIT
+  log "debootstrap $SUITE (minbase) from $mirror as $BASE"
+  start=$SECONDS
+  debootstrap --variant=minbase "$SUITE" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+    tail -n 30 "$work/debootstrap.log" >&2
+    log "debootstrap failed (log tail above)"
+    exit 1
+  }
+  rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb "$work"/rootfs/var/lib/apt/lists/*
+  tar -C "$work/rootfs" -c . | docker import -m "debootstrap $SUITE minbase" - "$BASE" >/dev/null
+  log "base $BASE made in $((SECONDS - start))s"
+fi
 
-log "debootstrap $SUITE from $mirror (${#PACKAGES[@]} packages)"
 start=$SECONDS
-include="$(IFS=,; echo "${PACKAGES[*]}")"
-debootstrap --variant=minbase --include="$include" "$SUITE" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
-  tail -n 30 "$work/debootstrap.log" >&2
-  log "debootstrap failed (log tail above)"
+build_log="$(mktemp /var/tmp/runnerx-build.XXXXXX)"
+# The classic builder: it works with every engine version (no buildx needed).
+if ! DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE" -t "$tag" "$here" >"$build_log" 2>&1; then
+  tail -n 30 "$build_log" >&2
+  rm -f "$build_log"
+  log "docker build failed (log tail above)"
   exit 1
-}
-log "debootstrap took $((SECONDS - start))s"
-
-# Builder defaults: the containerd image store (multi-platform with the docker driver),
-# a place for runnerx's files, and no apt caches in the image.
-mkdir -p "$rootfs/etc/docker" "$rootfs/etc/runnerx" "$rootfs/builds" "$rootfs/cache"
-
-# Rootless isolation: the unprivileged user every job runs as (uid 1000) with a
-# subordinate id range for its user namespace, and no setuid path back to uid 0.
-# newuidmap/newgidmap get file capabilities instead of their setuid bit: setuid-root
-# helpers need CAP_SYS_ADMIN in the builder, which it does not have.
-chroot "$rootfs" useradd --uid 1000 --user-group --create-home --shell /bin/bash rootless
-printf 'rootless:100000:65536\n' >"$rootfs/etc/subuid"
-printf 'rootless:100000:65536\n' >"$rootfs/etc/subgid"
-find "$rootfs" -xdev -type f -perm /6000 -exec chmod ug-s {} +
-chroot "$rootfs" setcap cap_setuid=ep /usr/bin/newuidmap
-chroot "$rootfs" setcap cap_setgid=ep /usr/bin/newgidmap
-chown -R 1000:1000 "$rootfs/builds" "$rootfs/cache" "$rootfs/home/rootless"
-cat >"$rootfs/etc/docker/daemon.json" <<'JSON'
-{"features": {"containerd-snapshotter": true}}
-JSON
-rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-
-start=$SECONDS
-tar --xattrs --xattrs-include=security.capability -C "$rootfs" -c . | docker import \
-  -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  -c 'ENTRYPOINT ["dockerd"]' \
-  -c 'VOLUME /var/lib/docker' \
-  -m "runnerx builder ($SUITE; ${PACKAGES[*]})" - "$tag" >/dev/null
+fi
+rm -f "$build_log"
 docker tag "$tag" "$REPO:local"
-log "imported $tag in $((SECONDS - start))s ($(docker image inspect -f '{{.Size}}' "$tag") bytes)"
+docker tag "$tag" "$REPO:latest"
+log "built $tag in $((SECONDS - start))s ($(docker image inspect -f '{{.Size}}' "$tag") bytes)"
 echo "$tag"

@@ -6,8 +6,13 @@
 # log MESSAGE…: one line on stderr, prefixed with the recipe's name.
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 
-# recipe_tag RECIPE REPO: REPO:<first 12 hex of the recipe's sha256>.
-recipe_tag() { echo "$2:$(sha256sum "$1" | cut -c1-12)"; }
+# recipe_tag RECIPE REPO [FILE…]: REPO:<first 12 hex of the sha256 of the recipe's
+# contents, followed by the other files'>.
+recipe_tag() {
+  local recipe=$1 repo=$2
+  shift 2
+  echo "$repo:$(cat "$recipe" "$@" | sha256sum | cut -c1-12)"
+}
 
 # reuse_image TAG REPO: when TAG exists, tags it REPO:local, prints it and exits 0.
 reuse_image() {

@@ -4,18 +4,24 @@
 #      python3 (the GitLab stand-in of the tests),
 #      docker-registry + apache2-utils (TLS registry stand-in), curl, jq;
 #   2. a running Docker engine (started by hand: these machines have no systemd);
-#   3. the DinD builder image runnerx-builder:local (docker/build-builder-image.sh) and
-#      the BuildKit image runnerx-buildkit:local (docker/build-buildkit-image.sh: nodes
-#      and the docker-container driver), each skipped when the image for the current
-#      recipe already exists.
+#   3. the DinD builder image runnerx-builder:local (docker/build-builder-image.sh:
+#      docker/Dockerfile on a debootstrapped Debian base);
+#   4. with --tests only: what the tests need beyond the demo — the BuildKit image
+#      runnerx-buildkit:local (docker/build-buildkit-image.sh: nodes and the
+#      docker-container driver), apparmor_parser (the builder profile compiles) and
+#      qemu-user-static (`runnerx host binfmt` for privileged builders).
+# Images are skipped when the image for the current recipe already exists.
 # Needs root (or sudo) for steps 1-2 when they are not done yet.
 set -euo pipefail
+tests=0
+[[ "${1:-}" == "--tests" ]] && tests=1
 log() { printf '[setup-host] %s\n' "$*" >&2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 
 packages=(docker.io debootstrap iproute2 iptables docker-registry apache2-utils curl jq ca-certificates shellcheck git python3)
+((tests)) && packages+=(apparmor qemu-user-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -54,5 +60,7 @@ fi
 
 tag="$("$here/docker/build-builder-image.sh")"
 log "builder image ready: $tag"
-tag="$("$here/docker/build-buildkit-image.sh")"
-log "buildkit image ready: $tag"
+if ((tests)); then
+  tag="$("$here/docker/build-buildkit-image.sh")"
+  log "buildkit image ready: $tag"
+fi

@@ -3,6 +3,6 @@
 # runs every test against the real engine. Extra arguments go to `cargo test`.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$here/scripts/setup-host.sh"
+"$here/scripts/setup-host.sh" --tests
 cd "$here"
 exec cargo test --locked "$@"

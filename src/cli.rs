@@ -109,6 +109,15 @@ pub enum HostCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write runnerx's AppArmor profile for builders (runnerx-builder) to
+    /// /etc/apparmor.d and load it. Needed once on hosts that enforce AppArmor
+    /// (Debian, Ubuntu): builders run under it, and Ubuntu ≥ 23.10 lets only such a
+    /// profile create the rootless builders' user namespaces. Idempotent.
+    Apparmor {
+        /// Print the profile, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `runnerx manifest …`

@@ -88,6 +88,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
             let needed = host::binfmt::needed(&settings.builder.platforms, native);
             host::register_binfmt(&needed, *dry_run)
         }
+        Command::Host(cli::HostCommand::Apparmor { dry_run }) => host::apparmor::install(*dry_run),
         Command::Gc(args) => {
             let settings = Settings::load_lenient(cli.config.as_deref(), &env);
             let engine = builder::engine::Engine::connect().await?;

@@ -46,6 +46,8 @@ pub(crate) struct EngineInfo {
     pub ncpu: i64,
     /// Docker's data root on the host (volumes live under it).
     pub root_dir: String,
+    /// The engine applies AppArmor profiles (`name=apparmor` in its security options).
+    pub apparmor: bool,
 }
 
 /// An attached exec: its id and its output stream.
@@ -125,6 +127,11 @@ impl Engine {
             root_dir: info
                 .docker_root_dir
                 .unwrap_or_else(|| "/var/lib/docker".into()),
+            apparmor: info
+                .security_options
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o.split(',').any(|kv| kv == "name=apparmor")),
         })
     }
 

@@ -178,7 +178,7 @@ pub(crate) async fn ensure_image(
         () = cancel.cancelled() => Err(Error::Cancelled("signal")),
         r = pulling => r.map_err(|e| match e {
             Error::Docker { source, .. } => Error::BuilderImage(format!(
-                "cannot pull builder image {image}: {source}; check the name, the registry's reachability and credentials, or pre-load the image"
+                "cannot pull builder image {image}: {source}; check the name, the registry's reachability and credentials, or build it on this host: docker build -t runnerx-builder docker/ (runnerx's Dockerfile)"
             )),
             other => other,
         }),

@@ -69,6 +69,7 @@ fn spec() -> BuilderSpec {
         dind_aliases: vec!["docker".into()],
         platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
         gc_keep_storage: Some(20_000_000_000),
+        apparmor: "apparmor=runnerx-builder".into(),
     }
 }
 

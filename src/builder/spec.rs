@@ -177,6 +177,9 @@ pub(crate) struct BuilderSpec {
     /// The inner daemon's build cache garbage collection keeps this many bytes (a
     /// kept cache's share of `cache.total`); `None`: no builder GC settings.
     pub gc_keep_storage: Option<u64>,
+    /// The AppArmor `--security-opt` (`apparmor=runnerx-builder` where the engine
+    /// applies AppArmor, else `apparmor=unconfined`): see `host::apparmor`.
+    pub apparmor: String,
 }
 
 /// The volume a builder mounts at /var/lib/docker.
@@ -359,9 +362,10 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
             );
             host.security_opt = Some(vec![
                 format!("seccomp={SECCOMP_PROFILE}"),
-                // A no-op without AppArmor; Ubuntu's docker-default profile denies
-                // the mounts RootlessKit makes.
-                "apparmor=unconfined".into(),
+                // runnerx's own profile where the host has AppArmor (docker-default
+                // denies the mounts RootlessKit makes, and Ubuntu lets only profiles
+                // with `userns,` create user namespaces with capabilities).
+                spec.apparmor.clone(),
             ]);
             // systempaths=unconfined: inner `docker run` mounts a fresh proc, which
             // the kernel refuses while masked paths cover /proc. It leaves /proc/sys
@@ -390,7 +394,13 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
             env = Some(vec![format!("DOCKER_HOST={ROOTLESS_DOCKER_HOST}")]);
         }
         Rights::Privileged | Rights::Capabilities => {
-            grant_privileges(rights, &mut host, &mut mounts)
+            grant_privileges(rights, &mut host, &mut mounts);
+            // Confined like rootless builders where the host has AppArmor (Docker
+            // runs a privileged container unconfined unless a profile is named).
+            let mut opts = host.security_opt.take().unwrap_or_default();
+            opts.retain(|o| !o.starts_with("apparmor="));
+            opts.push(spec.apparmor.clone());
+            host.security_opt = Some(opts);
         }
     }
     host.mounts = Some(mounts);
@@ -620,6 +630,7 @@ mod tests {
             dind_aliases: vec![],
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
             gc_keep_storage: None,
+            apparmor: "apparmor=unconfined".into(),
         }
     }
 

@@ -1,13 +1,15 @@
 //! Facts about the runner host that decide how builders are isolated, read from
 //! `/proc` by runnerx itself (it runs on the host, beside the engine).
 //!
-//! Owns: whether unprivileged user namespaces are allowed, whether the kernel gives
+//! Owns: whether unprivileged user namespaces are allowed (Ubuntu's AppArmor
+//! restriction on them is lifted by runnerx's profile: `apparmor.rs`), whether the kernel gives
 //! each user namespace its own binfmt_misc (Linux ≥ 6.7), the host's own QEMU
 //! handlers, and `runnerx host binfmt`, which registers them persistently for older
 //! kernels. Parsing is pure and unit-tested; readers take the `/proc` root.
 
 use std::path::{Path, PathBuf};
 
+pub(crate) mod apparmor;
 pub(crate) mod binfmt;
 pub(crate) mod cache_use;
 pub(crate) mod lock;
@@ -50,14 +52,6 @@ pub(crate) fn facts(proc_root: &Path) -> Facts {
             "kernel.unprivileged_userns_clone is 0; sysctl -w kernel.unprivileged_userns_clone=1"
                 .into(),
         )
-    } else if read(
-        proc_root,
-        "sys/kernel/apparmor_restrict_unprivileged_userns",
-    )
-    .as_deref()
-        == Some("1")
-    {
-        Err("AppArmor restricts unprivileged user namespaces (Ubuntu ≥ 23.10); sysctl -w kernel.apparmor_restrict_unprivileged_userns=0".into())
     } else if !proc_root.join("self/ns/user").exists() {
         Err("the kernel has no user namespaces (CONFIG_USER_NS)".into())
     } else {
@@ -212,6 +206,12 @@ pub(crate) fn register_line(conf: &str, name: &str) -> Option<String> {
 /// Needs root and the host's qemu-user-static.
 pub(crate) fn register_binfmt(names: &[&str], dry_run: bool) -> Result<()> {
     let proc_root = Path::new("/proc");
+    if !dry_run && !proc_root.join("sys/fs/binfmt_misc/register").exists() {
+        // Hosts without systemd's automount (containers, minimal installs).
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"])
+            .status();
+    }
     let states = host_handlers(proc_root, names);
     for (name, state) in states {
         if state == Handler::Ok {

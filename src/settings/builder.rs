@@ -18,8 +18,10 @@ pub(crate) const DEFAULT_PIDS_LIMIT: i64 = 16384;
 pub(crate) const DEFAULT_LOCK_FILE: &str = "/run/runnerx/lock";
 /// Default BuildKit image for the docker-container driver.
 pub(crate) const DEFAULT_BUILDKIT_IMAGE: &str = "moby/buildkit:v0.23.2";
-/// Default builder image.
-pub(crate) const DEFAULT_IMAGE: &str = "docker:28-dind";
+/// Default builder image: what `docker build -t runnerx-builder docker/` makes (the
+/// image contract in docker/builder-setup.sh). A plain docker:dind boots neither
+/// isolation.
+pub(crate) const DEFAULT_IMAGE: &str = "runnerx-builder:latest";
 
 /// A platform such as `linux/arm64` or `linux/arm/v7`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,7 +274,7 @@ pub(crate) fn has_tag_or_digest(image: &str) -> bool {
 pub(crate) fn validate_image(image: &str) -> Result<(), Invalid> {
     if image.is_empty() {
         return Err(Invalid::new(
-            "is empty; set an image such as \"docker:28-dind\"",
+            "is empty; set an image built from runnerx's docker/Dockerfile, such as \"runnerx-builder:latest\"",
         ));
     }
     if image.chars().any(|c| c.is_whitespace() || c.is_control()) {

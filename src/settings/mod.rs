@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn defaults_are_sane() {
         let s = load("", &[]).unwrap();
-        assert_eq!(s.builder.image, "docker:28-dind");
+        assert_eq!(s.builder.image, "runnerx-builder:latest");
         assert_eq!(s.builder.pull_policy, PullPolicy::IfNotPresent);
         assert_eq!(s.builder.privileged, Privileged::Auto);
         assert_eq!(s.builder.platforms.len(), 2);

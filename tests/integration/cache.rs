@@ -155,6 +155,7 @@ fn a_cache_filled_by_a_privileged_builder_starts_afresh_for_a_rootless_one() {
     let _caches = CACHES.lock().unwrap_or_else(|e| e.into_inner());
     let project = std::process::id() as u64 * 10 + 3;
     remove_project_caches(project);
+    crate::support::register_host_handlers();
     let privileged = settings("").replacen(
         "pull_policy = \"never\"\n",
         "pull_policy = \"never\"\nisolation = \"privileged\"\n",

@@ -139,6 +139,7 @@ fn sigterm_stops_a_running_stage_within_five_seconds() {
 #[test]
 fn sigterm_stops_a_running_stage_in_a_privileged_builder() {
     // There the script runs in the inner daemons' namespace, entered with nsenter.
+    crate::support::register_host_handlers();
     sigterm_stops_the_stage(Job::new().with_settings("isolation = \"privileged\"\n"));
 }
 
@@ -186,6 +187,7 @@ fn concurrent_privileged_jobs_run_side_by_side() {
     let _host = crate::isolation::HOST_STATE
         .lock()
         .unwrap_or_else(|e| e.into_inner());
+    crate::support::register_host_handlers();
     let privileged = |j: Job| j.with_settings("isolation = \"privileged\"\n");
     let jobs = [privileged(Job::new()), privileged(Job::new())];
     let outs: Vec<_> = std::thread::scope(|s| {

@@ -10,6 +10,7 @@ mod docs;
 mod executor;
 mod faults;
 mod gitlab;
+mod hosts;
 mod isolation;
 mod local;
 mod multiarch;

@@ -20,6 +20,19 @@ pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_runnerx")
 }
 
+/// The documented host step for builders that use the host's QEMU handlers
+/// (privileged builders; rootless ones on Linux < 6.7): `runnerx host binfmt`, with
+/// the default platforms. Idempotent; the tests that need it call it first.
+pub(crate) fn register_host_handlers() {
+    let settings = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(bin())
+        .args(["host", "binfmt"])
+        .env("RUNNERX_CONFIG", settings.path())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+}
+
 /// Fails loudly (never skips) when the engine or the builder image is missing.
 pub(crate) fn require_docker() {
     let ok = Command::new("docker")

@@ -70,6 +70,8 @@ pub(crate) async fn prepare(
     let facts = host::facts(Path::new("/proc"));
     let wanted = choose_isolation(b.isolation, &facts)?;
     let rootless = wanted == Rights::Rootless;
+    // Before anything is made: a host that enforces AppArmor needs runnerx's profile.
+    let apparmor = host::apparmor::security_opt(&host::apparmor::host_state(info.apparmor))?;
     tracing::info!(
         "preparing builder {name} from {image} (engine {}, {} isolation)",
         info.version,
@@ -99,7 +101,14 @@ pub(crate) async fn prepare(
 
     let native = info.arch.as_str();
     let needed = binfmt::needed(&b.platforms, native);
-    let register_at_boot = matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
+    // Handlers are registered in the builder only where that changes nothing on the
+    // host: a rootless builder's own user namespace on Linux ≥ 6.7. A privileged
+    // builder shares the host's user namespace (its registrations would outlive it
+    // in the host's table), and older kernels have one table: both use the host's
+    // handlers (`runnerx host binfmt`).
+    let in_builder = rootless && facts.binfmt_per_userns;
+    let register_at_boot =
+        in_builder && matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
     let mut spec = BuilderSpec {
         job_id: job.id.clone(),
         name: name.clone(),
@@ -136,6 +145,7 @@ pub(crate) async fn prepare(
             .collect(),
         platforms: b.platforms.iter().map(ToString::to_string).collect(),
         gc_keep_storage: gc_keep_storage(settings, &info.root_dir),
+        apparmor,
     };
 
     // Builders share nothing on the host network (their daemons have their own
@@ -204,7 +214,6 @@ pub(crate) async fn prepare(
         }
         steps.done(&format!("warm cache {volume} tidied"));
     }
-    let in_builder = !rootless || facts.binfmt_per_userns;
     setup_platforms(settings, engine, &name, native, &needed, in_builder, cancel).await?;
     steps.done(&format!(
         "platforms {} ready",
@@ -324,14 +333,18 @@ async fn setup_platforms(
 ) -> Result<()> {
     let mode = settings.binfmt.mode;
     if !in_builder && !needed.is_empty() && mode != BinfmtMode::None {
-        // A rootless builder on a kernel without binfmt_misc per user namespace
-        // (< 6.7) uses the host's handlers: they must be there, with F.
+        // The builder uses the host's handlers: they must be there, with F.
         let bad = host::unusable_host_handlers(needed);
         if bad.is_empty() {
             return Ok(());
         }
+        let why = if host::facts(Path::new("/proc")).binfmt_per_userns {
+            "privileged builders share the host's user namespace"
+        } else {
+            "this kernel has no binfmt_misc per user namespace (Linux < 6.7)"
+        };
         return Err(Error::Emulation(format!(
-            "this kernel has no binfmt_misc per user namespace (Linux < 6.7), so rootless builders use the host's QEMU handlers, and these are not usable: {}; run `runnerx host binfmt` on the runner host once (as root)",
+            "{why}, so this builder uses the host's QEMU handlers, and these are not usable: {}; run `runnerx host binfmt` on the runner host once (as root)",
             bad.join(", ")
         )));
     }

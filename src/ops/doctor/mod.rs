@@ -8,6 +8,7 @@
 //! `check_repository`, and Harbor's systeminfo. Per BuildKit node ([`nodes`]): mTLS
 //! both ways, its BuildKit version and platforms. Exits non-zero when anything fails.
 
+mod apparmor;
 mod nodes;
 
 use std::net::SocketAddr;
@@ -151,8 +152,11 @@ pub(crate) async fn doctor(
 async fn host_checks(settings: &Settings, r: &mut Report) {
     match Engine::connect().await {
         Ok(engine) => {
-            match engine.info().await.map(|i| i.version) {
-                Ok(v) => r.ok("docker engine", v),
+            match engine.info().await {
+                Ok(info) => {
+                    r.ok("docker engine", info.version);
+                    apparmor::check(info.apparmor, r);
+                }
                 Err(e) => r.fail("docker engine", e.to_string(), "check that dockerd runs and this user may use its socket"),
             }
             let image = &settings.builder.image;
