@@ -28,6 +28,19 @@ say "certificates (runnerx certs) and a TLS registry with a password"
 start_registry "$work"
 echo "registry $REG; CA and certificate made by runnerx certs in $work/pki"
 
+say "the runner-host steps this host needs (README: Runner hosts)"
+if docker info --format '{{json .SecurityOptions}}' | grep -q name=apparmor; then
+  "$RUNNERX" host apparmor
+else
+  echo "the engine enforces no AppArmor: no profile needed"
+fi
+release="$(uname -r)"
+if [[ "$(printf '%s\n6.7\n' "${release%%-*}" | sort -V | head -n1)" != 6.7 ]]; then
+  "$RUNNERX" host binfmt
+else
+  echo "Linux $release (>= 6.7): each rootless builder registers its own QEMU handlers"
+fi
+
 say "runnerx doctor"
 "$RUNNERX" doctor
 

@@ -9,7 +9,8 @@
 #   4. with --tests only: what the tests need beyond the demo — the BuildKit image
 #      runnerx-buildkit:local (docker/build-buildkit-image.sh: nodes and the
 #      docker-container driver), apparmor_parser (the builder profile compiles) and
-#      qemu-user-static (`runnerx host binfmt` for privileged builders).
+#      qemu-user-static (`runnerx host binfmt` for privileged builders), and the VM
+#      tier's runner-host guest (scripts/vm/build-guest.sh).
 # Images are skipped when the image for the current recipe already exists.
 # Needs root (or sudo) for steps 1-2 when they are not done yet.
 set -euo pipefail
@@ -21,7 +22,17 @@ SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 
 packages=(docker.io debootstrap iproute2 iptables docker-registry apache2-utils curl jq ca-certificates shellcheck git python3)
-((tests)) && packages+=(apparmor qemu-user-static)
+# The runner-host steps' tools (README "Runner hosts"): apparmor_parser where AppArmor
+# is on, the host's QEMU emulators where builders need the host's handlers (Linux < 6.7).
+kernel="$(uname -r)"
+old_kernel=0
+[[ "$(printf '%s\n6.7\n' "${kernel%%-*}" | sort -V | head -n1)" == 6.7 ]] || old_kernel=1
+if ((tests)) || [[ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" == Y ]]; then
+  packages+=(apparmor)
+fi
+if ((tests || old_kernel)); then
+  packages+=(qemu-user-static)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -63,4 +74,6 @@ log "builder image ready: $tag"
 if ((tests)); then
   tag="$("$here/docker/build-buildkit-image.sh")"
   log "buildkit image ready: $tag"
+  guest="$("$here/scripts/vm/build-guest.sh")"
+  log "VM tier guest ready: $guest"
 fi

@@ -395,12 +395,15 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
         }
         Rights::Privileged | Rights::Capabilities => {
             grant_privileges(rights, &mut host, &mut mounts);
-            // Confined like rootless builders where the host has AppArmor (Docker
-            // runs a privileged container unconfined unless a profile is named).
-            let mut opts = host.security_opt.take().unwrap_or_default();
-            opts.retain(|o| !o.starts_with("apparmor="));
-            opts.push(spec.apparmor.clone());
-            host.security_opt = Some(opts);
+            // The explicit-capabilities form is confined like rootless builders where
+            // the host has AppArmor. `--privileged` always runs unconfined: Docker
+            // ignores a named profile for it (seen on Docker 26).
+            if rights == Rights::Capabilities {
+                let mut opts = host.security_opt.take().unwrap_or_default();
+                opts.retain(|o| !o.starts_with("apparmor="));
+                opts.push(spec.apparmor.clone());
+                host.security_opt = Some(opts);
+            }
         }
     }
     host.mounts = Some(mounts);

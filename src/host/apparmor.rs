@@ -178,10 +178,7 @@ mod tests {
             security_opt(&State::Loaded).unwrap(),
             "apparmor=runnerx-builder"
         );
-        assert_eq!(
-            security_opt(&State::Off).unwrap(),
-            "apparmor=unconfined"
-        );
+        assert_eq!(security_opt(&State::Off).unwrap(), "apparmor=unconfined");
         let e = security_opt(&State::Missing).unwrap_err().to_string();
         assert!(e.contains("runnerx host apparmor"), "{e}");
     }

@@ -209,7 +209,12 @@ pub(crate) fn register_binfmt(names: &[&str], dry_run: bool) -> Result<()> {
     if !dry_run && !proc_root.join("sys/fs/binfmt_misc/register").exists() {
         // Hosts without systemd's automount (containers, minimal installs).
         let _ = std::process::Command::new("mount")
-            .args(["-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"])
+            .args([
+                "-t",
+                "binfmt_misc",
+                "binfmt_misc",
+                "/proc/sys/fs/binfmt_misc",
+            ])
             .status();
     }
     let states = host_handlers(proc_root, names);

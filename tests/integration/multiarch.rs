@@ -202,17 +202,30 @@ fn example_project_builds_both_platforms_through_the_template() {
         "{stdout}"
     );
     assert!(lines.contains(&"copy-arm64=aarch64"), "{stdout}");
-    // The handler the inner dockerd uses has the F flag (the builder's namespace's
-    // own binfmt_misc, checked the way prepare checks it).
-    let check = docker(&[
-        "exec",
-        &runner.builder(),
-        "bash",
-        "/etc/runnerx/exec.sh",
-        "binfmt",
-        "aarch64",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "aarch64 ok");
+    // The handler the inner dockerd uses has the F flag: the builder's namespace's own
+    // binfmt_misc (Linux ≥ 6.7, checked the way prepare checks it), else the host's.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 7) {
+        let check = docker(&[
+            "exec",
+            &runner.builder(),
+            "bash",
+            "/etc/runnerx/exec.sh",
+            "binfmt",
+            "aarch64",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "aarch64 ok");
+    } else {
+        let host = std::fs::read_to_string("/proc/sys/fs/binfmt_misc/qemu-aarch64").unwrap();
+        assert!(
+            host.lines()
+                .any(|l| l.starts_with("flags:") && l.contains('F')),
+            "{host}"
+        );
+    }
     assert_code(&runner.cleanup(), 0);
 }
 

@@ -92,13 +92,8 @@ pub(crate) async fn prepare(
         steps.done("removed leftover builder");
     }
 
-    // Before anything is made: room on the disk, or one clear failure.
-    builder::caches::ensure_free(engine, settings, &info.root_dir, cancel).await?;
-    lifecycle::ensure_image(engine, &image, b.pull_policy, cancel).await?;
-    steps.done(&format!("image {image} ready"));
-
-    let created = host::unix_now();
-
+    // Before anything is made: the host's QEMU handlers where the builder uses them,
+    // room on the disk, or one clear failure.
     let native = info.arch.as_str();
     let needed = binfmt::needed(&b.platforms, native);
     // Handlers are registered in the builder only where that changes nothing on the
@@ -107,6 +102,13 @@ pub(crate) async fn prepare(
     // in the host's table), and older kernels have one table: both use the host's
     // handlers (`runnerx host binfmt`).
     let in_builder = rootless && facts.binfmt_per_userns;
+    check_host_handlers(settings, &needed, in_builder)?;
+    builder::caches::ensure_free(engine, settings, &info.root_dir, cancel).await?;
+    lifecycle::ensure_image(engine, &image, b.pull_policy, cancel).await?;
+    steps.done(&format!("image {image} ready"));
+
+    let created = host::unix_now();
+
     let register_at_boot =
         in_builder && matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
     let mut spec = BuilderSpec {
@@ -321,6 +323,27 @@ fn finish(job: &Job, name: &str, steps: &Steps, rootless: bool) {
     println!("  remove:  runnerx cleanup --job-id {}", job.id);
 }
 
+/// A builder that uses the host's QEMU handlers (not `in_builder`) needs them there,
+/// with F: checked before anything is made, one line naming `runnerx host binfmt`.
+fn check_host_handlers(settings: &Settings, needed: &[&str], in_builder: bool) -> Result<()> {
+    if in_builder || needed.is_empty() || settings.binfmt.mode == BinfmtMode::None {
+        return Ok(());
+    }
+    let bad = host::unusable_host_handlers(needed);
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let why = if host::facts(Path::new("/proc")).binfmt_per_userns {
+        "privileged builders share the host's user namespace"
+    } else {
+        "this kernel has no binfmt_misc per user namespace (Linux < 6.7)"
+    };
+    Err(Error::Emulation(format!(
+        "{why}, so this builder uses the host's QEMU handlers, and these are not usable: {}; run `runnerx host binfmt` on the runner host once (as root)",
+        bad.join(", ")
+    )))
+}
+
 /// Registers (image mode) and checks the QEMU handlers every non-native platform needs.
 async fn setup_platforms(
     settings: &Settings,
@@ -332,21 +355,9 @@ async fn setup_platforms(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let mode = settings.binfmt.mode;
-    if !in_builder && !needed.is_empty() && mode != BinfmtMode::None {
-        // The builder uses the host's handlers: they must be there, with F.
-        let bad = host::unusable_host_handlers(needed);
-        if bad.is_empty() {
-            return Ok(());
-        }
-        let why = if host::facts(Path::new("/proc")).binfmt_per_userns {
-            "privileged builders share the host's user namespace"
-        } else {
-            "this kernel has no binfmt_misc per user namespace (Linux < 6.7)"
-        };
-        return Err(Error::Emulation(format!(
-            "{why}, so this builder uses the host's QEMU handlers, and these are not usable: {}; run `runnerx host binfmt` on the runner host once (as root)",
-            bad.join(", ")
-        )));
+    if !in_builder {
+        // The host's handlers, checked before the builder was made.
+        return Ok(());
     }
     if needed.is_empty() {
         return Ok(());
