@@ -76,7 +76,8 @@ tests=(
 )
 # A filter that matches no test would pass silently: each must name at least one.
 for t in "${tests[@]}"; do
-  "$testbin" --list "$t" 2>/dev/null | grep -q ': test$' || fail "no integration test matches $t"
+  listed="$("$testbin" --list "$t" 2>/dev/null)"
+  grep -q ': test$' <<<"$listed" || fail "no integration test matches $t"
 done
 # Two at a time, for the guest's two CPUs (multi-threaded TCG: one host thread each).
 "$testbin" --test-threads=2 "${tests[@]}" ||
