@@ -64,6 +64,8 @@ if [ -d /etc/buildkit ]; then chown -R "$uid:$uid" /etc/buildkit; fi
 
 loopback=--disable-host-loopback
 [ "$RUNNERX_HOST_LOOPBACK" = 1 ] && loopback=
+# Published ports: "none" keeps them in the namespace (the job reaches them at its own
+# 127.0.0.1); "builtin" (builder.publish_ports = "all") also listens on the host.
 
 # setpriv, not su: no PAM, no setuid helper, and the user keeps no capability.
 # shellcheck disable=SC2086 # $loopback is one flag or nothing
@@ -74,7 +76,7 @@ setpriv --reuid="$uid" --regid="$uid" --init-groups --inh-caps=-all \
   --net=slirp4netns --mtu=65520 \
   --slirp4netns-sandbox=auto --slirp4netns-seccomp=auto \
   $loopback \
-  --port-driver=builtin \
+  --port-driver="$RUNNERX_PORT_DRIVER" \
   --copy-up=/etc --copy-up=/run \
   --propagation=rslave \
   /bin/sh /etc/runnerx/ns-init.sh &

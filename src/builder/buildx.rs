@@ -89,6 +89,21 @@ async fn create_node_builder(
     rootless: bool,
     cancel: &CancellationToken,
 ) -> Result<()> {
+    let loopback_alias = rootless && settings.builder.host_loopback;
+    if rootless && !loopback_alias {
+        // Inside a rootless builder's namespace 127.0.0.1 is the namespace itself.
+        if let Some(n) = plan.remote.iter().find(|n| {
+            n.endpoint
+                .strip_prefix("tcp://")
+                .and_then(|r| r.rsplit_once(':'))
+                .is_some_and(|(host, _)| cmds::is_loopback_host(host))
+        }) {
+            return Err(Error::Node(format!(
+                "node {} listens on the runner host's loopback ({}), which a rootless builder reaches only with builder.host_loopback = true; set it, or give the node a non-loopback endpoint",
+                n.name, n.endpoint
+            )));
+        }
+    }
     if !plan.local.is_empty() {
         container_builder(
             settings,
@@ -134,7 +149,7 @@ async fn create_node_builder(
         .filter(|_| !plan.local.is_empty())
         .chain(plan.remote.iter().map(|n| n.name.as_str()))
         .collect();
-    for (cmd, node) in cmds::buildx_nodes_cmds(&plan.remote, &plan.local, home)
+    for (cmd, node) in cmds::buildx_nodes_cmds(&plan.remote, &plan.local, home, loopback_alias)
         .into_iter()
         .zip(&names)
     {
@@ -149,7 +164,7 @@ async fn create_node_builder(
     let (code, out) = run(engine, builder, cmds::buildx_bootstrap_cmd(), cancel).await?;
     if code != 0 {
         return Err(Error::Node(format!(
-            "the job's builder cannot reach its nodes ({}); `docker buildx inspect --bootstrap {BUILDX_BUILDER}` in the builder shows which; rootless builders reach host-loopback nodes only with builder.host_loopback = true",
+            "the job's builder cannot reach its nodes ({}); `docker buildx inspect --bootstrap {BUILDX_BUILDER}` in the builder shows which, and `runnerx doctor` checks each endpoint from the host",
             cmds::last_line(&out)
         )));
     }

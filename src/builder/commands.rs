@@ -64,10 +64,41 @@ pub(crate) fn node_dir(home: &str, node: &str) -> String {
 /// for `local` platforms when there are any — buildx sends a platform no node matches
 /// to node 0 —, then one node per answering `[[nodes]]` entry pinned to its platforms
 /// and reached with its mTLS files. The last one is made current (`--use`).
+/// The runner host as a rootless builder's namespace sees it (RootlessKit's alias for
+/// the host's loopback, open only with `builder.host_loopback`).
+pub(crate) const HOST_ALIAS: &str = "10.0.2.2";
+
+/// Whether `host` (an endpoint's host, brackets allowed) is a loopback literal or
+/// `localhost`: the runner host itself, which is not 127.0.0.1 inside a namespace.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `tcp://HOST:PORT` as the job's namespace reaches it: a loopback `HOST` becomes
+/// [`HOST_ALIAS`] when `to_alias` (a rootless builder with `host_loopback`); the TLS
+/// name stays the endpoint's own (`servername`).
+pub(crate) fn endpoint_in_builder(endpoint: &str, to_alias: bool) -> String {
+    let Some(rest) = endpoint.strip_prefix("tcp://") else {
+        return endpoint.to_string();
+    };
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return endpoint.to_string();
+    };
+    if to_alias && is_loopback_host(host) {
+        format!("tcp://{HOST_ALIAS}:{port}")
+    } else {
+        endpoint.to_string()
+    }
+}
+
 pub(crate) fn buildx_nodes_cmds(
     nodes: &[&Node],
     local: &[Platform],
     home: &str,
+    loopback_alias: bool,
 ) -> Vec<Vec<String>> {
     let mut cmds = Vec::new();
     let base = |first: bool, node: &str, platforms: &[Platform]| {
@@ -102,7 +133,7 @@ pub(crate) fn buildx_nodes_cmds(
             c.push("--driver-opt".into());
             c.push(opt);
         }
-        c.push(n.endpoint.clone());
+        c.push(endpoint_in_builder(&n.endpoint, loopback_alias));
         cmds.push(c);
     }
     if let Some(last) = cmds.last_mut() {
@@ -171,6 +202,27 @@ pub(crate) fn last_line(out: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_node_endpoints_become_the_host_alias_only_when_asked() {
+        for e in [
+            "tcp://127.0.0.1:1234",
+            "tcp://localhost:1234",
+            "tcp://[::1]:1234",
+            "tcp://127.0.1.1:1234",
+        ] {
+            assert_eq!(endpoint_in_builder(e, true), "tcp://10.0.2.2:1234", "{e}");
+            assert_eq!(endpoint_in_builder(e, false), e);
+        }
+        for e in [
+            "tcp://arm1.example.com:1234",
+            "tcp://10.1.2.3:1234",
+            "tcp://[fd00::1]:1234",
+        ] {
+            assert_eq!(endpoint_in_builder(e, true), e);
+        }
+        assert!(is_loopback_host("LOCALHOST") && !is_loopback_host("localhost.example.com"));
+    }
     use crate::builder::spec::EXEC_SCRIPT;
 
     fn platforms(list: &[&str]) -> Vec<Platform> {
@@ -213,7 +265,12 @@ mod tests {
             projects: vec![],
             project_ids: vec![],
         };
-        let cmds = buildx_nodes_cmds(&[&arm], &platforms(&["linux/amd64"]), "/home/rootless");
+        let cmds = buildx_nodes_cmds(
+            &[&arm],
+            &platforms(&["linux/amd64"]),
+            "/home/rootless",
+            true,
+        );
         let lines: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
         assert_eq!(
             lines,
@@ -227,7 +284,7 @@ mod tests {
             ]
         );
         // Every platform on a node: no local BuildKit, the first node is node 0.
-        let only = buildx_nodes_cmds(&[&arm], &[], "/root");
+        let only = buildx_nodes_cmds(&[&arm], &[], "/root", false);
         assert_eq!(only.len(), 1);
         assert!(!only[0].contains(&"--append".to_string()));
     }

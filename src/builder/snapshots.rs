@@ -47,6 +47,7 @@ fn spec() -> BuilderSpec {
         name: "runnerx-42".into(),
         image: "runnerx-builder:local".into(),
         host_loopback: true,
+        publish_on_host: false,
         extra_hosts: vec!["harbor.example.com:10.0.0.5".into()],
         created: 1_700_000_000,
         registries: vec![registry()],

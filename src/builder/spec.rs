@@ -143,6 +143,9 @@ pub(crate) struct BuilderSpec {
     pub image: String,
     /// Rootless: whether the namespace may reach the host's loopback (10.0.2.2).
     pub host_loopback: bool,
+    /// Rootless: whether ports a job publishes also listen on the host (RootlessKit's
+    /// builtin port driver); otherwise only in the namespace.
+    pub publish_on_host: bool,
     /// `host:ip` entries.
     pub extra_hosts: Vec<String>,
     /// Unix time of creation (label).
@@ -508,9 +511,14 @@ pub(crate) fn daemon_json(spec: &BuilderSpec, rights: Rights) -> String {
 /// Values the boot scripts and the exec wrapper source (`/etc/runnerx/boot.env`).
 pub(crate) fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
     let mut env = format!(
-        "RUNNERX_BINFMT=\"{}\"\nRUNNERX_HOST_LOOPBACK={}\nRUNNERX_PLATFORMS=\"{}\"\n",
+        "RUNNERX_BINFMT=\"{}\"\nRUNNERX_HOST_LOOPBACK={}\nRUNNERX_PORT_DRIVER={}\nRUNNERX_PLATFORMS=\"{}\"\n",
         spec.binfmt.join(" "),
         u8::from(spec.host_loopback),
+        if spec.publish_on_host {
+            "builtin"
+        } else {
+            "none"
+        },
         spec.platforms.join(" ")
     );
     if !spec.dind_aliases.is_empty() {
@@ -614,6 +622,7 @@ mod tests {
             name: "runnerx-42".into(),
             image: "runnerx-builder:local".into(),
             host_loopback: false,
+            publish_on_host: false,
             extra_hosts: vec!["registry.test:127.0.0.1".into()],
             created: 1_700_000_000,
             registries: vec![],

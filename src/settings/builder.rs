@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub(crate) use super::choices::{Driver, Isolation, Privileged, PullPolicy};
+pub(crate) use super::choices::{Driver, Isolation, Privileged, PublishPorts, PullPolicy};
 use super::raw::{Origins, RawBuilder};
 use super::values::{self, Invalid};
 use crate::error::{Error, Result};
@@ -115,6 +115,8 @@ pub(crate) struct BuilderSettings {
     pub isolation: Isolation,
     /// Rootless: the namespace reaches the host's loopback (as 10.0.2.2).
     pub host_loopback: bool,
+    /// Where ports a job publishes listen (default: only in its namespace).
+    pub publish_ports: PublishPorts,
     /// Privilege mode (privileged isolation).
     pub privileged: Privileged,
     /// `host:ip` entries, validated.
@@ -243,6 +245,7 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
         pull_policy: b.pull_policy.unwrap_or(PullPolicy::IfNotPresent),
         isolation: b.isolation.unwrap_or(Isolation::Rootless),
         host_loopback: b.host_loopback.unwrap_or(false),
+        publish_ports: b.publish_ports.unwrap_or(PublishPorts::None),
         privileged: b.privileged.unwrap_or(Privileged::Auto),
         extra_hosts,
         platforms,

@@ -28,6 +28,18 @@ impl PullPolicy {
     }
 }
 
+/// Where the ports a job publishes (`docker run -p`) listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum PublishPorts {
+    /// Only inside the job's own namespace: the job reaches them at 127.0.0.1, nothing
+    /// else does (the default).
+    None,
+    /// Rootless builders: also on every address of the runner host (RootlessKit's
+    /// port driver), open to the network and to every other job.
+    All,
+}
+
 /// How a builder is isolated from the runner host and other jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -23,7 +23,8 @@ mod registry;
 pub(crate) mod values;
 
 pub(crate) use builder::{
-    BuilderSettings, Driver, Isolation, Limits, Platform, Privileged, PullPolicy, has_tag_or_digest,
+    BuilderSettings, Driver, Isolation, Limits, Platform, Privileged, PublishPorts, PullPolicy,
+    has_tag_or_digest,
 };
 pub(crate) use cache::{BinfmtMode, BinfmtSettings, CacheMode, CacheSettings};
 pub(crate) use choices::NodeFallback;
@@ -254,6 +255,7 @@ mod tests {
         let choices = [
             ("builder", "pull_policy", "always, if-not-present or never"),
             ("builder", "isolation", "rootless, privileged or auto"),
+            ("builder", "publish_ports", "none or all"),
             ("builder", "privileged", "auto, always or never"),
             ("builder", "driver", "docker or docker-container"),
             ("binfmt", "mode", "auto, builtin, image or none"),

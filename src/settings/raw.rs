@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::choices::{
-    BinfmtMode, CacheMode, Driver, Isolation, NodeFallback, Privileged, PullPolicy,
+    BinfmtMode, CacheMode, Driver, Isolation, NodeFallback, Privileged, PublishPorts, PullPolicy,
 };
 use super::values;
 use crate::env::Env;
@@ -58,6 +58,8 @@ pub(crate) struct RawBuilder {
     pub isolation: Option<Isolation>,
     /// Rootless: let the builder's namespace reach the host's loopback.
     pub host_loopback: Option<bool>,
+    /// Where ports a job publishes listen.
+    pub publish_ports: Option<PublishPorts>,
     /// How a privileged builder gets its rights.
     pub privileged: Option<Privileged>,
     /// `host:ip` entries added to the builder's /etc/hosts.

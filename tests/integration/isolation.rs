@@ -296,3 +296,49 @@ fn a_job_reaches_the_hosts_loopback_only_with_host_loopback() {
     }
     drop(listener);
 }
+
+/// Whether something on the runner host accepts TCP on `port` (any address a
+/// listener on 0.0.0.0 or 127.0.0.1 would take).
+fn host_listens(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// A job publishes a port: the job reaches it at its own 127.0.0.1, and by default
+/// nothing listens on the runner host (other jobs and the network cannot reach it);
+/// `builder.publish_ports = "all"` opens it on the host.
+#[test]
+fn published_ports_stay_in_the_job_unless_publish_ports_is_all() {
+    require_docker();
+    for (setting, on_host) in [("", false), ("publish_ports = \"all\"\n", true)] {
+        let mut job = Job::new().with_settings(setting);
+        assert_code(&job.prepare(), 0);
+        let port = crate::registry::free_port();
+        let out = job.run(
+            "build_script",
+            &format!(
+                "mkdir -p ctx && cp /bin/busybox ctx/ && printf 'FROM scratch\\nCOPY busybox /bin/busybox\\n' > ctx/Dockerfile\n\
+                 docker build -q -t local/web ctx >/dev/null\n\
+                 docker run -d -p {port}:8080 local/web /bin/busybox httpd -f -p 8080 -h /\n\
+                 for i in 1 2 3 4 5 6 7 8 9 10; do curl -s -o /dev/null -w 'published %{{http_code}}\\n' http://127.0.0.1:{port}/ && break; sleep 0.5; done"
+            ),
+        );
+        assert_code(&out, 0);
+        let (stdout, stderr) = text(&out);
+        assert!(stdout.contains("published 404"), "{stdout}\n{stderr}");
+        assert_eq!(
+            host_listens(port),
+            on_host,
+            "with {setting:?}, the host {} port {port}",
+            if on_host {
+                "should listen on"
+            } else {
+                "listens on"
+            }
+        );
+        assert_code(&job.cleanup(), 0);
+    }
+}

@@ -207,8 +207,10 @@ fn nodes_build_their_platforms_a_silent_node_falls_back_and_docker_container_wor
     let job = Job::new();
     let id = job.id.clone();
     let (amd, arm) = (format!("amd{id}"), format!("arm{id}"));
-    let (amd_addr, arm_addr) = (format!("{amd}.test"), format!("{arm}.test"));
-    let names = [amd_addr.as_str(), arm_addr.as_str()];
+    // One node by a name mapped to the host's loopback (extra_hosts), the other by the
+    // literal loopback address: a rootless builder reaches both through the host alias.
+    let (amd_addr, arm_addr) = (format!("{amd}.test"), "127.0.0.1".to_string());
+    let names = [amd_addr.as_str()];
     let work = tempfile::tempdir().unwrap();
     let ca = work.path().join("ca");
     runnerx_certs(&["ca", "--out", ca.to_str().unwrap()]);
@@ -253,6 +255,38 @@ fn nodes_build_their_platforms_a_silent_node_falls_back_and_docker_container_wor
     );
     assert!(stdout.contains("ok    platforms: linux/arm64"), "{stdout}");
     assert!(!stdout.contains("FAIL  mTLS"), "{stdout}");
+
+    // Without host_loopback a rootless builder cannot reach the literal-loopback node:
+    // prepare says so in one line (system failure) and leaves nothing.
+    let mut closed = Job::new()
+        .settings(
+            &settings(
+                &reg,
+                &names,
+                &format!(
+                    "{node_a}
+{node_b}"
+                ),
+            )
+            .replace("host_loopback = true", "host_loopback = false"),
+        )
+        .env("REG_PW", crate::registry::PASSWORD);
+    let out = closed.prepare();
+    assert_code(&out, 2);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains(&format!(
+                "node {arm} listens on the runner host's loopback (tcp://127.0.0.1:"
+            ))
+            && stderr.contains("builder.host_loopback = true"),
+        "{stderr}"
+    );
+    assert_code(&closed.cleanup(), 0);
 
     // A plain multi-platform build: each platform goes to its node.
     let image = format!("{host}/demo/nodes:1");

@@ -29,7 +29,9 @@ use crate::host;
 use crate::host::binfmt::{self, Handler};
 use crate::host::lock::HostLock;
 use crate::logging::human;
-use crate::settings::{BinfmtMode, CacheMode, Driver, Isolation, Limits, Platform, Settings};
+use crate::settings::{
+    BinfmtMode, CacheMode, Driver, Isolation, Limits, Platform, PublishPorts, Settings,
+};
 
 /// Logs each step with its duration.
 struct Steps {
@@ -116,6 +118,7 @@ pub(crate) async fn prepare(
         name: name.clone(),
         image,
         host_loopback: b.host_loopback,
+        publish_on_host: b.publish_ports == PublishPorts::All,
         extra_hosts: b.extra_hosts.clone(),
         created,
         registries: registries_for(settings, job),
