@@ -160,15 +160,7 @@ fn a_rootless_job_builds_pushes_and_runs_a_multi_arch_image() {
     let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
     let mut job = reg.job();
     assert_code(&job.prepare(), 0);
-    let arm = tempfile::tempdir().unwrap();
-    crate::multiarch::busybox("arm64", arm.path());
-    let copied = Command::new("docker")
-        .arg("cp")
-        .arg(arm.path().join("busybox-arm64"))
-        .arg(format!("{}:/tmp/busybox-arm64", job.builder()))
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    crate::multiarch::arm64_busybox_in(&job.builder());
     let image = format!("{}/demo/multi:1", reg.host());
     let out = job.run(
         "build_script",

@@ -182,15 +182,7 @@ fn busy_job_leaves_the_host_exactly_as_it_was(isolation: &str) {
     let tag = &job.id[job.id.len() - 4..];
     let port = 20000 + tag.parse::<u16>().unwrap() % 5000;
     // A real arm64 binary for the arm64 image (run under QEMU in the namespace).
-    let arm = tempfile::tempdir().unwrap();
-    crate::multiarch::busybox("arm64", arm.path());
-    let copied = Command::new("docker")
-        .arg("cp")
-        .arg(arm.path().join("busybox-arm64"))
-        .arg(format!("{}:/tmp/busybox-arm64", job.builder()))
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    crate::multiarch::arm64_busybox_in(&job.builder());
     let out = job.run(
         "build_script",
         &format!(

@@ -14,6 +14,20 @@ fn repo() -> PathBuf {
 }
 
 /// Extracts the static busybox of `arch` from the deb scripts/setup-host.sh caches.
+/// Copies a static arm64 busybox to `/tmp/busybox-arm64` in `builder` (the seed of
+/// two-platform test images built there).
+pub(crate) fn arm64_busybox_in(builder: &str) {
+    let arm = tempfile::tempdir().unwrap();
+    busybox("arm64", arm.path());
+    let copied = Command::new("docker")
+        .arg("cp")
+        .arg(arm.path().join("busybox-arm64"))
+        .arg(format!("{builder}:/tmp/busybox-arm64"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+}
+
 pub(crate) fn busybox(arch: &str, into: &Path) {
     let cache = Path::new("/var/cache/runnerx/busybox");
     let deb = std::fs::read_dir(cache)
