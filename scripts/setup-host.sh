@@ -33,6 +33,8 @@ fi
 if ((tests || old_kernel)); then
   packages+=(qemu-user-static)
 fi
+# The VM tier's emulator (scripts/vm/run-guest.sh would install it too, later).
+((tests)) && packages+=(qemu-system-x86)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
