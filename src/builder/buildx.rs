@@ -92,12 +92,7 @@ async fn create_node_builder(
     let loopback_alias = rootless && settings.builder.host_loopback;
     if rootless && !loopback_alias {
         // Inside a rootless builder's namespace 127.0.0.1 is the namespace itself.
-        if let Some(n) = plan.remote.iter().find(|n| {
-            n.endpoint
-                .strip_prefix("tcp://")
-                .and_then(|r| r.rsplit_once(':'))
-                .is_some_and(|(host, _)| cmds::is_loopback_host(host))
-        }) {
+        if let Some(n) = plan.remote.iter().find(|n| n.on_loopback()) {
             return Err(Error::Node(format!(
                 "node {} listens on the runner host's loopback ({}), which a rootless builder reaches only with builder.host_loopback = true; set it, or give the node a non-loopback endpoint",
                 n.name, n.endpoint

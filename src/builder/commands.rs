@@ -59,41 +59,26 @@ pub(crate) fn node_dir(home: &str, node: &str) -> String {
     format!("{home}/.runnerx/nodes/{node}")
 }
 
+/// The runner host as a rootless builder's namespace sees it (RootlessKit's alias for
+/// the host's loopback, open only with `builder.host_loopback`).
+pub(crate) const HOST_ALIAS: &str = "10.0.2.2";
+
+/// The node's endpoint as the job's namespace reaches it: a node on the runner host's
+/// loopback is at [`HOST_ALIAS`] when `to_alias` (a rootless builder with
+/// `host_loopback`); the TLS name stays the endpoint's own (`servername`).
+pub(crate) fn endpoint_in_builder(node: &Node, to_alias: bool) -> String {
+    if to_alias && node.on_loopback() {
+        format!("tcp://{HOST_ALIAS}:{}", node.port)
+    } else {
+        node.endpoint.clone()
+    }
+}
+
 /// The `docker buildx create` commands of the multi-node builder [`BUILDX_BUILDER`]
 /// (remote driver): node 0 is the job's own BuildKit ([`BUILDX_LOCAL`]'s container)
 /// for `local` platforms when there are any — buildx sends a platform no node matches
 /// to node 0 —, then one node per answering `[[nodes]]` entry pinned to its platforms
 /// and reached with its mTLS files. The last one is made current (`--use`).
-/// The runner host as a rootless builder's namespace sees it (RootlessKit's alias for
-/// the host's loopback, open only with `builder.host_loopback`).
-pub(crate) const HOST_ALIAS: &str = "10.0.2.2";
-
-/// Whether `host` (an endpoint's host, brackets allowed) is a loopback literal or
-/// `localhost`: the runner host itself, which is not 127.0.0.1 inside a namespace.
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// `tcp://HOST:PORT` as the job's namespace reaches it: a loopback `HOST` becomes
-/// [`HOST_ALIAS`] when `to_alias` (a rootless builder with `host_loopback`); the TLS
-/// name stays the endpoint's own (`servername`).
-pub(crate) fn endpoint_in_builder(endpoint: &str, to_alias: bool) -> String {
-    let Some(rest) = endpoint.strip_prefix("tcp://") else {
-        return endpoint.to_string();
-    };
-    let Some((host, port)) = rest.rsplit_once(':') else {
-        return endpoint.to_string();
-    };
-    if to_alias && is_loopback_host(host) {
-        format!("tcp://{HOST_ALIAS}:{port}")
-    } else {
-        endpoint.to_string()
-    }
-}
-
 pub(crate) fn buildx_nodes_cmds(
     nodes: &[&Node],
     local: &[Platform],
@@ -133,7 +118,7 @@ pub(crate) fn buildx_nodes_cmds(
             c.push("--driver-opt".into());
             c.push(opt);
         }
-        c.push(endpoint_in_builder(&n.endpoint, loopback_alias));
+        c.push(endpoint_in_builder(n, loopback_alias));
         cmds.push(c);
     }
     if let Some(last) = cmds.last_mut() {
@@ -203,26 +188,6 @@ pub(crate) fn last_line(out: &str) -> &str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn loopback_node_endpoints_become_the_host_alias_only_when_asked() {
-        for e in [
-            "tcp://127.0.0.1:1234",
-            "tcp://localhost:1234",
-            "tcp://[::1]:1234",
-            "tcp://127.0.1.1:1234",
-        ] {
-            assert_eq!(endpoint_in_builder(e, true), "tcp://10.0.2.2:1234", "{e}");
-            assert_eq!(endpoint_in_builder(e, false), e);
-        }
-        for e in [
-            "tcp://arm1.example.com:1234",
-            "tcp://10.1.2.3:1234",
-            "tcp://[fd00::1]:1234",
-        ] {
-            assert_eq!(endpoint_in_builder(e, true), e);
-        }
-        assert!(is_loopback_host("LOCALHOST") && !is_loopback_host("localhost.example.com"));
-    }
     use crate::builder::spec::EXEC_SCRIPT;
 
     fn platforms(list: &[&str]) -> Vec<Platform> {
@@ -287,6 +252,29 @@ mod tests {
         let only = buildx_nodes_cmds(&[&arm], &[], "/root", false);
         assert_eq!(only.len(), 1);
         assert!(!only[0].contains(&"--append".to_string()));
+        // A node on the host's loopback: the host alias, only when asked; the TLS name
+        // stays the endpoint's.
+        for host in ["127.0.0.1", "localhost", "::1", "127.0.1.1"] {
+            let lo = Node {
+                endpoint: format!("tcp://{host}:1234"),
+                host: host.into(),
+                server_name: host.into(),
+                ..arm.clone()
+            };
+            let aliased = buildx_nodes_cmds(&[&lo], &[], "/root", true).remove(0);
+            assert!(
+                aliased.contains(&"tcp://10.0.2.2:1234".to_string()),
+                "{aliased:?}"
+            );
+            assert!(
+                aliased.contains(&format!("servername={host}")),
+                "{aliased:?}"
+            );
+            let kept = buildx_nodes_cmds(&[&lo], &[], "/root", false).remove(0);
+            assert!(kept.contains(&format!("tcp://{host}:1234")), "{kept:?}");
+        }
+        let aliased = buildx_nodes_cmds(&[&arm], &[], "/root", true).remove(0);
+        assert!(aliased.contains(&"tcp://arm1.example.com:1234".to_string()));
     }
 
     #[test]

@@ -397,16 +397,8 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
             env = Some(vec![format!("DOCKER_HOST={ROOTLESS_DOCKER_HOST}")]);
         }
         Rights::Privileged | Rights::Capabilities => {
-            grant_privileges(rights, &mut host, &mut mounts);
-            // The explicit-capabilities form is confined like rootless builders where
-            // the host has AppArmor. `--privileged` always runs unconfined: Docker
-            // ignores a named profile for it (seen on Docker 26).
-            if rights == Rights::Capabilities {
-                let mut opts = host.security_opt.take().unwrap_or_default();
-                opts.retain(|o| !o.starts_with("apparmor="));
-                opts.push(spec.apparmor.clone());
-                host.security_opt = Some(opts);
-            }
+            // Confined like rootless builders where the host has AppArmor.
+            grant_privileges(rights, &spec.apparmor, &mut host, &mut mounts);
         }
     }
     host.mounts = Some(mounts);
@@ -434,18 +426,22 @@ pub(crate) fn container_body(spec: &BuilderSpec, rights: Rights) -> ContainerCre
 /// where the engine refuses it (VMs whose bounding set lacks CAP_SYS_RESOURCE) the
 /// measured equivalent — all capabilities but SYS_RESOURCE, no seccomp or AppArmor,
 /// no masked paths, every device, the host's cgroup tree writable. Also used for
-/// BuildKit nodes (`runnerx node --start`).
-pub(crate) fn grant_privileges(rights: Rights, host: &mut HostConfig, mounts: &mut Vec<Mount>) {
+/// BuildKit nodes (`runnerx node --start`). `apparmor` is the explicit-capabilities
+/// form's `--security-opt` (`apparmor=…`); `--privileged` always runs unconfined:
+/// Docker ignores a named profile for it (seen on Docker 26).
+pub(crate) fn grant_privileges(
+    rights: Rights,
+    apparmor: &str,
+    host: &mut HostConfig,
+    mounts: &mut Vec<Mount>,
+) {
     match rights {
         Rights::Rootless => {}
         Rights::Privileged => host.privileged = Some(true),
         Rights::Capabilities => {
             host.cap_add = Some(vec!["ALL".into()]);
             host.cap_drop = Some(vec!["SYS_RESOURCE".into()]);
-            host.security_opt = Some(vec![
-                "seccomp=unconfined".into(),
-                "apparmor=unconfined".into(),
-            ]);
+            host.security_opt = Some(vec!["seccomp=unconfined".into(), apparmor.into()]);
             // `--security-opt systempaths=unconfined` is a CLI flag; on the API it is
             // empty masked and read-only path lists.
             host.masked_paths = Some(vec![]);

@@ -169,7 +169,8 @@ pub(crate) fn container_body(
         }),
         ..Default::default()
     };
-    grant_privileges(rights, &mut host, &mut mounts);
+    // Nodes run BuildKit with its own (unconfined) needs, outside runnerx's profile.
+    grant_privileges(rights, "apparmor=unconfined", &mut host, &mut mounts);
     host.mounts = Some(mounts);
     ContainerCreateBody {
         image: Some(spec.image.clone()),

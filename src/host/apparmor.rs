@@ -3,7 +3,8 @@
 //! which installs it.
 //!
 //! Invariant: where the engine applies AppArmor, every builder runs under
-//! [`PROFILE`] (never `unconfined`); a host that enforces AppArmor without the
+//! [`PROFILE`] (never `unconfined`; Docker's own exception: a `--privileged`
+//! container always runs unconfined); a host that enforces AppArmor without the
 //! profile loaded gets one line naming `runnerx host apparmor`, before anything is
 //! made. Rendering is pure and unit-tested; readers take the securityfs root.
 
@@ -129,8 +130,17 @@ pub(crate) fn install(dry_run: bool) -> Result<()> {
         })?;
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
+        // /proc/self belongs to the effective uid.
+        let root = std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata("/proc/self").map_err(|e| Error::io("read", "/proc/self", e))?,
+        ) == 0;
+        let fix = if root {
+            "this apparmor_parser does not accept the profile (`runnerx host apparmor --dry-run` prints it); please report it with `apparmor_parser --version`"
+        } else {
+            "run `runnerx host apparmor` as root"
+        };
         return Err(Error::Usage(format!(
-            "apparmor_parser refused {PROFILE_PATH}: {}; run it as root",
+            "apparmor_parser refused {PROFILE_PATH}: {}; {fix}",
             why.trim().lines().last().unwrap_or("no message")
         )));
     }

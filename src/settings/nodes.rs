@@ -41,6 +41,17 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// Whether the node listens on the runner host's own loopback (`127.0.0.0/8`,
+    /// `::1`, `localhost`): inside a rootless builder's namespace that address is the
+    /// namespace itself.
+    pub(crate) fn on_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// Whether jobs of `project` build on this node: a node shares its build cache
     /// (cache mounts, layers) between every job that uses it, so operators can keep a
     /// node to the projects that may share one.
@@ -257,6 +268,28 @@ mod tests {
             !format!("{n:?}").contains("PRIVATE KEY"),
             "Debug must hide the key"
         );
+    }
+
+    #[test]
+    fn loopback_endpoints_are_told_from_others_as_written() {
+        let n = with_node("").unwrap().nodes.remove(0);
+        let at = |host: &str| Node {
+            host: host.into(),
+            ..n.clone()
+        };
+        for host in ["127.0.0.1", "127.0.1.1", "::1", "localhost", "LOCALHOST"] {
+            assert!(at(host).on_loopback(), "{host}");
+        }
+        for host in [
+            "arm1.example.com",
+            "10.1.2.3",
+            "fd00::1",
+            "localhost.example.com",
+        ] {
+            assert!(!at(host).on_loopback(), "{host}");
+        }
+        // The parsed host of a bracketed IPv6 endpoint has no brackets.
+        assert_eq!(parse_endpoint("tcp://[::1]:1234").unwrap().0, "::1");
     }
 
     #[test]

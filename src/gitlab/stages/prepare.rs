@@ -104,7 +104,9 @@ pub(crate) async fn prepare(
     // in the host's table), and older kernels have one table: both use the host's
     // handlers (`runnerx host binfmt`).
     let in_builder = rootless && facts.binfmt_per_userns;
-    check_host_handlers(settings, &needed, in_builder)?;
+    if !in_builder {
+        check_host_handlers(settings, &needed, rootless)?;
+    }
     builder::caches::ensure_free(engine, settings, &info.root_dir, cancel).await?;
     lifecycle::ensure_image(engine, &image, b.pull_policy, cancel).await?;
     steps.done(&format!("image {image} ready"));
@@ -219,7 +221,9 @@ pub(crate) async fn prepare(
         }
         steps.done(&format!("warm cache {volume} tidied"));
     }
-    setup_platforms(settings, engine, &name, native, &needed, in_builder, cancel).await?;
+    if in_builder {
+        setup_platforms(settings, engine, &name, native, &needed, cancel).await?;
+    }
     steps.done(&format!(
         "platforms {} ready",
         Platform::joined(&b.platforms, ",")
@@ -326,20 +330,21 @@ fn finish(job: &Job, name: &str, steps: &Steps, rootless: bool) {
     println!("  remove:  runnerx cleanup --job-id {}", job.id);
 }
 
-/// A builder that uses the host's QEMU handlers (not `in_builder`) needs them there,
-/// with F: checked before anything is made, one line naming `runnerx host binfmt`.
-fn check_host_handlers(settings: &Settings, needed: &[&str], in_builder: bool) -> Result<()> {
-    if in_builder || needed.is_empty() || settings.binfmt.mode == BinfmtMode::None {
+/// A builder that uses the host's QEMU handlers needs them there, with F: checked
+/// before anything is made, one line naming `runnerx host binfmt`. A rootless one
+/// uses them only on kernels without binfmt_misc per user namespace.
+fn check_host_handlers(settings: &Settings, needed: &[&str], rootless: bool) -> Result<()> {
+    if needed.is_empty() || settings.binfmt.mode == BinfmtMode::None {
         return Ok(());
     }
     let bad = host::unusable_host_handlers(needed);
     if bad.is_empty() {
         return Ok(());
     }
-    let why = if host::facts(Path::new("/proc")).binfmt_per_userns {
-        "privileged builders share the host's user namespace"
-    } else {
+    let why = if rootless {
         "this kernel has no binfmt_misc per user namespace (Linux < 6.7)"
+    } else {
+        "privileged builders share the host's user namespace"
     };
     Err(Error::Emulation(format!(
         "{why}, so this builder uses the host's QEMU handlers, and these are not usable: {}; run `runnerx host binfmt` on the runner host once (as root)",
@@ -347,21 +352,17 @@ fn check_host_handlers(settings: &Settings, needed: &[&str], in_builder: bool) -
     )))
 }
 
-/// Registers (image mode) and checks the QEMU handlers every non-native platform needs.
+/// Registers (image mode) and checks, in the builder's own namespace, the QEMU
+/// handlers every non-native platform needs.
 async fn setup_platforms(
     settings: &Settings,
     engine: &Engine,
     name: &str,
     native: &str,
     needed: &[&str],
-    in_builder: bool,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let mode = settings.binfmt.mode;
-    if !in_builder {
-        // The host's handlers, checked before the builder was made.
-        return Ok(());
-    }
     if needed.is_empty() {
         return Ok(());
     }

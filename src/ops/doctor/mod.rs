@@ -9,6 +9,7 @@
 //! both ways, its BuildKit version and platforms. Exits non-zero when anything fails.
 
 mod apparmor;
+mod binfmt;
 mod nodes;
 
 use std::net::SocketAddr;
@@ -234,29 +235,8 @@ fn isolation_checks(settings: &Settings, facts: &crate::host::Facts, r: &mut Rep
             format!("privileged builders only ({why}); jobs can reach this host"),
         ),
     }
+    binfmt::check(settings, facts, r);
     if wanted != Isolation::Privileged {
-        let native = crate::host::binfmt::goarch(std::env::consts::ARCH);
-        let needed = crate::host::binfmt::needed(&settings.builder.platforms, native);
-        if facts.binfmt_per_userns || needed.is_empty() {
-            r.ok(
-                "binfmt per namespace",
-                "each rootless builder registers its own QEMU handlers (Linux ≥ 6.7)",
-            );
-        } else {
-            let bad = crate::host::unusable_host_handlers(&needed);
-            if bad.is_empty() {
-                r.ok(
-                    "binfmt per namespace",
-                    "Linux < 6.7: the host's handlers (with F) serve rootless builders",
-                );
-            } else {
-                r.fail(
-                    "binfmt per namespace",
-                    format!("Linux < 6.7 has no binfmt_misc per user namespace, and these host handlers are not usable: {}", bad.join(", ")),
-                    "run `runnerx host binfmt` once as root (needs qemu-user-static on the host)",
-                );
-            }
-        }
         if std::path::Path::new("/sys/class/misc/tun").exists()
             || std::path::Path::new("/dev/net/tun").exists()
         {
