@@ -8,22 +8,30 @@
 #     newuidmap/newgidmap, containerd, dockerd, runc, docker with buildx;
 #   - the user `rootless`, uid 1000, with a home and the subordinate ids
 #     100000:65536 (/etc/subuid, /etc/subgid): every job runs as it;
+#   - its primary group `runnerx-net`, gid 65530: RootlessKit and slirp4netns run
+#     with it in the host's network namespace, which is how the host's egress policy
+#     (runnerx host network) tells builders' traffic from the host's own;
 #   - newuidmap/newgidmap with file capabilities (cap_setuid / cap_setgid) instead
 #     of the setuid bit, and no setuid or setgid file at all: the job user has no
 #     way back to uid 0;
-#   - /builds and /cache owned by uid 1000; /etc/runnerx present;
+#   - /builds and /cache owned by 1000:65530; /etc/runnerx present;
 #   - the containerd image store (multi-platform images with the docker driver);
 #   - QEMU user emulators and /usr/lib/binfmt.d/qemu-<arch>.conf for builtin binfmt.
 set -eu
 
 mkdir -p /etc/docker /etc/runnerx /builds /cache
-id -u rootless >/dev/null 2>&1 || useradd --uid 1000 --user-group --create-home --shell /bin/bash rootless
+getent group runnerx-net >/dev/null || groupadd --gid 65530 runnerx-net
+if id -u rootless >/dev/null 2>&1; then
+  usermod --gid runnerx-net rootless
+else
+  useradd --uid 1000 --gid runnerx-net --create-home --shell /bin/bash rootless
+fi
 printf 'rootless:100000:65536\n' >/etc/subuid
 printf 'rootless:100000:65536\n' >/etc/subgid
 find / -xdev -type f -perm /6000 -exec chmod ug-s {} +
 setcap cap_setuid=ep /usr/bin/newuidmap
 setcap cap_setgid=ep /usr/bin/newgidmap
-chown -R 1000:1000 /builds /cache /home/rootless
+chown -R 1000:65530 /builds /cache /home/rootless
 printf '{"features": {"containerd-snapshotter": true}}\n' >/etc/docker/daemon.json
 
 # Trim: emulators only for the platforms runnerx maps (builder.platforms), no

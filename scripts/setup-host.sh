@@ -8,7 +8,8 @@
 #      docker/Dockerfile on a debootstrapped Debian base);
 #   4. with --tests only: what the tests need beyond the demo — the BuildKit image
 #      runnerx-buildkit:local (docker/build-buildkit-image.sh: nodes and the
-#      docker-container driver), apparmor_parser (the builder profile compiles) and
+#      docker-container driver), apparmor_parser (the builder profile compiles),
+#      nftables (`runnerx host network`, the egress policy) and
 #      qemu-user-static (`runnerx host binfmt` for privileged builders), and the VM
 #      tier's runner-host guest (scripts/vm/build-guest.sh).
 # Images are skipped when the image for the current recipe already exists.
@@ -34,7 +35,7 @@ if ((tests || old_kernel)); then
   packages+=(qemu-user-static)
 fi
 # The VM tier's emulator (scripts/vm/run-guest.sh would install it too, later).
-((tests)) && packages+=(qemu-system-x86)
+((tests)) && packages+=(qemu-system-x86 nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

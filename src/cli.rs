@@ -118,6 +118,19 @@ pub enum HostCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Install the egress policy for builders: an nftables table (inet runnerx) that
+    /// keeps jobs from the runner host's own addresses, link-local addresses (cloud
+    /// metadata) and `[network] deny`, while what the settings name stays reachable.
+    /// Made from the settings (run it again when registries, nodes, proxy or
+    /// `[network]` change), kept across reboots by runnerx-network.service. Idempotent.
+    Network {
+        /// Print the ruleset (or, with --remove, what would go), change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the policy, its files and its unit.
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 /// `runnerx manifest …`

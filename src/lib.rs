@@ -89,6 +89,13 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
             host::register_binfmt(&needed, *dry_run)
         }
         Command::Host(cli::HostCommand::Apparmor { dry_run }) => host::apparmor::install(*dry_run),
+        Command::Host(cli::HostCommand::Network { dry_run, remove }) => {
+            if *remove {
+                host::network::install::remove(*dry_run)
+            } else {
+                host::network::install::install(&settings()?, *dry_run)
+            }
+        }
         Command::Gc(args) => {
             let settings = Settings::load_lenient(cli.config.as_deref(), &env);
             let engine = builder::engine::Engine::connect().await?;

@@ -68,6 +68,7 @@ grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 || fail "qemu-aarch6
 phase "integration tests on this host"
 tests=(
   hosts::
+  network::
   isolation::hostile_job_cannot_change_the_host
   isolation::busy_
   pipelines::services_are_reachable_by_alias_and_a_silent_one_is_reported_with_its_log

@@ -12,7 +12,7 @@ set -eu
 . /etc/runnerx/boot.env
 mkdir -p /run/runnerx
 missing=
-for tool in unshare nsenter slirp4netns containerd dockerd bash ip; do
+for tool in setpriv unshare nsenter slirp4netns containerd dockerd bash ip; do
   command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
@@ -59,8 +59,10 @@ done
 echo "$ns" >/run/runnerx/ns.pid
 loopback=--disable-host-loopback
 [ "$RUNNERX_HOST_LOOPBACK" = 1 ] && loopback=
+# The namespace's only way out, in the host's network namespace: it runs with the
+# group the host's egress policy matches (runnerx host network).
 # shellcheck disable=SC2086 # $loopback is one flag or nothing
-slirp4netns --configure --mtu=65520 $loopback "$ns" tap0 >/run/runnerx/slirp4netns.log 2>&1 &
+setpriv --regid="$RUNNERX_NET_GID" --clear-groups slirp4netns --configure --mtu=65520 $loopback "$ns" tap0 >/run/runnerx/slirp4netns.log 2>&1 &
 slirp=$!
 teardown() {
   kill -TERM "$ns" 2>/dev/null || :

@@ -22,9 +22,17 @@ fi
 uid=$RUNNERX_UID
 entry=$(getent passwd "$uid" || :)
 user=$(echo "$entry" | cut -d: -f1)
+gid=$(echo "$entry" | cut -d: -f4)
 home=$(echo "$entry" | cut -d: -f6)
 if [ -z "$home" ]; then
   echo "runnerx: the builder image has no user with uid $uid (see docker/Dockerfile)" >&2
+  exit 1
+fi
+# RootlessKit and slirp4netns run in the host's network namespace with the user's
+# primary group (real, effective and saved: nothing can drop it), which the host's
+# egress policy matches.
+if [ "$RUNNERX_EGRESS_POLICY" = 1 ] && [ "$gid" != "$RUNNERX_NET_GID" ]; then
+  echo "runnerx: network.egress = \"policy\" needs the builder image's user $user in primary group $RUNNERX_NET_GID (runnerx-net), not $gid; build the image from docker/Dockerfile" >&2
   exit 1
 fi
 run=/run/user/$uid
@@ -32,22 +40,22 @@ mkdir -p "$run" /run/runnerx
 # chmod before chown: without CAP_FOWNER root may only chmod what it owns.
 # /run/runnerx holds the pid files of the user's stage scripts (cancellation).
 chmod 700 "$run" /run/runnerx
-chown "$uid:$uid" "$run" /run/runnerx
+chown "$uid:$gid" "$run" /run/runnerx
 
 # slirp4netns needs a tun device inside the namespace; Docker's default device rules
 # allow creating c 10:200, and only the user opens it.
 mkdir -p /dev/net
 [ -c /dev/net/tun ] || mknod /dev/net/tun c 10 200
 chmod 600 /dev/net/tun
-chown "$uid:$uid" /dev/net/tun
+chown "$uid:$gid" /dev/net/tun
 
 # The data root (the job's volume or a kept project cache) belongs to the user, who
 # is root inside the namespace. A cache last used by a privileged builder holds
 # root-owned files the namespace cannot map: runnerx gives such a builder a fresh
 # volume (it labels caches with their isolation), so only the top directory is chowned.
-chown "$uid:$uid" /var/lib/docker
+chown "$uid:$gid" /var/lib/docker
 for d in /builds /cache; do
-  [ -d "$d" ] && chown "$uid:$uid" "$d"
+  [ -d "$d" ] && chown "$uid:$gid" "$d"
 done
 
 # Registry CAs runnerx placed in the system store: curl, git and the buildx client's
@@ -60,7 +68,7 @@ fi
 
 # The buildx client (the user) reads client keys for docker-container builders.
 # (Files in the user's home arrive owned by the user.)
-if [ -d /etc/buildkit ]; then chown -R "$uid:$uid" /etc/buildkit; fi
+if [ -d /etc/buildkit ]; then chown -R "$uid:$gid" /etc/buildkit; fi
 
 loopback=--disable-host-loopback
 [ "$RUNNERX_HOST_LOOPBACK" = 1 ] && loopback=
@@ -69,7 +77,7 @@ loopback=--disable-host-loopback
 
 # setpriv, not su: no PAM, no setuid helper, and the user keeps no capability.
 # shellcheck disable=SC2086 # $loopback is one flag or nothing
-setpriv --reuid="$uid" --regid="$uid" --init-groups --inh-caps=-all \
+setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all \
   env HOME="$home" XDG_RUNTIME_DIR="$run" USER="$user" \
   rootlesskit \
   --state-dir="$run/rootlesskit" \
@@ -84,7 +92,7 @@ pid=$!
 teardown() {
   # RootlessKit runs as the user, and this root has no CAP_KILL: signal it as the user.
   # It passes SIGTERM to ns-init.sh, which stops dockerd and containerd.
-  setpriv --reuid="$uid" --regid="$uid" --init-groups kill -TERM "$pid" 2>/dev/null || :
+  setpriv --reuid="$uid" --regid="$gid" --init-groups kill -TERM "$pid" 2>/dev/null || :
   wait "$pid" 2>/dev/null || :
   exit 0
 }

@@ -17,8 +17,8 @@ set -u
 . /etc/runnerx/boot.env
 uid=${RUNNERX_UID:-}
 if [ -n "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ] && [ "$(id -u)" = 0 ]; then
-  IFS=: read -r user _ _ _ _ home _ < <(getent passwd "$uid")
-  exec setpriv --reuid="$uid" --regid="$uid" --init-groups --inh-caps=-all --no-new-privs \
+  IFS=: read -r user _ _ gid _ home _ < <(getent passwd "$uid")
+  exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all --no-new-privs \
     env HOME="$home" USER="$user" LOGNAME="$user" XDG_RUNTIME_DIR="/run/user/$uid" \
     DOCKER_HOST="unix:///run/user/$uid/docker.sock" "$0" "$@"
 fi

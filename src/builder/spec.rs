@@ -30,6 +30,7 @@ use bollard::models::{
 
 use ipnet::Ipv4Net;
 
+use crate::host::network::NET_GID;
 use crate::settings::{Limits, Proxy, Registry};
 use crate::trust;
 
@@ -78,6 +79,20 @@ pub(crate) const EXEC_PATH: &str = "/etc/runnerx/exec.sh";
 /// namespace the inner dockerd runs in (uid 0 inside). The builder image must have
 /// it (with a subordinate id range in /etc/subuid and /etc/subgid).
 pub(crate) const ROOTLESS_UID: u32 = 1000;
+/// Its primary group, `runnerx-net`: the group RootlessKit and slirp4netns run with
+/// in the host's network namespace, which the host's egress policy matches. The
+/// namespace's gid 0 maps to it, so the job's files carry it too.
+pub(crate) const ROOTLESS_GID: u32 = NET_GID;
+
+/// The group files owned by `uid` get in a builder: the job user's primary group for
+/// the job user, else the uid's own.
+pub(crate) fn gid_of(uid: u32) -> u32 {
+    if uid == ROOTLESS_UID {
+        ROOTLESS_GID
+    } else {
+        uid
+    }
+}
 /// Its home directory (docker config, rootless dockerd's certs.d).
 pub(crate) const ROOTLESS_HOME: &str = "/home/rootless";
 /// Where a rootless builder's inner dockerd listens.
@@ -146,6 +161,8 @@ pub(crate) struct BuilderSpec {
     /// Rootless: whether ports a job publishes also listen on the host (RootlessKit's
     /// builtin port driver); otherwise only in the namespace.
     pub publish_on_host: bool,
+    /// `network.egress = "policy"`: the boot insists on the network helper's group.
+    pub egress_policy: bool,
     /// `host:ip` entries.
     pub extra_hosts: Vec<String>,
     /// Unix time of creation (label).
@@ -306,10 +323,21 @@ pub(crate) enum Rights {
 }
 
 impl Rights {
-    /// The `runnerx.isolation` label value.
+    /// The isolation's name (messages, the builder's `runnerx.isolation` label).
     pub(crate) fn isolation(self) -> &'static str {
         match self {
             Rights::Rootless => "rootless",
+            Rights::Privileged | Rights::Capabilities => "privileged",
+        }
+    }
+
+    /// Whose ids the files of its data volumes carry (the caches' `runnerx.isolation`
+    /// label, part of `cache_dir` volume names): a builder reuses only volumes made
+    /// under its own id map. Rootless: uid 1000 and [`ROOTLESS_GID`] (older rootless
+    /// caches, labelled `rootless`, had gid 1000 and start afresh).
+    pub(crate) fn id_map(self) -> &'static str {
+        match self {
+            Rights::Rootless => "rootless-g65530",
             Rights::Privileged | Rights::Capabilities => "privileged",
         }
     }
@@ -517,6 +545,11 @@ pub(crate) fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
         },
         spec.platforms.join(" ")
     );
+    // The group the network helper runs with, which the host's egress policy matches.
+    env.push_str(&format!(
+        "RUNNERX_NET_GID={NET_GID}\nRUNNERX_EGRESS_POLICY={}\n",
+        u8::from(spec.egress_policy)
+    ));
     if !spec.dind_aliases.is_empty() {
         env.push_str(&format!(
             "RUNNERX_DIND_ALIASES=\"{}\"\n",
@@ -590,17 +623,17 @@ pub(crate) fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
         .iter()
         .map(|(p, c, m)| (p.as_str(), c.as_slice(), *m))
         .collect();
-    let user = home.map(|h| (h.trim_start_matches('/'), ROOTLESS_UID));
+    let user = home.map(|h| (h.trim_start_matches('/'), (ROOTLESS_UID, ROOTLESS_GID)));
     tar_owned(&refs, user)
 }
 
-/// The job user's home and uid: `/home/rootless` and 1000 in rootless builders, else
+/// The job user's home and (uid, gid): `/home/rootless` and 1000:65530 in rootless builders, else
 /// root's.
-pub(crate) fn job_home(rootless: bool) -> (&'static str, u32) {
+pub(crate) fn job_home(rootless: bool) -> (&'static str, (u32, u32)) {
     if rootless {
-        (ROOTLESS_HOME, ROOTLESS_UID)
+        (ROOTLESS_HOME, (ROOTLESS_UID, ROOTLESS_GID))
     } else {
-        ("/root", 0)
+        ("/root", (0, 0))
     }
 }
 
@@ -619,6 +652,7 @@ mod tests {
             image: "runnerx-builder:local".into(),
             host_loopback: false,
             publish_on_host: false,
+            egress_policy: false,
             extra_hosts: vec!["registry.test:127.0.0.1".into()],
             created: 1_700_000_000,
             registries: vec![],
@@ -712,6 +746,28 @@ mod tests {
         );
         assert_eq!(v["Labels"]["runnerx.cache"], "runnerx-cache-p77-0");
         assert_eq!(v["Labels"]["runnerx.job"], "42");
+    }
+
+    #[test]
+    fn boot_env_names_the_network_group_and_whether_the_policy_is_asked_for() {
+        let mut s = spec();
+        assert!(
+            boot_env(&s, Rights::Rootless)
+                .contains("RUNNERX_NET_GID=65530\nRUNNERX_EGRESS_POLICY=0\n")
+        );
+        s.egress_policy = true;
+        assert!(boot_env(&s, Rights::Privileged).contains("RUNNERX_EGRESS_POLICY=1\n"));
+    }
+
+    #[test]
+    fn the_rootless_id_map_names_the_job_users_group() {
+        assert!(
+            Rights::Rootless
+                .id_map()
+                .ends_with(&format!("-g{ROOTLESS_GID}"))
+        );
+        assert_eq!(gid_of(ROOTLESS_UID), ROOTLESS_GID);
+        assert_eq!(gid_of(0), 0);
     }
 
     #[test]
@@ -859,7 +915,7 @@ mod tests {
                 ("home/u/.docker/config.json", b"{}", 0o600),
                 ("home/u/.config/docker/certs.d/r:1/ca.crt", b"c", 0o644),
             ],
-            Some(("home/u", 1000)),
+            Some(("home/u", (1000, 65530))),
         );
         let mut a = tar::Archive::new(tar_bytes.as_slice());
         let got: Vec<(String, u64)> = a

@@ -13,6 +13,7 @@ pub(crate) mod apparmor;
 pub(crate) mod binfmt;
 pub(crate) mod cache_use;
 pub(crate) mod lock;
+pub(crate) mod network;
 
 use crate::error::{Error, Result};
 use crate::host::binfmt::Handler;

@@ -108,3 +108,14 @@ pub(crate) enum NodeFallback {
     /// Fail the job (a system failure naming the node).
     Fail,
 }
+
+/// Whether builders' traffic must pass the host's egress policy (`runnerx host network`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Egress {
+    /// No policy asked for: jobs reach whatever the runner host reaches (the default).
+    #[default]
+    Open,
+    /// Prepare fails unless the policy for these settings is installed on the host.
+    Policy,
+}

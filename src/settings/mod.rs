@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 mod builder;
 mod cache;
 mod choices;
+mod network;
 mod nodes;
 mod raw;
 mod registry;
@@ -28,6 +29,7 @@ pub(crate) use builder::{
 };
 pub(crate) use cache::{BinfmtMode, BinfmtSettings, CacheMode, CacheSettings};
 pub(crate) use choices::NodeFallback;
+pub(crate) use network::{Egress, NetworkSettings, Target};
 pub(crate) use nodes::Node;
 use raw::{Origins, RawProxy, RawSettings};
 pub(crate) use registry::{ClientIdentity, Secret};
@@ -53,6 +55,8 @@ pub(crate) struct Settings {
     pub cache: CacheSettings,
     /// `[[nodes]]`: remote BuildKit nodes, each platform on at most one.
     pub nodes: Vec<Node>,
+    /// `[network]`: the egress policy.
+    pub network: NetworkSettings,
 }
 
 impl Settings {
@@ -61,6 +65,16 @@ impl Settings {
     pub(crate) fn load(flag: Option<&Path>, env: &Env) -> Result<Settings> {
         let (text, source) = Self::read(flag, env)?;
         Self::parse(text.as_deref(), source, env)
+    }
+
+    /// Settings from TOML text alone (no environment), for other modules' unit tests.
+    #[cfg(test)]
+    pub(crate) fn from_toml(text: &str) -> Result<Settings> {
+        Self::parse(
+            Some(text),
+            Some("/etc/runnerx/runnerx.toml".into()),
+            &Env::default(),
+        )
     }
 
     /// Settings from the file's text (`None`: no file) and the environment.
@@ -187,6 +201,7 @@ impl Settings {
             proxy: registry::validate_proxy(raw.proxy, &origins.file)?,
             binfmt: cache::validate_binfmt(raw.binfmt, &origins)?,
             cache: cache::validate_cache(raw.cache, &origins)?,
+            network: network::validate_network(raw.network, &origins.file)?,
         })
     }
 }

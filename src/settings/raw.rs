@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::choices::{
-    BinfmtMode, CacheMode, Driver, Isolation, NodeFallback, Privileged, PublishPorts, PullPolicy,
+    BinfmtMode, CacheMode, Driver, Egress, Isolation, NodeFallback, Privileged, PublishPorts,
+    PullPolicy,
 };
 use super::values;
 use crate::env::Env;
@@ -44,6 +45,23 @@ pub(crate) struct RawSettings {
     /// `[[nodes]]`
     #[serde(default)]
     pub nodes: Vec<RawNode>,
+    /// `[network]`
+    #[serde(default)]
+    pub network: RawNetwork,
+}
+
+/// `[network]` as written.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNetwork {
+    /// Whether prepare insists on the installed egress policy.
+    pub egress: Option<Egress>,
+    /// CIDRs, addresses or `host:port` reachable despite the defaults.
+    pub allow: Option<Vec<String>>,
+    /// CIDRs, addresses or `host:port` denied on top of the defaults.
+    pub deny: Option<Vec<String>>,
+    /// Also deny the private ranges (RFC 1918, fc00::/7).
+    pub deny_private: Option<bool>,
 }
 
 /// `[builder]` as written.

@@ -23,7 +23,7 @@ fn host_binfmt() -> String {
     )
 }
 
-/// The host state a job must not change: iptables (counters stripped), links,
+/// The host state a job must not change: iptables (counters stripped), nftables, links,
 /// mounts outside Docker's own container and volume mounts, binfmt handlers.
 /// binfmt_misc is mounted before anything is read, so the first snapshot on a fresh
 /// host already shows that mount.
@@ -45,6 +45,7 @@ fn host_state() -> Vec<(&'static str, String)> {
             ),
         ),
         ("binfmt_misc", binfmt),
+        ("nft ruleset", sh("nft list ruleset 2>/dev/null")),
     ]
 }
 

@@ -14,6 +14,7 @@ mod hosts;
 mod isolation;
 mod local;
 mod multiarch;
+mod network;
 mod nodes;
 mod pipelines;
 mod protocol;

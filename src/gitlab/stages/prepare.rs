@@ -30,7 +30,7 @@ use crate::host::binfmt::{self, Handler};
 use crate::host::lock::HostLock;
 use crate::logging::human;
 use crate::settings::{
-    BinfmtMode, CacheMode, Driver, Isolation, Limits, Platform, PublishPorts, Settings,
+    BinfmtMode, CacheMode, Driver, Egress, Isolation, Limits, Platform, PublishPorts, Settings,
 };
 
 /// Logs each step with its duration.
@@ -74,6 +74,8 @@ pub(crate) async fn prepare(
     let rootless = wanted == Rights::Rootless;
     // Before anything is made: a host that enforces AppArmor needs runnerx's profile.
     let apparmor = host::apparmor::security_opt(&host::apparmor::host_state(info.apparmor))?;
+    // ... and, when the settings ask for it, the egress policy made for them.
+    host::network::install::check(settings)?;
     tracing::info!(
         "preparing builder {name} from {image} (engine {}, {} isolation)",
         info.version,
@@ -121,6 +123,7 @@ pub(crate) async fn prepare(
         image,
         host_loopback: b.host_loopback,
         publish_on_host: b.publish_ports == PublishPorts::All,
+        egress_policy: settings.network.egress == Egress::Policy,
         extra_hosts: b.extra_hosts.clone(),
         created,
         registries: registries_for(settings, job),
@@ -167,9 +170,8 @@ pub(crate) async fn prepare(
         Some(_) => Held::list(engine).await?,
         None => Held::default(),
     };
-    spec.data_root =
-        choose_volume(settings, job, engine, &held, created, wanted.isolation()).await?;
-    spec.cache_dir = cache_dir(job, engine, created, wanted.isolation()).await?;
+    spec.data_root = choose_volume(settings, job, engine, &held, created, wanted.id_map()).await?;
+    spec.cache_dir = cache_dir(job, engine, created, wanted.id_map()).await?;
     for volume in [
         Some(spec.data_root.name()).filter(|_| matches!(spec.data_root, DataRoot::Cache { .. })),
         spec.cache_dir.as_deref(),

@@ -10,6 +10,7 @@
 
 mod apparmor;
 mod binfmt;
+mod network;
 mod nodes;
 
 use std::net::SocketAddr;
@@ -236,6 +237,7 @@ fn isolation_checks(settings: &Settings, facts: &crate::host::Facts, r: &mut Rep
         ),
     }
     binfmt::check(settings, facts, r);
+    network::check(settings, r);
     if wanted != Isolation::Privileged {
         if std::path::Path::new("/sys/class/misc/tun").exists()
             || std::path::Path::new("/dev/net/tun").exists()

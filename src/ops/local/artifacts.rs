@@ -113,7 +113,7 @@ pub(super) fn rerooted(tar: &[u8], project_dir: &str, uid: u32) -> Result<Vec<u8
         let path = entry.path().map_err(bad)?.into_owned();
         let mut header = entry.header().clone();
         header.set_uid(u64::from(uid));
-        header.set_gid(u64::from(uid));
+        header.set_gid(u64::from(crate::builder::gid_of(uid)));
         let target = Path::new(root).join(&path);
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut entry, &mut data).map_err(bad)?;

@@ -407,7 +407,7 @@ async fn get_sources(engine: &Engine, job: &Job, project: &Path, project_dir: &s
     // jobs run as root and may write anywhere anyway).
     let owned = |h: &mut tar::Header| {
         h.set_uid(u64::from(crate::builder::ROOTLESS_UID));
-        h.set_gid(u64::from(crate::builder::ROOTLESS_UID));
+        h.set_gid(u64::from(crate::builder::ROOTLESS_GID));
         h.set_mtime(0);
     };
     let mut b = tar::Builder::new(Vec::new());
