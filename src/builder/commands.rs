@@ -162,7 +162,7 @@ pub(crate) fn binfmt_check_cmd(names: &[&str]) -> Vec<String> {
 ///
 /// The script (it holds the job token) arrives on stdin, length-prefixed by the
 /// length argument, and is read through a pipe by `exec.sh run`: it is never written
-/// to the container's filesystem. `setsid` gives the script its own process group so
+/// to the container's filesystem. Job control (`set -m`) gives the script its own process group so
 /// cancellation can signal the whole tree, as gitlab-runner does with `kill(-pid)`;
 /// its pid goes to `/run/runnerx/<token>.pid`. The script's own stdin is /dev/null.
 pub(crate) fn exec_wrapper(script_len: usize, token: &str) -> Vec<String> {
@@ -282,7 +282,7 @@ mod tests {
         let cmd = exec_wrapper(1234, "tok");
         assert_eq!(cmd, ["bash", EXEC_PATH, "run", "1234", "tok"]);
         assert!(EXEC_SCRIPT.contains("head -c \"$len\""));
-        assert!(EXEC_SCRIPT.contains("setsid"));
+        assert!(EXEC_SCRIPT.contains("set -m"));
         // Rootless: the wrapper drops to the user for good before anything else.
         assert!(EXEC_SCRIPT.contains("--no-new-privs"));
     }

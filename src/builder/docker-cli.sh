@@ -9,6 +9,8 @@
 # also copied to a temporary file: at the end comes a build report per platform —
 # where it was built (runnerx writes /etc/runnerx/placement at prepare), its steps'
 # time and cache hits — and, when a step crashed under QEMU, one line naming the fix.
+# A build that names no cache of its own also reads and writes the project's registry
+# build cache when runnerx set one up (/etc/runnerx/build-cache.env).
 set -u
 here=/etc/runnerx/bin
 real=""
@@ -65,17 +67,91 @@ report() {
   fi
 }
 
+# The registry build cache flags for a build with arguments "$@" (after `build`), in
+# the array cache_args, and its refs in cache_ref / cache_default; nothing when the
+# job has no cache or the command names its own.
+cache_args=()
+cache_ref=""
+cache_default=""
+cache_flags() {
+  local env=/etc/runnerx/build-cache.env a prev="" file="" target="" context=""
+  [ -r "$env" ] || return 0
+  for a in "$@"; do
+    case "$a" in
+    --cache-from | --cache-from=* | --cache-to | --cache-to=*) return 0 ;;
+    esac
+    case "$prev" in
+    -f | --file) file=$a ;;
+    --target) target=$a ;;
+    esac
+    case "$a" in
+    --file=*) file=${a#--file=} ;;
+    --target=*) target=${a#--target=} ;;
+    -*) ;;
+    *) context=$a ;;
+    esac
+    prev=$a
+  done
+  # shellcheck source=/dev/null # written by runnerx into the builder at prepare
+  . "$env"
+  # One cache per Dockerfile, target and context: a project's images never evict
+  # each other's.
+  local key
+  key=$(printf 'file=%s\ntarget=%s\ncontext=%s\n' "${file:-Dockerfile}" "$target" "${context:-.}" | sha256sum | cut -c1-12)
+  local base="$RUNNERX_CACHE_REPOSITORY:p$RUNNERX_CACHE_PROJECT"
+  cache_ref="$base-$RUNNERX_CACHE_REF-$key"
+  cache_args=(--cache-from "type=registry,ref=$cache_ref")
+  if [ -n "$RUNNERX_CACHE_DEFAULT" ]; then
+    cache_default="$base-$RUNNERX_CACHE_DEFAULT-$key"
+    cache_args+=(--cache-from "type=registry,ref=$cache_default")
+  fi
+  cache_args+=(--cache-to "type=registry,ref=$cache_ref,mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true")
+}
+
+# What became of the registry cache in the build whose plain progress is in $1.
+cache_report() {
+  local log=$1
+  [ -n "$cache_ref" ] || return 0
+  awk -v ref="$cache_ref" -v def="$cache_default" '
+    /^#[0-9]+ importing cache manifest from / { imp[$1] = $NF; next }
+    /^#[0-9]+ exporting cache to registry/ { exp_id = $1; next }
+    /^#[0-9]+ DONE / { if ($1 in imp) got[imp[$1]] = 1; if ($1 == exp_id) written = 1; next }
+    /^#[0-9]+ ERROR: / {
+      msg = $0; sub(/^#[0-9]+ ERROR: /, "", msg)
+      if ($1 in imp) why[imp[$1]] = msg
+      if ($1 == exp_id) werr = msg
+      next
+    }
+    /^#[0-9]+ CACHED$/ { cached++ }
+    END {
+      n = split(ref " " def, refs, " ")
+      for (i = 1; i <= n; i++) {
+        r = refs[i]
+        if (r in got) printf "  registry cache: read %s (%d steps cached)\n", r, cached + 0
+        else if (r in why && why[r] ~ /not found/) printf "  registry cache: nothing read from %s: no cache there yet\n", r
+        else if (r in why) printf "  registry cache: nothing read from %s: %s\n", r, why[r]
+      }
+      if (written) printf "  registry cache: written to %s\n", ref
+      else if (werr != "") printf "  registry cache: not written to %s: %s\n", ref, werr
+    }' "$log" >&2
+}
+
 is_build() {
   [ "${1:-}" = build ] || { [ "${1:-}" = buildx ] && [ "${2:-}" = build ]; }
 }
 
 if is_build "$@"; then
+  words=1
+  [ "$1" = buildx ] && words=2
+  cache_flags "${@:words+1}"
+  set -- "${@:1:words}" "${cache_args[@]}" "${@:words+1}"
   log=$(mktemp "${TMPDIR:-/tmp}/runnerx-build.XXXXXX") || exec "$real" "$@"
   # stdout goes straight through (fd 3); stderr (the progress) is copied to $log.
   set -o pipefail
   { "$real" "$@" 2>&1 1>&3 3>&- | tee "$log" 1>&2 3>&-; } 3>&1
   code=$?
   report "$log" "$code"
+  cache_report "$log"
   rm -f "$log"
   exit "$code"
 fi

@@ -12,15 +12,32 @@
 # become the unprivileged user for good: no capabilities and no_new_privs, so no file
 # capability (newuidmap's) or setuid bit leads back. (Emptying the bounding set would
 # need CAP_SETPCAP, which the builder does not get; no_new_privs makes it moot.)
+#
+# Every stage pays for each process started here: builtins where they do, and one
+# chain of execs (no second pass through this script) into the namespace.
 set -u
 # shellcheck source=/dev/null # written by runnerx into the builder at create time
 . /etc/runnerx/boot.env
 uid=${RUNNERX_UID:-}
-if [ -n "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ] && [ "$(id -u)" = 0 ]; then
-  IFS=: read -r user _ _ gid _ home _ < <(getent passwd "$uid")
+if [ -n "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ] && [ "$EUID" = 0 ]; then
+  user="" gid="" home=""
+  while IFS=: read -r name _ id group _ dir _; do
+    if [ "$id" = "$uid" ]; then
+      user=$name gid=$group home=$dir
+      break
+    fi
+  done </etc/passwd
+  export HOME="$home" USER="$user" LOGNAME="$user" XDG_RUNTIME_DIR="/run/user/$uid" \
+    DOCKER_HOST="unix:///run/user/$uid/docker.sock"
+  # The namespace's pid is readable by the user only: sh reads it after the drop and
+  # enters (below, the same for a namespace that appears later).
+  # shellcheck disable=SC2016 # expanded by that sh
   exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all --no-new-privs \
-    env HOME="$home" USER="$user" LOGNAME="$user" XDG_RUNTIME_DIR="/run/user/$uid" \
-    DOCKER_HOST="unix:///run/user/$uid/docker.sock" "$0" "$@"
+    /bin/sh -c 'if read -r p <"$XDG_RUNTIME_DIR/rootlesskit/child_pid" 2>/dev/null && [ -n "$p" ]; then
+        export RUNNERX_IN_NS=1
+        exec nsenter -U --preserve-credentials -n -m -t "$p" setpriv --bounding-set=-all --inh-caps=-all "$@"
+      fi
+      exec "$@"' sh bash "$0" "$@"
 fi
 
 # Rootless builders: once the inner daemons' namespace exists, everything runs in its
@@ -30,14 +47,18 @@ fi
 # emptying the bounding set before the next exec leaves it no capability there either.
 ns_pid="${XDG_RUNTIME_DIR:-/nonexistent}/rootlesskit/child_pid"
 if [ -n "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ] && [ -s "$ns_pid" ]; then
-  exec nsenter -U --preserve-credentials -n -m -t "$(cat "$ns_pid")" \
-    setpriv --bounding-set=-all --inh-caps=-all env RUNNERX_IN_NS=1 "$0" "$@"
+  read -r p <"$ns_pid"
+  export RUNNERX_IN_NS=1
+  exec nsenter -U --preserve-credentials -n -m -t "$p" \
+    setpriv --bounding-set=-all --inh-caps=-all bash "$0" "$@"
 fi
 
 # Privileged builders: everything runs in the inner daemons' network and mount
 # namespace (its published ports on localhost, its view of /etc/hosts), as root.
 if [ -z "$uid" ] && [ -z "${RUNNERX_IN_NS:-}" ] && [ -s /run/runnerx/ns.pid ]; then
-  exec nsenter -t "$(cat /run/runnerx/ns.pid)" -n -m env RUNNERX_IN_NS=1 "$0" "$@"
+  read -r p </run/runnerx/ns.pid
+  export RUNNERX_IN_NS=1
+  exec nsenter -t "$p" -n -m bash "$0" "$@"
 fi
 
 # binfmt_misc as the inner dockerd sees it: the namespace's own instance when rootless.
@@ -49,9 +70,20 @@ in_namespace() {
   fi
 }
 
-# OOM kills in the builder's memory cgroup so far (cgroup v1 or v2), and its limit.
-oom_kills() {
-  sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null | head -n1
+# OOM kills in the builder's memory cgroup so far (cgroup v1 or v2), into $ooms
+# (builtins only: this runs twice per stage), and its limit.
+count_oom_kills() {
+  local f k v
+  ooms=""
+  for f in /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events; do
+    [ -r "$f" ] || continue
+    while read -r k v; do
+      if [ "$k" = oom_kill ]; then
+        ooms=$v
+        return
+      fi
+    done <"$f"
+  done
 }
 memory_limit_mib() {
   l=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null | head -n1)
@@ -81,16 +113,21 @@ run)
   export PATH="/etc/runnerx/bin:${PATH:-/usr/local/bin:/usr/bin:/bin}"
   # The script is read through a pipe: stdin EOF is not needed (docker exec cannot
   # half-close it reliably) and no copy lands on the filesystem (it holds the job
-  # token). setsid gives it its own process group for cancellation.
+  # token). Job control (set -m) gives it its own process group for cancellation,
+  # without a setsid process.
   exec 3< <(head -c "$len")
-  ooms=$(oom_kills)
-  setsid bash /dev/fd/3 </dev/null &
+  count_oom_kills
+  before=$ooms
+  set -m
+  bash /dev/fd/3 </dev/null &
   pid=$!
   echo "$pid" >"$pidf"
   wait "$pid"
   rc=$?
-  rm -f "$pidf"
-  if [ "$(oom_kills)" != "$ooms" ]; then
+  # Emptied, not removed (no rm process): kill treats an empty file as gone.
+  : >"$pidf"
+  count_oom_kills
+  if [ "$ooms" != "$before" ]; then
     echo "runnerx: the job ran out of memory: the builder's limit ($(memory_limit_mib), builder.memory) was reached and the kernel killed a process" >&2
   fi
   exit "$rc"

@@ -5,6 +5,7 @@
 //! the one module that talks to Docker. [`buildx`] makes the job's buildx builder
 //! (docker-container, or multi-node with `[[nodes]]`).
 
+pub(crate) mod build_cache;
 pub(crate) mod buildx;
 pub(crate) mod caches;
 pub(crate) mod commands;

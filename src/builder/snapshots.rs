@@ -29,6 +29,7 @@ fn registry() -> Registry {
         http: false,
         mirror_for: vec!["docker.io".into()],
         check_repository: None,
+        cache_repository: None,
         credential_rules: vec![],
     }
 }
@@ -49,6 +50,7 @@ fn spec() -> BuilderSpec {
         host_loopback: true,
         publish_on_host: false,
         egress_policy: false,
+        build_cache: None,
         extra_hosts: vec!["harbor.example.com:10.0.0.5".into()],
         created: 1_700_000_000,
         registries: vec![registry()],

@@ -34,6 +34,7 @@ use crate::host::network::NET_GID;
 use crate::settings::{Limits, Proxy, Registry};
 use crate::trust;
 
+use super::build_cache::{self, BuildCache};
 use super::tarball::tar_owned;
 
 /// Label every runnerx object carries: the job id.
@@ -163,6 +164,8 @@ pub(crate) struct BuilderSpec {
     pub publish_on_host: bool,
     /// `network.egress = "policy"`: the boot insists on the network helper's group.
     pub egress_policy: bool,
+    /// The project's registry build cache, if its registry names one.
+    pub build_cache: Option<BuildCache>,
     /// `host:ip` entries.
     pub extra_hosts: Vec<String>,
     /// Unix time of creation (label).
@@ -617,6 +620,13 @@ pub(crate) fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
             0o755,
         ),
     ];
+    if let Some(c) = &spec.build_cache {
+        files.push((
+            "etc/runnerx/build-cache.env".into(),
+            build_cache::env_file(c).into_bytes(),
+            0o644,
+        ));
+    }
     let home = (rights == Rights::Rootless).then_some(ROOTLESS_HOME);
     files.extend(trust::files(&spec.registries, &spec.proxy, home));
     let refs: Vec<(&str, &[u8], u32)> = files
@@ -653,6 +663,7 @@ mod tests {
             host_loopback: false,
             publish_on_host: false,
             egress_policy: false,
+            build_cache: None,
             extra_hosts: vec!["registry.test:127.0.0.1".into()],
             created: 1_700_000_000,
             registries: vec![],

@@ -258,6 +258,7 @@ mod tests {
             http: false,
             mirror_for: vec![],
             check_repository: None,
+            cache_repository: None,
         }
     }
 

@@ -77,6 +77,9 @@ struct JobResponse {
 struct GitInfo {
     #[serde(default)]
     repo_url: Option<String>,
+    /// The branch or tag the job runs for.
+    #[serde(default, rename = "ref")]
+    git_ref: Option<String>,
 }
 
 /// The project path of a clone URL: `https://gitlab-ci-token:…@host:port/group/app.git`
@@ -142,6 +145,11 @@ pub(crate) struct Job {
     /// The project's path, from the payload's `git_info.repo_url` (trusted; a job can
     /// override `CI_PROJECT_PATH`, not this), or `runnerx local`'s `--project`/remote.
     pub project_path: Option<String>,
+    /// The branch or tag, from the payload's `git_info.ref` (or the local checkout's).
+    pub git_ref: Option<String>,
+    /// The project's default branch (`CI_DEFAULT_BRANCH` of the payload's variables;
+    /// a job may set its own, which only picks another of its project's own caches).
+    pub default_branch: Option<String>,
 }
 
 impl Job {
@@ -205,6 +213,20 @@ impl Job {
                 .and_then(|r| r.git_info.as_ref())
                 .and_then(|g| g.repo_url.as_deref())
                 .and_then(repo_path),
+            git_ref: response
+                .as_ref()
+                .and_then(|r| r.git_info.as_ref())
+                .and_then(|g| g.git_ref.clone())
+                .filter(|r| !r.is_empty()),
+            default_branch: response.as_ref().and_then(|r| {
+                r.variables
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .rev()
+                    .find(|v| v.key == "CI_DEFAULT_BRANCH" && !v.value.is_empty())
+                    .map(|v| v.value.clone())
+            }),
             services: response.as_ref().map_or_else(Vec::new, |r| {
                 services::services(
                     r.services.as_deref().unwrap_or_default(),
@@ -227,6 +249,8 @@ impl Job {
             runner_path: env.non_empty("PATH").map(String::from),
             services: vec![],
             project_path: None,
+            git_ref: None,
+            default_branch: None,
         }
     }
 

@@ -85,6 +85,7 @@ pub(crate) fn registry_for(settings: &crate::settings::Settings, host: &str) -> 
             http: false,
             mirror_for: vec![],
             check_repository: None,
+            cache_repository: None,
             credential_rules: vec![],
         })
 }

@@ -168,6 +168,8 @@ pub(crate) struct RawRegistry {
     pub mirror_for: Vec<String>,
     /// Repository `runnerx doctor` uses to check push permission, e.g. `ci/app`.
     pub check_repository: Option<String>,
+    /// Repository jobs keep their build cache in (with the top-level login).
+    pub cache_repository: Option<String>,
     /// `[[registries.credentials]]`: logins per GitLab project.
     #[serde(default)]
     pub credentials: Vec<RawCredential>,
@@ -189,6 +191,8 @@ pub(crate) struct RawCredential {
     pub password_env: Option<String>,
     /// File holding the password.
     pub password_file: Option<PathBuf>,
+    /// Repository these projects keep their build cache in (with this login).
+    pub cache_repository: Option<String>,
 }
 
 /// One `[[nodes]]` entry as written: a remote BuildKit daemon (mTLS) for some platforms.

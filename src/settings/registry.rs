@@ -49,6 +49,8 @@ pub(crate) struct CredentialRule {
     pub project_ids: Vec<u64>,
     /// The login.
     pub credentials: Credentials,
+    /// Where these projects keep their build cache, pushed with this login.
+    pub cache_repository: Option<String>,
 }
 
 /// Which GitLab project a job belongs to, from what the job cannot change.
@@ -145,6 +147,9 @@ pub(crate) struct Registry {
     pub mirror_for: Vec<String>,
     /// Repository doctor checks push permission on.
     pub check_repository: Option<String>,
+    /// Where jobs keep their build cache (`--cache-to type=registry`): the top-level
+    /// login's, or (after [`Registry::for_project`]) the matching entry's.
+    pub cache_repository: Option<String>,
 }
 
 impl Registry {
@@ -154,11 +159,12 @@ impl Registry {
     pub(crate) fn for_project(&self, project: &Project) -> Registry {
         let mut r = self.clone();
         if !self.credential_rules.is_empty() {
-            r.credentials = self
+            let rule = self
                 .credential_rules
                 .iter()
-                .find(|rule| rule.matches(project))
-                .map(|rule| rule.credentials.clone());
+                .find(|rule| rule.matches(project));
+            r.credentials = rule.map(|rule| rule.credentials.clone());
+            r.cache_repository = rule.and_then(|rule| rule.cache_repository.clone());
             r.credential_rules.clear();
         }
         r
@@ -362,10 +368,16 @@ pub(crate) fn validate_registry(
                 rule_key("username")
             )));
         };
+        if let Some(repo) = &c.cache_repository {
+            repository_path(repo).map_err(|m| {
+                Error::Settings(format!("{} {repo:?} {m}", rule_key("cache_repository")))
+            })?;
+        }
         rules.push(CredentialRule {
             projects: c.projects,
             project_ids: c.project_ids,
             credentials,
+            cache_repository: c.cache_repository,
         });
     }
     if credentials.is_some() && !rules.is_empty() {
@@ -380,19 +392,19 @@ pub(crate) fn validate_registry(
     for m in &r.mirror_for {
         validate_registry_host(m).map_err(|e| bad("mirror_for", format!("entry {m:?} {e}")))?;
     }
-    if let Some(repo) = &r.check_repository {
-        let ok = !repo.is_empty()
-            && repo.split('/').all(|p| {
-                !p.is_empty()
-                    && p.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-            });
-        if !ok {
-            return Err(bad(
-                "check_repository",
-                format!("{repo:?} is not a repository path such as \"ci/app\""),
-            ));
+    for (k, repo) in [
+        ("check_repository", &r.check_repository),
+        ("cache_repository", &r.cache_repository),
+    ] {
+        if let Some(repo) = repo {
+            repository_path(repo).map_err(|m| bad(k, format!("{repo:?} {m}")))?;
         }
+    }
+    if r.cache_repository.is_some() && !rules.is_empty() {
+        return Err(bad(
+            "cache_repository",
+            "is for the top-level login, and this registry has [[registries.credentials]] instead: set cache_repository on each entry (the cache is pushed with that entry's login)".into(),
+        ));
     }
     Ok(Registry {
         host,
@@ -405,7 +417,23 @@ pub(crate) fn validate_registry(
         http: r.http,
         mirror_for: r.mirror_for,
         check_repository: r.check_repository,
+        cache_repository: r.cache_repository,
     })
+}
+
+/// `ci/app`: lower-case path components of letters, digits, `.`, `_` and `-`.
+pub(crate) fn repository_path(repo: &str) -> std::result::Result<(), String> {
+    let ok = !repo.is_empty()
+        && repo.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a repository path such as \"ci/app\"".into())
+    }
 }
 
 /// `host[:port]`: no scheme, no path, no credentials.

@@ -285,6 +285,7 @@ mod tests {
             http: false,
             mirror_for: vec![],
             check_repository: None,
+            cache_repository: None,
             credential_rules: vec![],
         }
     }

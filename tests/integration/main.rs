@@ -4,6 +4,7 @@
 mod registry;
 mod support;
 
+mod build_cache;
 mod cache;
 mod conformance;
 mod docs;

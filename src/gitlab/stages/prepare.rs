@@ -117,6 +117,21 @@ pub(crate) async fn prepare(
 
     let register_at_boot =
         in_builder && matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
+    let registries = registries_for(settings, job);
+    let build_cache = builder::build_cache::for_job(
+        &registries,
+        job.project.as_deref(),
+        job.git_ref.as_deref(),
+        job.default_branch.as_deref(),
+    );
+    if let Some(c) = &build_cache {
+        tracing::info!(
+            "registry build cache for project {}: {} (ref {})",
+            c.project,
+            c.repository,
+            c.ref_slug
+        );
+    }
     let mut spec = BuilderSpec {
         job_id: job.id.clone(),
         name: name.clone(),
@@ -124,9 +139,10 @@ pub(crate) async fn prepare(
         host_loopback: b.host_loopback,
         publish_on_host: b.publish_ports == PublishPorts::All,
         egress_policy: settings.network.egress == Egress::Policy,
+        build_cache,
         extra_hosts: b.extra_hosts.clone(),
         created,
-        registries: registries_for(settings, job),
+        registries: registries.clone(),
         proxy: settings.proxy.clone(),
         binfmt: if register_at_boot {
             needed.iter().map(|s| (*s).to_string()).collect()

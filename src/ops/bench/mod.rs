@@ -16,6 +16,7 @@ use crate::cli::BenchArgs;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
+mod build;
 mod isolation;
 mod measure;
 
@@ -38,7 +39,7 @@ fn dockerd_boot(stderr: &str) -> Option<Duration> {
     }
 }
 
-fn check(ok: bool) -> &'static str {
+pub(super) fn check(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
@@ -147,13 +148,12 @@ pub(crate) async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
     let _ = measure(&me, &["cleanup", "--job-id", &keep], &[])?;
     let _ = std::fs::remove_dir_all(&dir);
     let (r, d) = (median(rx), median(dx));
-    let over = r.as_secs_f64() - d.as_secs_f64();
+    let ratio = r.as_secs_f64() / d.as_secs_f64().max(1e-9);
     println!(
-        "run of a trivial script      runnerx {}  docker exec {}  overhead {:+.0} ms  (target ≤ +50 ms: {})",
+        "run of a trivial script      runnerx {}  docker exec {}  ratio {ratio:.2}  (target ≤ 1.10: {})",
         ms(r),
         ms(d),
-        over * 1000.0,
-        check(over <= 0.050)
+        check(ratio <= 1.10)
     );
     let mbps = |t: Duration| 100.0 / t.as_secs_f64();
     let (rm, dm) = (mbps(median(rt)), mbps(median(dt)));
@@ -163,66 +163,8 @@ pub(crate) async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
         ms(median(cpu))
     );
 
-    // 4. cold vs warm build of the example project with the per-project cache.
-    match (&args.base_image, &args.push_to) {
-        (Some(base), Some(repo)) => {
-            let pairs = runs.min(3);
-            let (mut cold, mut warm) = (vec![], vec![]);
-            for i in 0..pairs {
-                drop_local_caches(&engine, &args.example).await?;
-                for (round, into) in [(0, &mut cold), (1, &mut warm)] {
-                    let m = measure(
-                        &me,
-                        &[
-                            "local",
-                            "build",
-                            "-f",
-                            args.example.to_str().unwrap_or_default(),
-                            "--var",
-                            &format!("RUNNERX_IMAGE={repo}"),
-                            "--var",
-                            &format!("RUNNERX_TAGS=bench-{tag}-{i}-{round}"),
-                            "--var",
-                            &format!("RUNNERX_BUILD_ARGS=BASE_IMAGE={base} WORK={}", args.work),
-                        ],
-                        &[("RUNNERX_CACHE_MODE", "per-project")],
-                    )?;
-                    peak_rss = peak_rss.max(m.max_rss_kb);
-                    let took = m
-                        .stdout
-                        .lines()
-                        .find_map(|l| {
-                            l.split("(build took ")
-                                .nth(1)?
-                                .split(" ms")
-                                .next()?
-                                .parse::<u64>()
-                                .ok()
-                        })
-                        .ok_or_else(|| {
-                            Error::Bench(format!(
-                                "the example build failed in the benchmark: {}",
-                                m.stderr.lines().last().unwrap_or("")
-                            ))
-                        })?;
-                    into.push(Duration::from_millis(took));
-                }
-            }
-            drop_local_caches(&engine, &args.example).await?;
-            let (c, w) = (median(cold), median(warm));
-            let ratio = w.as_secs_f64() / c.as_secs_f64().max(1e-9);
-            println!(
-                "example build (amd64+arm64)  first {}  second {}  ratio {ratio:.2}  (target ≤ 0.20: {}; WORK={}, {pairs} pairs)",
-                ms(c),
-                ms(w),
-                check(ratio <= 0.2),
-                args.work
-            );
-        }
-        _ => println!(
-            "example build                skipped: pass --base-image and --push-to (scripts/bench.sh does)"
-        ),
-    }
+    // 4. the example project: per-project cache and registry cache.
+    peak_rss = peak_rss.max(build::figures(&me, &engine, args, runs, &tag).await?);
     isolation::isolation_figures(&me, runs, &tag, args.push_to.as_deref())?;
     let rss_mb = peak_rss as f64 / 1024.0;
     println!(
@@ -233,7 +175,7 @@ pub(crate) async fn bench(settings: &Settings, args: &BenchArgs) -> Result<()> {
 }
 
 /// The cache key `runnerx local` uses is derived from the project directory's name.
-async fn drop_local_caches(engine: &Engine, example: &Path) -> Result<()> {
+pub(super) async fn drop_local_caches(engine: &Engine, example: &Path) -> Result<()> {
     let (_, name) = crate::ops::local::project_of(example, None)?;
     let project = crate::gitlab::job::local_project_key(&name);
     for v in engine

@@ -12,6 +12,7 @@ mod apparmor;
 mod binfmt;
 mod network;
 mod nodes;
+mod push;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use reqwest::Method;
 
 use crate::builder::engine::Engine;
 use crate::error::{Error, Result};
-use crate::registry::auth::{Challenge, jwt_actions, parse_challenge};
+use crate::registry::auth::{Challenge, parse_challenge};
 use crate::registry::client::{Auth, Client, TokenError};
 use crate::registry::tls::{TlsOutcome, plain_http_head, probe_tls};
 use crate::registry::{self};
@@ -73,6 +74,7 @@ fn accounts(reg: &Registry, project: Option<&str>) -> Vec<(String, Registry)> {
             let mut for_rule = reg.clone();
             for_rule.credential_rules.clear();
             for_rule.credentials = Some(rule.credentials.clone());
+            for_rule.cache_repository = rule.cache_repository.clone();
             let mut who: Vec<String> = rule.projects.clone();
             who.extend(rule.project_ids.iter().map(|id| format!("project id {id}")));
             (
@@ -390,8 +392,19 @@ async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
     if !token.ok {
         return;
     }
-    push_check(reg, &client, challenge.as_ref(), r).await;
-    harbor_check(&client, r).await;
+    match &reg.check_repository {
+        Some(repo) => push::push_check(reg, repo, "push", &client, challenge.as_ref(), r).await,
+        None => r.note(
+            "push",
+            "not checked: set check_repository (e.g. \"ci/app\") for this registry",
+        ),
+    }
+    // The build cache is pushed with the same login (image-manifest form: Harbor
+    // stores it like an image).
+    if let Some(repo) = &reg.cache_repository {
+        push::push_check(reg, repo, "build cache", &client, challenge.as_ref(), r).await;
+    }
+    push::harbor_check(&client, r).await;
 }
 
 /// TLS (or, for `http = true`, the absence of it). Returns whether to go on.
@@ -552,120 +565,5 @@ async fn login_checks(
                 }
             }
         }
-    }
-}
-
-async fn push_check(
-    reg: &Registry,
-    client: &Client,
-    challenge: Option<&Challenge>,
-    r: &mut Report,
-) {
-    let Some(repo) = &reg.check_repository else {
-        r.note(
-            "push",
-            "not checked: set check_repository (e.g. \"ci/app\") for this registry",
-        );
-        return;
-    };
-    let token = match challenge {
-        Some(Challenge::Bearer { realm, service }) => {
-            let scope = format!("repository:{repo}:pull,push");
-            match client
-                .token(realm, service.as_deref(), std::slice::from_ref(&scope))
-                .await
-            {
-                Ok(t) => {
-                    let actions = jwt_actions(&t, repo);
-                    if !actions.is_empty() && !actions.iter().any(|a| a == "push" || a == "*") {
-                        r.fail(
-                            "push",
-                            format!("denied: requested access to the resource is denied (token grants {repo}: {})", actions.join(",")),
-                            format!("give {} push permission on {repo}", reg.credentials.as_ref().map_or("the account", |c| c.username.as_str())),
-                        );
-                        return;
-                    }
-                    Some(t)
-                }
-                Err(_) => {
-                    r.fail(
-                        "push",
-                        "failed to fetch a push token",
-                        "fix the login first",
-                    );
-                    return;
-                }
-            }
-        }
-        _ => None,
-    };
-    let auth = match &token {
-        Some(t) => Auth::Bearer(t),
-        None if reg.credentials.is_some() => Auth::Basic,
-        None => Auth::None,
-    };
-    match client.send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), auth).await {
-        Ok(a) if a.status == 202 => {
-            if let Some(loc) = a.location {
-                let _ = client.send(Method::DELETE, &loc, auth).await;
-            }
-            r.ok("push", format!("may push to {repo} (upload opened and cancelled)"));
-        }
-        Ok(a) if a.status == 401 || a.status == 403 => r.fail(
-            "push",
-            format!("denied: requested access to the resource is denied ({} on POST /v2/{repo}/blobs/uploads/)", a.status),
-            format!("give {} push permission on {repo}", reg.credentials.as_ref().map_or("the account", |c| c.username.as_str())),
-        ),
-        Ok(a) => r.fail("push", format!("POST /v2/{repo}/blobs/uploads/ answered {}", a.status), "check that the project exists and is not read-only"),
-        Err(e) => r.fail("push", e.cause(), "check the registry"),
-    }
-}
-
-async fn harbor_check(client: &Client, r: &mut Report) {
-    let Ok(a) = client
-        .send(Method::GET, "/api/v2.0/systeminfo", Auth::Basic)
-        .await
-    else {
-        return;
-    };
-    if a.status != 200 {
-        r.note(
-            "harbor",
-            "no /api/v2.0/systeminfo: not Harbor (plain OCI registry)",
-        );
-        return;
-    }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&a.bytes) else {
-        r.note("harbor", "no Harbor systeminfo JSON: not Harbor");
-        return;
-    };
-    match v["harbor_version"].as_str() {
-        Some(ver) => {
-            let major: u32 = ver
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
-            if major < 2 {
-                r.fail(
-                    "harbor",
-                    format!("Harbor {ver}: manifest lists are not supported before 2.0"),
-                    "upgrade Harbor to 2.x",
-                );
-            } else if v["read_only"].as_bool() == Some(true) {
-                r.fail(
-                    "harbor",
-                    format!("Harbor {ver} is in read-only mode: pushes fail"),
-                    "turn off read-only in Harbor's configuration",
-                );
-            } else {
-                r.ok("harbor", format!("Harbor {ver}, writable"));
-            }
-        }
-        None => r.note(
-            "harbor",
-            "Harbor found; its version is shown only to logged-in users",
-        ),
     }
 }

@@ -188,6 +188,16 @@ fn job_variables(
             .as_deref()
             .and_then(crate::gitlab::job::repo_path)
     });
+    // The registry build cache's refs: the checkout's branch (or tag), and the
+    // remote's default branch as the fallback cache.
+    job.git_ref = git(&project, &["describe", "--tags", "--exact-match"])
+        .or_else(|| git(&project, &["rev-parse", "--abbrev-ref", "HEAD"]))
+        .filter(|r| r != "HEAD");
+    job.default_branch = git(
+        &project,
+        &["symbolic-ref", "--short", "refs/remotes/origin/HEAD"],
+    )
+    .and_then(|r| r.strip_prefix("origin/").map(String::from));
     let registry = settings.registries.first().map(|r| r.host.as_str());
     let vars = variables(
         def,
