@@ -10,7 +10,11 @@
 #       measures the node path, not native hardware;
 #   2a. ci-templates/examples/go-cross as written (FROM --platform=$BUILDPLATFORM,
 #       GOARCH=$TARGETARCH: the Go toolchain runs natively and cross-compiles);
-#   2b. the same program with the toolchain under QEMU (FROM ${GO_IMAGE}, no GOARCH).
+#   2b. the same program with the toolchain under QEMU (FROM ${GO_IMAGE}, no GOARCH);
+#   2c. 2a with the registry build cache (cache_repository): a changed main.go, so the
+#       cache in the registry is a commit old;
+#   2d. 2c's program again in a fresh builder (no local cache: another runner host),
+#       so the registry cache has every step.
 # The hello build's RUN loop (WORK iterations) stands in for compilation; each run
 # changes WORK (hello) or main.go (Go) so it misses every cache. The multi-arch base
 # images are made here with no registry pull: busybox as scripts/lib/registry.sh seeds
@@ -107,6 +111,10 @@ username = "ci"
 password_env = "REGISTRY_PASSWORD"
 TOML
 export RUNNERX_CONFIG="$base_toml"
+# The same with the registry build cache (the [[registries]] block is last).
+cache_toml="$work/cache.toml"
+cp "$base_toml" "$cache_toml"
+echo 'cache_repository = "bench/cache"' >>"$cache_toml"
 
 # The newest file matching a glob (several versions may sit in the cache).
 newest() {
@@ -180,8 +188,9 @@ rm -rf "$goseed"
 # The two Go projects: the example as written, and its Dockerfile with the build stage
 # on the target platform (no --platform=$BUILDPLATFORM, no GOOS/GOARCH).
 go_example=ci-templates/examples/go-cross
-mkdir -p "$work/go-cross" "$work/go-qemu"
+mkdir -p "$work/go-cross" "$work/go-qemu" "$work/go-cached"
 cp "$go_example/Dockerfile" "$work/go-cross/Dockerfile"
+cp "$go_example/Dockerfile" "$work/go-cached/Dockerfile"
 {
   echo "# bench-nodes variant: the build stage runs on each target platform (arm64 under QEMU)."
   # shellcheck disable=SC2016 # literal Dockerfile text
@@ -274,10 +283,12 @@ hello() { # FIGURE SETTINGS
     --var "RUNNERX_IMAGE=$REG/bench/hello" --var "RUNNERX_TAGS=r$seq" \
     --var "RUNNERX_BUILD_ARGS=BASE_IMAGE=$REG/base/busybox:1 WORK=$((work_iters + seq))"
 }
-go_build() { # FIGURE PROJECT
-  cp "$go_example/main.go" "$work/$2/main.go"
-  printf '\n// bench-nodes run %s\n' "$seq" >>"$work/$2/main.go"
-  timed "$1" "$base_toml" -f "$go_example/.gitlab-ci.yml" --project-dir "$work/$2" \
+go_build() { # FIGURE PROJECT [SETTINGS [again]]: "again" keeps the last main.go
+  if [[ ${4:-} != again ]]; then
+    cp "$go_example/main.go" "$work/$2/main.go"
+    printf '\n// bench-nodes run %s\n' "$seq" >>"$work/$2/main.go"
+  fi
+  timed "$1" "${3:-$base_toml}" -f "$go_example/.gitlab-ci.yml" --project-dir "$work/$2" \
     --var "RUNNERX_IMAGE=$REG/bench/$2" --var "RUNNERX_TAGS=r$seq" --var "GO_IMAGE=$REG/base/golang:1"
 }
 for ((round = 1; round <= runs; round++)); do
@@ -285,6 +296,8 @@ for ((round = 1; round <= runs; round++)); do
   hello 1b "$nodes_toml"
   go_build 2a go-cross
   go_build 2b go-qemu
+  go_build 2c go-cached "$cache_toml"
+  go_build 2d go-cached "$cache_toml" again
 done
 
 # --- The table ----------------------------------------------------------------------
@@ -296,12 +309,14 @@ host_arch=$(uname -m)
 printf 'runnerx bench-nodes: medians of %d runs, seconds (host %s, %s CPUs, %s)\n' \
   "$runs" "$host_arch" "$(nproc)" "$("$RUNNERX" --version)"
 printf '%-3s %-62s %6s %6s %7s   %s\n' "" "" wall build "quiet" "every run (wall/build)"
-for fig in 1a 1b 2a 2b; do
+for fig in 1a 1b 2a 2b 2c 2d; do
   case $fig in
     1a) what="hello amd64+arm64, no nodes (docker driver, arm64 under QEMU)" ;;
     1b) what="hello amd64+arm64, 2 BuildKit nodes on this host (mTLS)" ;;
     2a) what="go-cross amd64+arm64, cross-compiled (as written)" ;;
     2b) what="go-cross amd64+arm64, toolchain under QEMU for arm64" ;;
+    2c) what="go-cross amd64+arm64, registry cache one commit old" ;;
+    2d) what="go-cross amd64+arm64, fresh builder, registry cache warm" ;;
   esac
   read -r -a ws <<<"${wall[$fig]}"
   read -r -a bs <<<"${build[$fig]}"
@@ -317,9 +332,10 @@ for fig in 1a 1b 2a 2b; do
   printf '%-3s %-62s %6s %6s %7s   %s\n' "$fig" "$what" "${mw[$fig]}" "${mb[$fig]}" "$mq" "${all%  }"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; }
-printf 'ratios: 1b/1a wall %s, build %s; 2b/2a wall %s, build %s\n' \
+printf 'ratios: 1b/1a wall %s, build %s; 2b/2a wall %s, build %s; 2d/2c build %s (target <= 0.30)\n' \
   "$(ratio "${mw[1b]}" "${mw[1a]}")" "$(ratio "${mb[1b]}" "${mb[1a]}")" \
-  "$(ratio "${mw[2b]}" "${mw[2a]}")" "$(ratio "${mb[2b]}" "${mb[2a]}")"
+  "$(ratio "${mw[2b]}" "${mw[2a]}")" "$(ratio "${mb[2b]}" "${mb[2a]}")" \
+  "$(ratio "${mb[2d]}" "${mb[2c]}")"
 echo "wall: \`runnerx local build\` end to end (fresh builder, copy, build + push, index check, cleanup)"
 echo "quiet: median wall time of the runs not marked !; ! = cargo, rustc, a test binary or an image build ran meanwhile"
 echo "build: the template's \`docker buildx build --push\` alone (its 'build took' line)"
@@ -327,5 +343,5 @@ echo "1b: both nodes run on this $host_arch host, so the node of the other archi
 echo "    with QEMU too: this is the node path (remote BuildKit over mTLS), not native hardware"
 printf '1: WORK=%d+n loop iterations; 2: Go %s (Debian %s), arm64 toolchain image made without running arm64 code\n' \
   "$work_iters" "$goversion" "$gopkg"
-echo "every run misses the cache (WORK+n / a changed main.go); runs interleaved 1a 1b 2a 2b per round"
+echo "every run but 2d misses the cache (WORK+n / a changed main.go); runs interleaved 1a 1b 2a 2b 2c 2d per round"
 log "done in $(($(date +%s) - started)) s"

@@ -16,4 +16,7 @@ REG_PID=""
 trap '[ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; rm -rf "$work"' EXIT
 start_registry "$work"
 seed_base >/dev/null 2>&1
+# The registry build cache for the bench's fresh-builder figures (the [[registries]]
+# block is the settings file's last).
+echo 'cache_repository = "demo/cache"' >>"$RUNNERX_CONFIG"
 "$RUNNERX" bench --base-image "$REG/base/busybox:1" --push-to "$REG/demo/hello" "$@"
