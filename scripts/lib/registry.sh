@@ -53,8 +53,6 @@ ca_file = "$work/pki/ca/ca.crt"
 username = "ci"
 password_env = "REGISTRY_PASSWORD"
 check_repository = "demo/hello"
-# Every build's layer cache, shared by all runner hosts (README: the registry build cache).
-cache_repository = "demo/cache"
 TOML
   export RUNNERX_CONFIG="$work/runnerx.toml"
 }
