@@ -37,7 +37,8 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         }
         Command::Prepare(args) => {
             let settings = settings()?;
-            let job = Job::from_env(&env, args.job_id.as_deref(), true)?;
+            let mut job = Job::from_env(&env, args.job_id.as_deref(), true)?;
+            gitlab::services::mark_dind(&mut job.services, &settings.builder.dind_images);
             let engine = builder::engine::Engine::connect().await?;
             gitlab::stages::prepare::prepare(&settings, &job, &engine, &cancel).await
         }

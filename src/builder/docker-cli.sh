@@ -76,6 +76,8 @@ cache_default=""
 cache_flags() {
   local env=/etc/runnerx/build-cache.env a prev="" file="" target="" context=""
   [ -r "$env" ] || return 0
+  # A job may opt out (its own variable: it only gives up what runnerx adds).
+  [ "${RUNNERX_BUILD_CACHE:-}" = off ] && return 0
   for a in "$@"; do
     case "$a" in
     --cache-from | --cache-from=* | --cache-to | --cache-to=*) return 0 ;;

@@ -150,6 +150,9 @@ pub(crate) struct Job {
     /// The project's default branch (`CI_DEFAULT_BRANCH` of the payload's variables;
     /// a job may set its own, which only picks another of its project's own caches).
     pub default_branch: Option<String>,
+    /// `runnerx local`: it moves artifacts itself and has no use for gitlab-runner's
+    /// helper binary.
+    pub local_run: bool,
 }
 
 impl Job {
@@ -227,6 +230,7 @@ impl Job {
                     .find(|v| v.key == "CI_DEFAULT_BRANCH" && !v.value.is_empty())
                     .map(|v| v.value.clone())
             }),
+            local_run: false,
             services: response.as_ref().map_or_else(Vec::new, |r| {
                 services::services(
                     r.services.as_deref().unwrap_or_default(),
@@ -251,6 +255,7 @@ impl Job {
             project_path: None,
             git_ref: None,
             default_branch: None,
+            local_run: true,
         }
     }
 

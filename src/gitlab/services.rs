@@ -78,6 +78,24 @@ pub(crate) fn is_dind(image: &str) -> bool {
     }
 }
 
+/// Whether `image` is Docker-in-Docker: the rule of [`is_dind`], or one of the
+/// operator's `builder.dind_images` (exact names, or globs: `*` within a path segment,
+/// `**` across segments).
+pub(crate) fn is_dind_for(image: &str, dind_images: &[String]) -> bool {
+    let image = image.trim();
+    is_dind(image)
+        || dind_images
+            .iter()
+            .any(|g| g == image || crate::settings::glob(g, image))
+}
+
+/// Marks the services that `builder.dind_images` names as Docker-in-Docker.
+pub(crate) fn mark_dind(services: &mut [Service], dind_images: &[String]) {
+    for s in services {
+        s.dind = s.dind || is_dind_for(&s.image, dind_images);
+    }
+}
+
 /// The services a builder starts for the job. `job_vars` (the payload's variables)
 /// go to every service, as under the docker executor, then the service's own.
 pub(crate) fn services(list: &[ResponseService], job_vars: &[ResponseVariable]) -> Vec<Service> {
@@ -134,6 +152,19 @@ mod tests {
             ]
         );
         assert_eq!(default_aliases("redis@sha256:abc"), ["redis"]);
+    }
+
+    #[test]
+    fn the_operators_dind_images_are_recognised_too() {
+        let mine = [
+            "ci/dind:*".to_string(),
+            "harbor.example.com/**/dind:1".into(),
+        ];
+        assert!(is_dind_for("ci/dind:1", &mine));
+        assert!(is_dind_for("harbor.example.com/proxy/team/dind:1", &mine));
+        assert!(is_dind_for("docker:27-dind", &mine));
+        assert!(!is_dind_for("other/dind:1", &mine));
+        assert!(!is_dind_for("ci/dind-tools/x:1", &mine));
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub(crate) struct BuilderSettings {
     pub lock_file: PathBuf,
     /// Images a job may select.
     pub allowed_images: Vec<String>,
+    /// Further service images that are Docker-in-Docker (names or globs), besides
+    /// `…/docker:*dind*`.
+    pub dind_images: Vec<String>,
     /// `memory`, `cpus`, `pids_limit`: what one builder may use.
     pub limits: Limits,
     /// buildx driver.
@@ -219,6 +222,16 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
         validate_image(i).map_err(|m| bad("allowed_images", &format!("entry {m}")))?;
     }
 
+    let dind_images = values::non_empty(b.dind_images.unwrap_or_default());
+    for i in &dind_images {
+        if i.trim().is_empty() || i.contains(char::is_whitespace) {
+            return Err(bad(
+                "dind_images",
+                &format!("entry {i:?} is not an image name or glob such as \"ci/dind:*\""),
+            ));
+        }
+    }
+
     let buildkit_image = b
         .buildkit_image
         .unwrap_or_else(|| DEFAULT_BUILDKIT_IMAGE.into());
@@ -255,6 +268,7 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
             .lock_file
             .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_FILE)),
         allowed_images,
+        dind_images,
         limits: Limits {
             memory,
             cpus: b.cpus,

@@ -32,7 +32,7 @@ pub(crate) use choices::NodeFallback;
 pub(crate) use network::{Egress, NetworkSettings, Target};
 pub(crate) use nodes::Node;
 use raw::{Origins, RawProxy, RawSettings};
-pub(crate) use registry::{ClientIdentity, Secret};
+pub(crate) use registry::{ClientIdentity, Secret, glob};
 pub(crate) use registry::{Credentials, Project, Proxy, Registry};
 
 /// Where settings are read from when neither `--config` nor `RUNNERX_CONFIG` is given.

@@ -92,6 +92,8 @@ pub(crate) struct RawBuilder {
     pub lock_file: Option<PathBuf>,
     /// Images a job's `image:` may select instead of `image`.
     pub allowed_images: Option<Vec<String>>,
+    /// Service images that are Docker-in-Docker besides `…/docker:*dind*`.
+    pub dind_images: Option<Vec<String>>,
     /// Memory limit of a builder (jobs and their containers), e.g. `8GiB`.
     pub memory: Option<String>,
     /// CPU limit of a builder, e.g. `2.5`.

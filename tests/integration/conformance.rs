@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use runnerx::gitlab::pipeline::{AllowFailure, Context, Decision, JobDef, Pipeline, expand};
+use runnerx::gitlab::pipeline::{
+    AllowFailure, Context, Decision, JobDef, Pipeline, expand, expand_all,
+};
 
 fn load(yaml: &str) -> Pipeline {
     let dir = tempfile::tempdir().unwrap();
@@ -283,4 +285,89 @@ fn parallel_matrix_expands_in_the_order_written() {
     // Jobs are listed in the order of the file.
     let p = load("zeta:\n  script: [x]\nalpha:\n  script: [x]\n");
     assert_eq!(p.jobs(), ["zeta", "alpha"]);
+}
+
+#[test]
+fn variables_inside_variables_expand_as_gitlab_and_gitlab_runner_together_do() {
+    // GitLab expands variables inside variables before the job reaches the runner
+    // (nested expansion), and gitlab-runner expands once more: a chain resolves at any
+    // depth, in any order; `expand: false` holds at every level; a cycle keeps its
+    // values as written.
+    let p = load(
+        "variables:\n  REGISTRY: registry.example.com\n  IMAGE: $REGISTRY/override/app\n  TAGGED: $IMAGE:$CI_COMMIT_SHORT_SHA\n  LVL1: one\n  LVL2: ${LVL1}-two\n  DEEP: ${LVL2}\n  RAW:\n    value: $REGISTRY/raw\n    expand: false\n  USES_RAW: $RAW:1\n  A: $B\n  B: x$A\nj:\n  variables:\n    JOBREF: $REG/job/app:$CI_COMMIT_REF_NAME\n    REG: $REGISTRY\n  script: [x]\n",
+    );
+    let def = p.job("j").unwrap();
+    let mut known: BTreeMap<String, String> = def.variables.iter().cloned().collect();
+    known.insert("CI_COMMIT_SHORT_SHA".into(), "53156ff3".into());
+    known.insert("CI_COMMIT_REF_NAME".into(), "main".into());
+    let (v, cycles) = expand_all(&known, &def.raw);
+    assert_eq!(v["TAGGED"], "registry.example.com/override/app:53156ff3");
+    assert_eq!(v["DEEP"], "one-two");
+    assert_eq!(v["JOBREF"], "registry.example.com/job/app:main");
+    assert_eq!(v["RAW"], "$REGISTRY/raw");
+    assert_eq!(v["USES_RAW"], "$REGISTRY/raw:1");
+    assert_eq!((v["A"].as_str(), v["B"].as_str()), ("$B", "x$A"));
+    assert_eq!(cycles.len(), 1);
+}
+
+#[test]
+fn workflow_rules_decide_whether_a_pipeline_exists_and_add_variables() {
+    // CI/CD YAML reference, workflow: rules are evaluated like job rules; no match or
+    // `when: never` means no pipeline; the matching rule's variables rank above global
+    // ones and below the job's; workflow: name is CI_PIPELINE_NAME.
+    let yaml = "workflow:\n  name: 'Pipeline for $CI_COMMIT_BRANCH'\n  auto_cancel:\n    on_new_commit: interruptible\n  rules:\n    - if: $CI_COMMIT_BRANCH == \"wip\"\n      when: never\n    - if: $CI_COMMIT_BRANCH == \"main\"\n      variables:\n        WF_VAR: from-workflow\n        SHARED: workflow\nvariables:\n  SHARED: global\n  WF_VAR: global\nj:\n  variables:\n    SHARED: job\n  script: [x]\n";
+    let mut p = load(yaml);
+    let main = p.workflow(&on("main", &[])).unwrap();
+    assert_eq!(main.skip, None);
+    assert_eq!(main.unhonoured, ["workflow: auto_cancel"]);
+    assert!(p.workflow(&on("feature", &[])).unwrap().skip.is_some());
+    let wip = p.workflow(&on("wip", &[])).unwrap().skip.unwrap();
+    assert!(wip.contains("when: never"), "{wip}");
+    p.set_workflow_variables(main.variables);
+    let vars: BTreeMap<String, String> = p.job("j").unwrap().variables.into_iter().collect();
+    assert_eq!(vars["WF_VAR"], "from-workflow");
+    assert_eq!(vars["SHARED"], "job");
+    assert_eq!(vars["CI_PIPELINE_NAME"], "Pipeline for $CI_COMMIT_BRANCH");
+    // Without workflow: every push creates a pipeline.
+    assert_eq!(
+        load("j:\n  script: [x]\n")
+            .workflow(&on("x", &[]))
+            .unwrap()
+            .skip,
+        None
+    );
+}
+
+#[test]
+fn artifacts_come_from_earlier_stages_or_needs_never_from_the_same_stage() {
+    // CI/CD YAML reference (artifacts, dependencies, needs): a job gets the artifacts
+    // of every job of earlier stages, or of the `dependencies:` listed, or with needs:
+    // of the jobs it needs; a job of its own stage only through needs:.
+    let p = load(
+        "stages: [build, test]\nb1:\n  stage: build\n  script: [x]\nb2:\n  stage: build\n  script: [x]\nt1:\n  stage: test\n  script: [x]\nt2:\n  stage: test\n  dependencies: [b2]\n  script: [x]\nt3:\n  stage: test\n  needs: [t1]\n  script: [x]\n",
+    );
+    let stages = p.stages();
+    let takes = |job: &str, from: &str, stage: &str| {
+        p.job(job).unwrap().takes_artifacts_of(from, stage, &stages)
+    };
+    assert!(takes("t1", "b1", "build") && takes("t1", "b2", "build"));
+    assert!(!takes("b2", "b1", "build"), "same stage, not needed");
+    assert!(!takes("t2", "b1", "build") && takes("t2", "b2", "build"));
+    assert!(takes("t3", "t1", "test") && !takes("t3", "b1", "build"));
+}
+
+#[test]
+fn every_unknown_keyword_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(".gitlab-ci.yml");
+    std::fs::write(
+        &file,
+        "a:\n  scirpt: [x]\n  script: [x]\nb:\n  imgae: alpine\n  stgae: test\n  script: [x]\n",
+    )
+    .unwrap();
+    let e = Pipeline::load(&file).unwrap_err().to_string();
+    for bad in ["\"scirpt\"", "\"imgae\"", "\"stgae\""] {
+        assert!(e.contains(bad), "{bad} missing from: {e}");
+    }
+    assert!(!e.contains('\n'), "one line: {e}");
 }

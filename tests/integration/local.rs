@@ -84,8 +84,13 @@ fn variables_references_and_unhonoured_keywords_behave_as_in_gitlab() {
         stdout.contains("job \"flaky\" would not run in a pipeline (no rule matches); running it because you named it"),
         "{stdout}\n{stderr}"
     );
+    // The log ends as gitlab-runner ends it, then the status as GitLab shows it.
     assert!(
-        stdout.contains("Job failed: exit code 3 (allowed to fail)"),
+        stdout.contains("ERROR: Job failed: exit code 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("job \"flaky\": failed (allowed to fail)"),
         "{stdout}"
     );
     let out = job.runnerx_in(project.path(), &["local", "--list"]);
@@ -242,4 +247,104 @@ report:
         stdout.contains("runnerx local --needs runs what it needs first"),
         "{stdout}"
     );
+}
+
+const WORKFLOW: &str = r#"workflow:
+  name: "pipeline of $CI_PROJECT_NAME"
+  rules:
+    - if: $CI_COMMIT_BRANCH == "release"
+      variables:
+        WF_VAR: from-workflow
+
+variables:
+  REGISTRY: registry.example.com
+  IMAGE: $REGISTRY/app
+  TAGGED: $IMAGE:$CI_COMMIT_SHORT_SHA
+
+show:
+  script:
+    - echo "name=$CI_PROJECT_NAME dir=$CI_PROJECT_DIR slug=$CI_PROJECT_PATH_SLUG builds=$CI_BUILDS_DIR pwd=$(pwd)"
+    - echo "tagged=$TAGGED wf=[$WF_VAR] pipeline=[$CI_PIPELINE_NAME]"
+"#;
+
+#[test]
+fn project_variables_nested_expansion_and_workflow_are_gitlabs() {
+    require_docker();
+    let root = tempfile::tempdir().unwrap();
+    // A folder named otherwise than the project, as a clone into a renamed directory.
+    let project = root.path().join("02_variables");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join(".gitlab-ci.yml"), WORKFLOW).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&project)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://gitlab.example.com/team-a/02-variables.git",
+    ]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "add",
+        ".",
+    ]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-qm",
+        "x",
+    ]);
+    let job = Job::new();
+
+    // workflow: rules match nothing on main: no pipeline, said by --list and by a run.
+    let (stdout, _) = text(&job.runnerx_in(&project, &["local", "--list"]));
+    assert!(
+        stdout.contains("no pipeline would be created here: workflow: rules: no rule matches"),
+        "{stdout}"
+    );
+    let out = job.runnerx_in(&project, &["local", "show"]);
+    let (stdout, stderr) = text(&out);
+    assert_code(&out, 0);
+    assert!(stdout.contains("no pipeline would be created here (workflow: rules: no rule matches); running job \"show\" because you named it"), "{stdout}");
+    assert!(
+        stdout.contains("name=02-variables dir=/builds/team-a/02-variables slug=team-a-02-variables builds=/builds pwd=/builds/team-a/02-variables"),
+        "{stdout}\n{stderr}"
+    );
+    let short = {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&project)
+            .args(["rev-parse", "--short=8", "HEAD"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(
+        stdout.contains(&format!(
+            "tagged=registry.example.com/app:{short} wf=[] pipeline=[pipeline of 02-variables]"
+        )),
+        "{stdout}"
+    );
+    // Local runs move artifacts themselves: no word about gitlab-runner's helper.
+    assert!(!stderr.contains("no gitlab-runner binary"), "{stderr}");
+
+    // On the branch the workflow names, its rule's variables reach the job.
+    git(&["checkout", "-q", "-b", "release"]);
+    let (stdout, _) = text(&job.runnerx_in(&project, &["local", "show"]));
+    assert!(!stdout.contains("no pipeline would be created"), "{stdout}");
+    assert!(stdout.contains("wf=[from-workflow]"), "{stdout}");
 }

@@ -210,6 +210,33 @@ fn a_dind_service_is_the_builder_itself_and_docker_host_tcp_reaches_it_inside_on
 }
 
 #[test]
+fn a_teams_own_dind_image_named_in_dind_images_is_served_by_the_builder_too() {
+    require_docker();
+    // Not pullable from here: were it started as an ordinary service, prepare would fail.
+    let mut job = Job::new()
+        .with_settings("dind_images = [\"**/ci/dind:*\"]\n")
+        .service(serde_json::json!({
+            "name": "harbor.example.com/ci/dind:1", "alias": "dind", "entrypoint": null, "command": null
+        }));
+    let out = job.prepare();
+    assert_code(&out, 0);
+    assert!(
+        text(&out)
+            .1
+            .contains("the builder is a Docker daemon already"),
+        "{}",
+        text(&out).1
+    );
+    let out = job.run(
+        "build_script",
+        "export DOCKER_HOST=tcp://dind:2375\ndocker version --format 'server {{.Server.Version}}'",
+    );
+    assert_code(&out, 0);
+    assert!(text(&out).0.contains("server "), "{}", text(&out).0);
+    job.cleanup_leaves_nothing();
+}
+
+#[test]
 fn services_are_reachable_by_alias_and_a_silent_one_is_reported_with_its_log() {
     use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls};
     require_docker();

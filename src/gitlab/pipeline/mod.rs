@@ -11,6 +11,7 @@
 mod needs;
 mod rules;
 mod script;
+mod workflow;
 mod yaml;
 
 use std::path::Path;
@@ -21,7 +22,8 @@ use crate::error::PipelineError;
 use crate::gitlab::services::ResponseService;
 pub use needs::{Artifacts, Need, parse_dotenv};
 pub use rules::{Context, Decision};
-pub use script::{bash_script, expand};
+pub use script::{bash_script, expand, expand_all};
+pub use workflow::Workflow;
 pub use yaml::repo_root;
 use yaml::{lines, matrix_of, merge, parse_yaml, resolve_refs, services_of, variables_of};
 
@@ -43,6 +45,9 @@ const RESERVED: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     doc: Map<String, Value>,
+    /// `workflow:`'s variables (its name, its matching rule's), once decided: above
+    /// the global variables, below the job's.
+    workflow_variables: Vec<(String, String)>,
 }
 
 /// One job, resolved.
@@ -274,7 +279,10 @@ impl Pipeline {
             Value::Object(m) => m,
             _ => unreachable!("merging mappings gives a mapping"),
         };
-        let mut p = Pipeline { doc };
+        let mut p = Pipeline {
+            doc,
+            workflow_variables: vec![],
+        };
         p.resolve_references()?;
         p.validate()?;
         Ok(p)
@@ -294,6 +302,8 @@ impl Pipeline {
     /// Checks the GitLab CI shape: jobs are mappings; visible jobs have a script after
     /// `extends`; `extends` targets exist; scripts are strings or lists of strings.
     pub fn validate(&self) -> Result<(), PipelineError> {
+        // Every unknown keyword of every job, in one error: a run per typo is slow.
+        let mut unknown: Vec<String> = vec![];
         for (name, v) in &self.doc {
             if RESERVED.contains(&name.as_str()) {
                 if name == "variables" {
@@ -318,16 +328,18 @@ impl Pipeline {
                     format!("job {name:?} has no script (directly or through extends)").into(),
                 );
             }
-            if !name.starts_with('.')
-                && let Some(bad) = resolved
-                    .keys()
-                    .find(|k| !JOB_KEYWORDS.contains(&k.as_str()))
-            {
-                return Err(format!(
-                    "job {name:?} has unknown keyword {bad:?}; did you mean {:?}?",
-                    nearest(bad)
-                )
-                .into());
+            if !name.starts_with('.') {
+                unknown.extend(
+                    resolved
+                        .keys()
+                        .filter(|k| !JOB_KEYWORDS.contains(&k.as_str()))
+                        .map(|bad| {
+                            format!(
+                                "job {name:?} has unknown keyword {bad:?} (did you mean {:?}?)",
+                                nearest(bad)
+                            )
+                        }),
+                );
             }
             for key in ["before_script", "script", "after_script"] {
                 if let Some(s) = resolved.get(key) {
@@ -338,7 +350,15 @@ impl Pipeline {
                 variables_of(v).map_err(|e| format!("job {name:?} variables: {e}"))?;
             }
         }
+        if !unknown.is_empty() {
+            return Err(unknown.join("; ").into());
+        }
         Ok(())
+    }
+
+    /// Sets what `workflow:` adds to every job's variables (see [`Pipeline::workflow`]).
+    pub fn set_workflow_variables(&mut self, variables: Vec<(String, String)>) {
+        self.workflow_variables = variables;
     }
 
     /// The job as it resolves (extends, then `default:` for what it leaves unset), for
@@ -475,6 +495,7 @@ impl Pipeline {
                 .collect(),
             None => vec![],
         };
+        variables.extend(self.workflow_variables.iter().cloned());
         if let Some(v) = job.get("variables") {
             variables.extend(variables_of(v)?);
         }

@@ -179,14 +179,21 @@ impl Pipeline {
 }
 
 impl JobDef {
-    /// Whether this job takes `other`'s artifacts: listed in `needs` (without
-    /// `artifacts: false`), or with stages only, in `dependencies` (all when unset).
-    pub fn takes_artifacts_of(&self, other: &str) -> bool {
-        match (&self.needs, &self.dependencies) {
-            (Some(needs), _) => needs.iter().any(|n| n.job == other && n.artifacts),
-            (None, Some(deps)) => deps.iter().any(|d| d == other),
-            (None, None) => true,
+    /// Whether this job takes the artifacts of `other` (a job of `other_stage`), as
+    /// GitLab passes them: listed in `needs` (without `artifacts: false`); else only a
+    /// job of an earlier stage in `stages`, and of those only the ones in
+    /// `dependencies` when it is set. Never a job of its own stage it does not need.
+    pub fn takes_artifacts_of(&self, other: &str, other_stage: &str, stages: &[String]) -> bool {
+        if let Some(needs) = &self.needs {
+            return needs.iter().any(|n| n.job == other && n.artifacts);
         }
+        let at = |s: &str| stages.iter().position(|x| x == s);
+        let earlier = matches!((at(other_stage), at(&self.stage)), (Some(o), Some(m)) if o < m);
+        earlier
+            && self
+                .dependencies
+                .as_ref()
+                .is_none_or(|deps| deps.iter().any(|d| d == other))
     }
 }
 

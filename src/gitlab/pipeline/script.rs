@@ -1,7 +1,7 @@
 //! What a resolved job becomes for the executor: variables expanded as gitlab-runner
 //! expands them, and stage scripts in gitlab-runner's bash shape (`shells/bash.go`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Expands `$VAR` and `${VAR}` from `known` (unknown ones become empty, `$$` is `$`),
 /// once, as gitlab-runner's `JobVariables.Expand` does (`os.Expand` over the raw
@@ -45,6 +45,138 @@ pub fn expand(value: &str, known: &BTreeMap<String, String>) -> String {
         }
     }
     out
+}
+
+/// Replaces each `$NAME` / `${NAME}` for which `lookup` answers; leaves the others
+/// (and `$$`) exactly as written: GitLab's server-side pass, which leaves unknown
+/// references and escapes to the runner.
+fn substitute(value: &str, lookup: &mut dyn FnMut(&str) -> Option<String>) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '$' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'$') {
+            out.push_str("$$");
+            i += 2;
+            continue;
+        }
+        let (name, next) = if chars.get(i + 1) == Some(&'{') {
+            match chars[i + 2..].iter().position(|c| *c == '}') {
+                Some(end) => (
+                    chars[i + 2..i + 2 + end].iter().collect::<String>(),
+                    i + 3 + end,
+                ),
+                None => (String::new(), i + 1),
+            }
+        } else {
+            let len = chars[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                .count();
+            (chars[i + 1..i + 1 + len].iter().collect(), i + 1 + len)
+        };
+        match (name.is_empty(), lookup(&name)) {
+            (false, Some(v)) => {
+                out.push_str(&v);
+                i = next;
+            }
+            (false, None) => {
+                out.extend(&chars[i..next]);
+                i = next;
+            }
+            (true, _) => {
+                out.push('$');
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Variables as a job gets them: GitLab's nested expansion over the whole set (a
+/// variable referring to another gets that one fully expanded; `raw` ones, from
+/// `expand: false`, are used as written at every level), then gitlab-runner's own
+/// pass ([`expand`]: `$$`, references left unknown become empty). Variables that
+/// refer to each other in a cycle keep their values as written; the cycles are
+/// returned for one warning each.
+pub fn expand_all(
+    vars: &BTreeMap<String, String>,
+    raw: &BTreeSet<String>,
+) -> (BTreeMap<String, String>, Vec<Vec<String>>) {
+    struct Pass<'a> {
+        vars: &'a BTreeMap<String, String>,
+        raw: &'a BTreeSet<String>,
+        done: BTreeMap<String, String>,
+        stack: Vec<String>,
+        cyclic: BTreeSet<String>,
+        cycles: Vec<Vec<String>>,
+    }
+    fn resolve(p: &mut Pass, name: &str) -> Option<String> {
+        if let Some(v) = p.done.get(name) {
+            return Some(v.clone());
+        }
+        let written = p.vars.get(name)?.clone();
+        if p.raw.contains(name) {
+            // Escaped, so the runner's pass leaves it as written too.
+            return Some(written.replace('$', "$$"));
+        }
+        if let Some(at) = p.stack.iter().position(|n| n == name) {
+            let cycle = p.stack[at..].to_vec();
+            p.cyclic.extend(cycle.iter().cloned());
+            p.cycles.push(cycle);
+            return None;
+        }
+        p.stack.push(name.to_string());
+        let expanded = substitute(&written, &mut |n| resolve(p, n));
+        p.stack.pop();
+        let value = if p.cyclic.contains(name) {
+            written
+        } else {
+            expanded
+        };
+        p.done.insert(name.to_string(), value.clone());
+        Some(value)
+    }
+    let mut p = Pass {
+        vars,
+        raw,
+        done: BTreeMap::new(),
+        stack: vec![],
+        cyclic: BTreeSet::new(),
+        cycles: vec![],
+    };
+    for name in vars.keys() {
+        resolve(&mut p, name);
+    }
+    let server: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                p.done.get(k).cloned().unwrap_or_else(|| v.clone()),
+            )
+        })
+        .collect();
+    let out = server
+        .iter()
+        .map(|(k, v)| {
+            let kept = raw.contains(k) || p.cyclic.contains(k);
+            (
+                k.clone(),
+                if kept {
+                    vars[k].clone()
+                } else {
+                    expand(v, &server)
+                },
+            )
+        })
+        .collect();
+    (out, p.cycles)
 }
 
 fn single_quote(s: &str) -> String {

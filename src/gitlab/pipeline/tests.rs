@@ -184,3 +184,53 @@ fn bash_script_has_gitlab_runner_shape() {
     assert!(s.ends_with(") < /dev/null\nexit 0\n"));
     assert!(s.contains(r"export K='\''it'\''\'\'''\''s'\''"), "{s}");
 }
+
+fn expanded(vars: &[(&str, &str)], raw: &[&str]) -> (BTreeMap<String, String>, Vec<Vec<String>>) {
+    let vars: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let raw = raw.iter().map(|s| s.to_string()).collect();
+    super::expand_all(&vars, &raw)
+}
+
+#[test]
+fn variables_inside_variables_are_expanded_at_every_depth() {
+    let (v, cycles) = expanded(
+        &[
+            ("TAGGED", "$IMAGE:$CI_COMMIT_SHORT_SHA"),
+            ("IMAGE", "$REGISTRY/override/app"),
+            ("REGISTRY", "registry.example.com"),
+            ("CI_COMMIT_SHORT_SHA", "53156ff3"),
+            ("DEEP", "${LVL2}"),
+            ("LVL2", "${LVL1}-2"),
+            ("LVL1", "one"),
+            ("PRICE", "$$5 and $UNKNOWN."),
+        ],
+        &[],
+    );
+    assert_eq!(v["TAGGED"], "registry.example.com/override/app:53156ff3");
+    assert_eq!(v["DEEP"], "one-2");
+    assert_eq!(v["PRICE"], "$5 and .");
+    assert!(cycles.is_empty());
+}
+
+#[test]
+fn expand_false_holds_at_every_level_and_cycles_keep_their_values() {
+    let (v, cycles) = expanded(
+        &[
+            ("RAW", "$REGISTRY/x"),
+            ("USES_RAW", "$RAW:1"),
+            ("REGISTRY", "registry.example.com"),
+            ("A", "$B"),
+            ("B", "a$A"),
+            ("C", "c"),
+        ],
+        &["RAW"],
+    );
+    assert_eq!(v["RAW"], "$REGISTRY/x");
+    assert_eq!(v["USES_RAW"], "$REGISTRY/x:1");
+    assert_eq!((v["A"].as_str(), v["B"].as_str()), ("$B", "a$A"));
+    assert_eq!(v["C"], "c");
+    assert_eq!(cycles, vec![vec!["A".to_string(), "B".to_string()]]);
+}

@@ -563,6 +563,8 @@ fn helper(settings: &Settings, job: &Job) -> Option<String> {
             tracing::debug!("gitlab-runner helper {} (from {from})", path.display());
             Some(path.to_string_lossy().into_owned())
         }
+        // runnerx local moves artifacts itself.
+        None if job.local_run => None,
         None => {
             tracing::warn!(
                 "no gitlab-runner binary on this host (not the parent process, not on $PATH): artifacts and cache stages will be skipped; set builder.helper_binary"

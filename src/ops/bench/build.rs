@@ -20,12 +20,14 @@ struct Example<'a> {
 }
 
 impl Example<'_> {
+    /// `registry`: whether the registry build cache is used (else the job opts out).
     fn build(
         &self,
         tag: &str,
         work: u64,
         platforms: &str,
         cache_mode: &str,
+        registry: bool,
         rss: &mut i64,
     ) -> Result<Duration> {
         let m = measure(
@@ -43,6 +45,12 @@ impl Example<'_> {
                 &format!("RUNNERX_PLATFORMS={platforms}"),
                 "--var",
                 &format!("RUNNERX_BUILD_ARGS=BASE_IMAGE={} WORK={work}", self.base),
+                "--var",
+                if registry {
+                    "RUNNERX_BUILD_CACHE=on"
+                } else {
+                    "RUNNERX_BUILD_CACHE=off"
+                },
             ],
             &[("RUNNERX_CACHE_MODE", cache_mode)],
         )?;
@@ -99,6 +107,7 @@ pub(super) async fn figures(
             args.work,
             both,
             "per-project",
+            false,
             &mut rss,
         )?);
         warm.push(ex.build(
@@ -106,6 +115,7 @@ pub(super) async fn figures(
             args.work,
             both,
             "per-project",
+            false,
             &mut rss,
         )?);
     }
@@ -130,6 +140,7 @@ pub(super) async fn figures(
                 work,
                 platforms,
                 "none",
+                true,
                 &mut rss,
             )?);
             warm.push(ex.build(
@@ -137,6 +148,7 @@ pub(super) async fn figures(
                 work,
                 platforms,
                 "none",
+                true,
                 &mut rss,
             )?);
         }

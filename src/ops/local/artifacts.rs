@@ -15,6 +15,8 @@ use crate::gitlab::pipeline::{self, Artifacts, JobDef};
 pub(super) struct Kept {
     /// The job's name.
     pub job: String,
+    /// Its stage.
+    pub stage: String,
     /// A tar of its artifacts, paths relative to the project directory.
     pub tar: Vec<u8>,
     /// Its `reports: dotenv` files.
@@ -31,10 +33,14 @@ pub(super) struct Upstream {
 }
 
 impl Upstream {
-    /// What `def` takes from `kept` (its `needs`, or `dependencies`, or everything).
-    pub(super) fn of(kept: &[Kept], def: &JobDef) -> Upstream {
+    /// What `def` takes from `kept` (its `needs`, else the earlier `stages`' jobs, of
+    /// those its `dependencies` when set).
+    pub(super) fn of(kept: &[Kept], def: &JobDef, stages: &[String]) -> Upstream {
         let mut up = Upstream::default();
-        for k in kept.iter().filter(|k| def.takes_artifacts_of(&k.job)) {
+        for k in kept
+            .iter()
+            .filter(|k| def.takes_artifacts_of(&k.job, &k.stage, stages))
+        {
             up.tars.push((k.job.clone(), k.tar.clone()));
             for file in &k.dotenv {
                 if let Some(text) = file_in_tar(&k.tar, file) {
@@ -142,18 +148,36 @@ mod tests {
     fn dotenv_reports_of_taken_jobs_become_variables() {
         let kept = [Kept {
             job: "build".into(),
+            stage: "build".into(),
             tar: tar_of(&[
                 ("dist/app", "bin"),
                 ("build.env", "VERSION=1.2.3\n# c\nDIGEST=sha256:ab\n"),
             ]),
             dotenv: vec!["build.env".into()],
         }];
+        let stages: Vec<String> = ["build", "deploy"].map(String::from).to_vec();
         let def = JobDef {
             name: "deploy".into(),
+            stage: "deploy".into(),
             ..Default::default()
         };
-        let up = Upstream::of(&kept, &def);
+        let up = Upstream::of(&kept, &def, &stages);
         assert_eq!(up.tars.len(), 1);
+        // A job of the same stage takes nothing it does not need.
+        let same = JobDef {
+            name: "package".into(),
+            stage: "build".into(),
+            ..Default::default()
+        };
+        assert!(Upstream::of(&kept, &same, &stages).tars.is_empty());
+        let needs = JobDef {
+            needs: Some(vec![pipeline::Need {
+                job: "build".into(),
+                artifacts: true,
+            }]),
+            ..same.clone()
+        };
+        assert_eq!(Upstream::of(&kept, &needs, &stages).tars.len(), 1);
         assert_eq!(
             up.dotenv,
             [

@@ -38,8 +38,12 @@ pub(crate) async fn local(
     env: &Env,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let pipeline = Pipeline::load(&args.file)?;
+    let mut pipeline = Pipeline::load(&args.file)?;
+    let no_pipeline = apply_workflow(settings, args, env, &mut pipeline)?;
     if args.list {
+        if let Some(why) = &no_pipeline {
+            println!("no pipeline would be created here: {why}");
+        }
         for name in pipeline.jobs() {
             let def = pipeline.job(&name)?;
             let runs = if def.matrix.is_empty() {
@@ -66,6 +70,11 @@ pub(crate) async fn local(
         // JSON is YAML (1.2): the job as runnerx local reads it.
         println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
         return Ok(());
+    }
+    if let Some(why) = &no_pipeline {
+        println!(
+            "no pipeline would be created here ({why}); running job {name:?} because you named it"
+        );
     }
     let def = pipeline.job(name)?;
     let upstream = if args.needs {
@@ -121,6 +130,24 @@ pub(crate) async fn local(
     first_failure.map_or(Ok(()), Err)
 }
 
+/// Decides `workflow:` on the predefined and global variables and gives its variables
+/// to every job; returns why no pipeline would be created, if so.
+fn apply_workflow(
+    settings: &Settings,
+    args: &LocalArgs,
+    env: &Env,
+    pipeline: &mut Pipeline,
+) -> Result<Option<String>> {
+    let globals = pipeline.globals()?;
+    let local = job_variables(settings, args, env, &globals)?;
+    let workflow = pipeline.workflow(&rules_context(&local.vars, &local.project))?;
+    for what in &workflow.unhonoured {
+        tracing::warn!("{what} is not honoured by runnerx local");
+    }
+    pipeline.set_workflow_variables(workflow.variables);
+    Ok(workflow.skip)
+}
+
 /// `--needs`: runs every job `def` depends on (its `needs:` chain, or the earlier
 /// stages), each with the artifacts and dotenv variables of the jobs it takes them
 /// from; returns what `def` takes. A failed job stops the chain, as GitLab skips the
@@ -144,21 +171,24 @@ async fn run_upstream(
     if order.is_empty() {
         println!("job {:?} needs no other job", def.name);
     }
+    let stages = pipeline.stages();
     let mut kept: Vec<Kept> = Vec::new();
     for name in order {
         let up = pipeline.job(&name)?;
         println!("\x1b[36;1m== needed first: {name}\x1b[0;m");
-        let from = Upstream::of(&kept, &up);
+        let from = Upstream::of(&kept, &up, &stages);
         let dotenv = up.artifacts.dotenv.clone();
+        let stage = up.stage.clone();
         if let Some(tar) = run_job(settings, args, env, cancel, up, &from).await? {
             kept.push(Kept {
                 job: name,
+                stage,
                 tar,
                 dotenv,
             });
         }
     }
-    Ok(Upstream::of(&kept, def))
+    Ok(Upstream::of(&kept, def, &stages))
 }
 
 /// A local job as the executor will see it.
@@ -180,14 +210,23 @@ fn job_variables(
     env: &Env,
     def: &pipeline::JobDef,
 ) -> Result<Local> {
-    let (project, name) = project_of(&args.file, args.project_dir.as_deref())?;
-    let project_dir = format!("{}/local/{name}", crate::gitlab::stages::config::BUILDS_DIR);
-    let mut job = Job::local(def.image.clone(), &name, env);
+    let (project, folder) = project_of(&args.file, args.project_dir.as_deref())?;
+    let mut job = Job::local(def.image.clone(), &folder, env);
     job.project_path = args.project.clone().or_else(|| {
         git(&project, &["remote", "get-url", "origin"])
             .as_deref()
             .and_then(crate::gitlab::job::repo_path)
     });
+    // As GitLab names them: after the project (its path's last part; the folder only
+    // when no path is known), checked out at $CI_BUILDS_DIR/<path>.
+    let builds = crate::gitlab::stages::config::BUILDS_DIR;
+    let (name, project_dir) = match job.project_path.as_deref() {
+        Some(path) => (
+            path.rsplit('/').next().unwrap_or(path).to_string(),
+            format!("{builds}/{path}"),
+        ),
+        None => (folder.clone(), format!("{builds}/local/{folder}")),
+    };
     // The registry build cache's refs: the checkout's branch (or tag), and the
     // remote's default branch as the fallback cache.
     job.git_ref = git(&project, &["describe", "--tags", "--exact-match"])
@@ -262,9 +301,14 @@ async fn run_job(
         }
     }
     let allow = def.allow_failure.clone();
+    let name = def.name.clone();
     match run_decided(settings, args, env, cancel, def, upstream).await {
+        // The log ends as gitlab-runner ends it ("ERROR: Job failed: exit code N", its
+        // setTraceStatus knows nothing of allow_failure); the status is GitLab's badge.
         Err(Error::Script { code }) if allow.allows(code) => {
-            println!("\x1b[33;1mWARNING: Job failed: exit code {code} (allowed to fail)\x1b[0;m");
+            println!(
+                "\x1b[33;1mjob {name:?}: failed (allowed to fail), the pipeline goes on\x1b[0;m"
+            );
             Ok(None)
         }
         other => other,
@@ -299,6 +343,7 @@ async fn run_decided(
         })
         .collect();
     job.services = crate::gitlab::services::services(&def.services, &job_vars);
+    crate::gitlab::services::mark_dind(&mut job.services, &settings.builder.dind_images);
     let engine = Engine::connect().await?;
     let tmp = tempdir()?;
 

@@ -53,11 +53,7 @@ pub(super) fn variables(
     let sha = git(project, &["rev-parse", "HEAD"]).unwrap_or_else(|| "0".repeat(40));
     let branch =
         git(project, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|| "local".into());
-    let slug: String = branch
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
+    let slug = crate::builder::build_cache::slug(&branch);
     let mut ordered: Vec<(String, String)> = vec![
         ("CI".into(), "true".into()),
         ("GITLAB_CI".into(), "true".into()),
@@ -74,7 +70,7 @@ pub(super) fn variables(
         ("CI_COMMIT_SHA".into(), sha.clone()),
         ("CI_COMMIT_SHORT_SHA".into(), sha[..8.min(sha.len())].into()),
         ("CI_COMMIT_REF_NAME".into(), branch.clone()),
-        ("CI_COMMIT_REF_SLUG".into(), slug.trim_matches('-').into()),
+        ("CI_COMMIT_REF_SLUG".into(), slug),
     ];
     match git(project, &["describe", "--tags", "--exact-match"]) {
         Some(tag) => ordered.push(("CI_COMMIT_TAG".into(), tag)),
@@ -89,10 +85,7 @@ pub(super) fn variables(
         ));
         ordered.push((
             "CI_PROJECT_PATH_SLUG".into(),
-            path.to_lowercase()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect(),
+            crate::builder::build_cache::slug(path),
         ));
     }
     if let Some(url) = git(project, &["remote", "get-url", "origin"])
@@ -132,19 +125,23 @@ pub(super) fn variables(
             )));
         }
     }
-    // Every value is expanded once against the whole set's values as written, so the
-    // order variables appear in does not matter; `expand: false` ones stay as written.
+    // GitLab expands variables inside variables over the whole set (the order they
+    // appear in does not matter; `expand: false` ones stay as written at every level),
+    // then gitlab-runner expands once more.
     let known: BTreeMap<String, String> = ordered.iter().cloned().collect();
-    let mut out: Vec<(String, String)> = vec![];
-    for (k, v) in &known {
-        let v = if def.raw.contains(k) {
-            v.clone()
-        } else {
-            pipeline::expand(v, &known)
-        };
-        out.push((k.clone(), v));
+    let (expanded, cycles) = pipeline::expand_all(&known, &def.raw);
+    // Once per cycle: the variables are worked out for every decision and run.
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<Vec<String>>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    for cycle in cycles.into_iter().filter(|c| warned.insert(c.clone())) {
+        tracing::warn!(
+            "variables {} -> {} refer to each other; they keep their values as written",
+            cycle.join(" -> "),
+            cycle[0]
+        );
     }
-    Ok(out)
+    Ok(expanded.into_iter().collect())
 }
 
 /// The project's files, relative: git-tracked and untracked-not-ignored ones in a git
