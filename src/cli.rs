@@ -236,6 +236,11 @@ pub struct LocalArgs {
     /// Extra or overriding variable (repeat).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
+    /// A file-type variable, as GitLab's CI/CD settings make them: the job gets the
+    /// content of this host file in a file of its own, and KEY holds that file's path
+    /// (repeat).
+    #[arg(long = "file-var", value_name = "KEY=PATH")]
+    pub file_vars: Vec<String>,
     /// GitLab project path the job counts as, for per-project registry logins
     /// (default: the path of the project directory's `origin` remote).
     #[arg(long, value_name = "PATH")]

@@ -265,6 +265,7 @@ show:
   script:
     - echo "name=$CI_PROJECT_NAME dir=$CI_PROJECT_DIR slug=$CI_PROJECT_PATH_SLUG builds=$CI_BUILDS_DIR pwd=$(pwd)"
     - echo "tagged=$TAGGED wf=[$WF_VAR] pipeline=[$CI_PIPELINE_NAME]"
+    - if [ -n "${KUBECONFIG:-}" ]; then echo "kubeconfig=$KUBECONFIG $(stat -c %a "$KUBECONFIG") $(cat "$KUBECONFIG")"; fi
 "#;
 
 #[test]
@@ -316,9 +317,19 @@ fn project_variables_nested_expansion_and_workflow_are_gitlabs() {
         stdout.contains("no pipeline would be created here: workflow: rules: no rule matches"),
         "{stdout}"
     );
-    let out = job.runnerx_in(&project, &["local", "show"]);
+    let kubeconfig = root.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "server: $NOT_EXPANDED").unwrap();
+    let file_var = format!("KUBECONFIG={}", kubeconfig.display());
+    let out = job.runnerx_in(&project, &["local", "show", "--file-var", &file_var]);
     let (stdout, stderr) = text(&out);
     assert_code(&out, 0);
+    // A file-type variable: its content, unexpanded, in a 0600 file the variable names.
+    assert!(
+        stdout.contains(
+            "kubeconfig=/builds/team-a/02-variables.tmp/KUBECONFIG 600 server: $NOT_EXPANDED"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("no pipeline would be created here (workflow: rules: no rule matches); running job \"show\" because you named it"), "{stdout}");
     assert!(
         stdout.contains("name=02-variables dir=/builds/team-a/02-variables slug=team-a-02-variables builds=/builds pwd=/builds/team-a/02-variables"),

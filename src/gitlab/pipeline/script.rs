@@ -186,15 +186,27 @@ fn single_quote(s: &str) -> String {
 /// A stage script in gitlab-runner's bash shape: shebang, `trap exit 1 TERM`, pipefail
 /// and errexit, then the body (variables exported, `cd` into the project, each command
 /// echoed in green before it runs) evaluated in a subshell reading /dev/null.
-/// `project_dir` is `None` for stages that run before the checkout exists.
+/// `project_dir` is `None` for stages that run before the checkout exists. Variables
+/// named in `files` are file-type: as gitlab-runner's bash shell does, their value is
+/// written to `<project_dir>.tmp/<KEY>` (0600) and the variable holds that path.
 pub fn bash_script(
     vars: &[(String, String)],
+    files: &BTreeSet<String>,
     project_dir: Option<&str>,
     commands: &[String],
 ) -> String {
     let mut body = String::new();
     for (k, v) in vars {
-        body.push_str(&format!("export {k}={}\n", single_quote(v)));
+        if !files.contains(k) {
+            body.push_str(&format!("export {k}={}\n", single_quote(v)));
+        } else if let Some(dir) = project_dir {
+            let path = single_quote(&format!("{dir}.tmp/{k}"));
+            body.push_str(&format!(
+                "mkdir -p {dir_q} && (umask 077 && printf '%s' {v_q} > {path})\nexport {k}={path}\n",
+                dir_q = single_quote(&format!("{dir}.tmp")),
+                v_q = single_quote(v),
+            ));
+        }
     }
     if let Some(dir) = project_dir {
         body.push_str(&format!("cd {}\n", single_quote(dir)));

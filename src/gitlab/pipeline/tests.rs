@@ -173,10 +173,26 @@ fn a_matrix_gives_every_combination() {
 
 #[test]
 fn bash_script_has_gitlab_runner_shape() {
+    let files = std::collections::BTreeSet::from(["KUBECONFIG".to_string()]);
     let s = bash_script(
-        &[("K".into(), "it's".into())],
+        &[
+            ("K".into(), "it's".into()),
+            ("KUBECONFIG".into(), "apiVersion: v1".into()),
+        ],
+        &files,
         Some("/builds/app"),
         &["echo hi".into()],
+    );
+    // A file-type variable holds the path of a 0600 file with its content.
+    assert!(
+        s.contains(
+            "printf '\\''%s'\\'' '\\''apiVersion: v1'\\'' > '\\''/builds/app.tmp/KUBECONFIG'\\''"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains("export KUBECONFIG='\\''/builds/app.tmp/KUBECONFIG'\\''"),
+        "{s}"
     );
     assert!(s.starts_with("#!/usr/bin/env bash\n\ntrap exit 1 TERM\n"));
     assert!(s.contains("set -o errexit"));

@@ -246,6 +246,7 @@ fn job_variables(
         &project_dir,
         &project,
         &args.vars,
+        &file_vars(args)?,
     )?;
     Ok(Local {
         job,
@@ -253,6 +254,21 @@ fn job_variables(
         project,
         project_dir,
     })
+}
+
+/// `--file-var KEY=PATH`: each key with the content of its host file.
+fn file_vars(args: &LocalArgs) -> Result<Vec<(String, String)>> {
+    args.file_vars
+        .iter()
+        .map(|kv| {
+            let (k, path) = kv
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--file-var {kv:?} must be KEY=PATH")))?;
+            let content = std::fs::read_to_string(path)
+                .map_err(|e| Error::Usage(format!("--file-var {k}: cannot read {path}: {e}")))?;
+            Ok((k.to_string(), content))
+        })
+        .collect()
 }
 
 /// Whether the job would be in a pipeline here (`rules`, `only`, `except`, `when`).
@@ -355,6 +371,11 @@ async fn run_decided(
         config.driver.name,
         config.driver.version
     );
+    let file_keys: std::collections::BTreeSet<String> = args
+        .file_vars
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
     let result = async {
         crate::gitlab::stages::prepare::prepare(settings, &job, &engine, cancel).await?;
         let run = |stage: &'static str, commands: Vec<String>, vars: Vec<(String, String)>| {
@@ -362,10 +383,11 @@ async fn run_decided(
             let job = job.clone();
             let engine = engine.clone();
             let project_dir = project_dir.clone();
+            let files = file_keys.clone();
             async move {
                 let path = tmp.join(format!("{stage}.sh"));
                 let cd = (stage != "prepare_script").then_some(project_dir.as_str());
-                write_private(&path, &pipeline::bash_script(&vars, cd, &commands))?;
+                write_private(&path, &pipeline::bash_script(&vars, &files, cd, &commands))?;
                 section(stage);
                 crate::gitlab::stages::run::run(&job, &engine, &path, stage, cancel).await
             }

@@ -49,6 +49,7 @@ pub(super) fn variables(
     project_dir: &str,
     project: &Path,
     overrides: &[String],
+    files: &[(String, String)],
 ) -> Result<Vec<(String, String)>> {
     let sha = git(project, &["rev-parse", "HEAD"]).unwrap_or_else(|| "0".repeat(40));
     let branch =
@@ -118,6 +119,10 @@ pub(super) fn variables(
             .ok_or_else(|| Error::Usage(format!("--var {kv:?} must be KEY=VALUE")))?;
         ordered.push((k.to_string(), v.to_string()));
     }
+    // File-type variables: their content is never expanded.
+    ordered.extend(files.iter().cloned());
+    let mut raw = def.raw.clone();
+    raw.extend(files.iter().map(|(k, _)| k.clone()));
     for (k, _) in &ordered {
         if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.is_empty() {
             return Err(Error::Usage(format!(
@@ -129,7 +134,7 @@ pub(super) fn variables(
     // appear in does not matter; `expand: false` ones stay as written at every level),
     // then gitlab-runner expands once more.
     let known: BTreeMap<String, String> = ordered.iter().cloned().collect();
-    let (expanded, cycles) = pipeline::expand_all(&known, &def.raw);
+    let (expanded, cycles) = pipeline::expand_all(&known, &raw);
     // Once per cycle: the variables are worked out for every decision and run.
     static WARNED: std::sync::Mutex<std::collections::BTreeSet<Vec<String>>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
@@ -263,6 +268,7 @@ mod tests {
             "/builds/local/app",
             dir.path(),
             &["REGISTRY=registry.test:5443".into()],
+            &[("KUBECONFIG".into(), "server: $NOT_EXPANDED".into())],
         )
         .unwrap();
         let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -272,6 +278,11 @@ mod tests {
             "--var wins, order-free"
         );
         assert_eq!(get("PRICE"), Some("$5"));
+        assert_eq!(
+            get("KUBECONFIG"),
+            Some("server: $NOT_EXPANDED"),
+            "file-type: unexpanded"
+        );
         assert_eq!(
             get("TEMPLATE"),
             Some("${CI_JOB_NAME}-$REGISTRY"),
