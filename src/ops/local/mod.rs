@@ -245,8 +245,10 @@ fn job_variables(
         &name,
         &project_dir,
         &project,
-        &args.vars,
-        &file_vars(args)?,
+        &project::Given {
+            vars: &args.vars,
+            files: &file_vars(args)?,
+        },
     )?;
     Ok(Local {
         job,

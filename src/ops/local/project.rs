@@ -40,6 +40,14 @@ pub(super) fn git(project: &Path, args: &[&str]) -> Option<String> {
     answer
 }
 
+/// What the command line adds: `--var KEY=VALUE`s, and `--file-var`s as (key, content).
+pub(super) struct Given<'a> {
+    /// `--var`s.
+    pub vars: &'a [String],
+    /// `--file-var`s, read.
+    pub files: &'a [(String, String)],
+}
+
 /// Predefined variables, then the pipeline's, then `--var`s; values expanded in order.
 pub(super) fn variables(
     def: &pipeline::JobDef,
@@ -48,9 +56,9 @@ pub(super) fn variables(
     name: &str,
     project_dir: &str,
     project: &Path,
-    overrides: &[String],
-    files: &[(String, String)],
+    given: &Given,
 ) -> Result<Vec<(String, String)>> {
+    let (overrides, files) = (given.vars, given.files);
     let sha = git(project, &["rev-parse", "HEAD"]).unwrap_or_else(|| "0".repeat(40));
     let branch =
         git(project, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|| "local".into());
@@ -267,8 +275,10 @@ mod tests {
             "app",
             "/builds/local/app",
             dir.path(),
-            &["REGISTRY=registry.test:5443".into()],
-            &[("KUBECONFIG".into(), "server: $NOT_EXPANDED".into())],
+            &Given {
+                vars: &["REGISTRY=registry.test:5443".into()],
+                files: &[("KUBECONFIG".into(), "server: $NOT_EXPANDED".into())],
+            },
         )
         .unwrap();
         let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
