@@ -57,6 +57,23 @@ pub enum Command {
     /// Set up a native BuildKit node ([[nodes]]) on this host: its certificates from the
     /// runner's CA, its buildkitd.toml with the registries' trust, and how to run it.
     Node(NodeArgs),
+    /// Check an image's signature and build provenance made by runnerx (cosign's tag
+    /// form, `sha256-<digest>.sig` and `.att`) against a public key, and print the
+    /// provenance. Exits non-zero unless both verify.
+    Verify(VerifyArgs),
+}
+
+/// `runnerx verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image (`harbor.example.com/team/app:1.0` or `…@sha256:…`).
+    pub image: String,
+    /// The public key (`cosign.pub` from `runnerx certs signing-key`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Print the result as JSON (the verified provenance statement included).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `runnerx node` arguments.
@@ -170,6 +187,17 @@ pub enum CertsCommand {
         /// Validity in days.
         #[arg(long, default_value_t = 3650)]
         days: u32,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A signing key for runnerx to sign pushed images with (ECDSA P-256, cosign's
+    /// format): cosign.key (the runner host's [[registries]] signing_key_file) and
+    /// cosign.pub (for Harbor, deployers and `runnerx verify`).
+    SigningKey {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,

@@ -158,6 +158,11 @@ pub enum Error {
     #[error("bench: {0}")]
     Bench(String),
 
+    /// A push could not be signed (`[signing] mode = "require"`), or `runnerx verify`
+    /// found no valid signature.
+    #[error("signing: {0}")]
+    Signing(String),
+
     /// Command-line usage that cannot work (e.g. no job id outside GitLab, a bad
     /// `.gitlab-ci.yml` for `runnerx local`).
     #[error("{0}")]
@@ -218,6 +223,7 @@ impl Error {
             | Error::Cancelled(_)
             | Error::Checks(_)
             | Error::Bench(_)
+            | Error::Signing(_)
             | Error::Usage(_) => Fault::System,
         }
     }

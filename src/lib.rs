@@ -15,6 +15,7 @@ pub mod logging;
 pub(crate) mod ops;
 pub(crate) mod registry;
 pub(crate) mod settings;
+pub(crate) mod sign;
 pub(crate) mod trust;
 
 pub use gitlab::job::ExitCodes;
@@ -45,7 +46,8 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::Run(args) => {
             let job = Job::from_env(&env, args.job_id.as_deref(), false)?;
             let engine = builder::engine::Engine::connect().await?;
-            gitlab::stages::run::run(&job, &engine, &args.script, &args.stage, &cancel).await
+            gitlab::stages::run::run(&job, &engine, &args.script, &args.stage, &cancel, &settings)
+                .await
         }
         Command::Cleanup(args) => {
             let settings = Settings::load_lenient(cli.config.as_deref(), &env);
@@ -78,6 +80,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
                     ops::manifest::inspect(&settings, reference).await
                 }
             }
+        }
+        Command::Verify(args) => {
+            let settings = settings()?;
+            sign::verify::verify(&settings, args).await
         }
         Command::Node(args) => {
             let settings = settings()?;

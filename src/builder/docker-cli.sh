@@ -11,6 +11,10 @@
 # time and cache hits — and, when a step crashed under QEMU, one line naming the fix.
 # A build that names no cache of its own also reads and writes the project's registry
 # build cache when runnerx set one up (/etc/runnerx/build-cache.env).
+# Every push (`docker push`, `docker buildx build --push`) ends with one
+# `runnerx: pushed REPO@DIGEST` line on stderr: runnerx, on the runner host, signs what
+# it names after the stage (when the project has a signing key), once the registry
+# confirms it with the project's own login.
 set -u
 here=/etc/runnerx/bin
 real=""
@@ -138,6 +142,53 @@ cache_report() {
     }' "$log" >&2
 }
 
+# REF without its tag (the registry's port stays).
+repository_of() {
+  local ref=${1%@*} last
+  last=${ref##*/}
+  case "$last" in
+  *:*) echo "${ref%:*}" ;;
+  *) echo "$ref" ;;
+  esac
+}
+
+# A build's metadata file (--metadata-file), in $meta: ours unless the command names
+# its own; $pushes says whether the build pushes (--push, or an output with push=true).
+meta=""
+own_meta=""
+pushes=""
+meta_flags() {
+  local a prev=""
+  for a in "$@"; do
+    case "$a" in
+    --push | --output=*push=true* | -o=*push=true*) pushes=1 ;;
+    --metadata-file=*) own_meta=${a#--metadata-file=} ;;
+    esac
+    case "$prev" in
+    --metadata-file) own_meta=$a ;;
+    --output | -o) case "$a" in *push=true*) pushes=1 ;; esac ;;
+    esac
+    prev=$a
+  done
+  if [ -z "$own_meta" ] && [ -n "$pushes" ]; then
+    meta=$(mktemp "${TMPDIR:-/tmp}/runnerx-meta.XXXXXX") || meta=""
+  fi
+}
+
+# The pushes of a finished build: its metadata's digest under each name it pushed.
+report_pushes() {
+  local file=${own_meta:-$meta} digest names name
+  [ -n "$pushes" ] && [ -s "$file" ] || return 0
+  digest=$(sed -n 's/.*"containerimage.digest": *"\(sha256:[0-9a-f]\{64\}\)".*/\1/p' "$file" | head -n1)
+  names=$(sed -n 's/.*"image.name": *"\([^"]*\)".*/\1/p' "$file" | head -n1)
+  [ -n "$digest" ] || return 0
+  printf '%s\n' "$names" | tr ',' '\n' | while read -r name; do
+    [ -n "$name" ] && repository_of "$name"
+  done | sort -u | while read -r repo; do
+    echo "runnerx: pushed $repo@$digest" >&2
+  done
+}
+
 is_build() {
   [ "${1:-}" = build ] || { [ "${1:-}" = buildx ] && [ "${2:-}" = build ]; }
 }
@@ -146,7 +197,10 @@ if is_build "$@"; then
   words=1
   [ "$1" = buildx ] && words=2
   cache_flags "${@:words+1}"
-  set -- "${@:1:words}" "${cache_args[@]}" "${@:words+1}"
+  meta_flags "${@:words+1}"
+  extra=("${cache_args[@]}")
+  [ -n "$meta" ] && extra+=(--metadata-file "$meta")
+  set -- "${@:1:words}" "${extra[@]}" "${@:words+1}"
   log=$(mktemp "${TMPDIR:-/tmp}/runnerx-build.XXXXXX") || exec "$real" "$@"
   # stdout goes straight through (fd 3); stderr (the progress) is copied to $log.
   set -o pipefail
@@ -154,6 +208,36 @@ if is_build "$@"; then
   code=$?
   report "$log" "$code"
   cache_report "$log"
+  report_pushes
+  [ -n "$meta" ] && rm -f "$meta"
+  rm -f "$log"
+  exit "$code"
+fi
+if [ "${1:-}" = push ]; then
+  ref="" quiet="" args=()
+  for a in "${@:2}"; do
+    case "$a" in
+    -q | --quiet) quiet=1 ;;
+    -*) args+=("$a") ;;
+    *)
+      ref=$a
+      args+=("$a")
+      ;;
+    esac
+  done
+  log=$(mktemp "${TMPDIR:-/tmp}/runnerx-push.XXXXXX") || exec "$real" "$@"
+  set -o pipefail
+  # Quiet pushes print no digest: push verbosely into the log, print what -q prints.
+  if [ -n "$quiet" ]; then
+    "$real" push "${args[@]}" >"$log" && echo "$ref"
+  else
+    "$real" push "${args[@]}" | tee "$log"
+  fi
+  code=$?
+  # "<tag>: digest: sha256:… size: …", one per tag pushed.
+  sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p' "$log" | sort -u | while read -r digest; do
+    echo "runnerx: pushed $(repository_of "$ref")@$digest" >&2
+  done
   rm -f "$log"
   exit "$code"
 fi

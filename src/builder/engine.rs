@@ -278,6 +278,15 @@ impl Engine {
         }
     }
 
+    /// The id of the image a container runs (`sha256:…`), if it exists.
+    pub(crate) async fn container_image(&self, container: &str) -> Result<Option<String>> {
+        match self.docker.inspect_container(container, None).await {
+            Ok(c) => Ok(c.image),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::docker(format!("inspect container {container}"), e)),
+        }
+    }
+
     /// Stops a container (SIGTERM, then SIGKILL after `timeout_secs`); absent is fine.
     pub(crate) async fn stop(&self, container: &str, timeout_secs: i32) -> Result<()> {
         let opts = StopContainerOptionsBuilder::default()

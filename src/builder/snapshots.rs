@@ -30,6 +30,7 @@ fn registry() -> Registry {
         mirror_for: vec!["docker.io".into()],
         check_repository: None,
         cache_repository: None,
+        signing_key: None,
         credential_rules: vec![],
     }
 }

@@ -259,6 +259,7 @@ mod tests {
             mirror_for: vec![],
             check_repository: None,
             cache_repository: None,
+            signing_key: None,
         }
     }
 

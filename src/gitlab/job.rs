@@ -80,6 +80,9 @@ struct GitInfo {
     /// The branch or tag the job runs for.
     #[serde(default, rename = "ref")]
     git_ref: Option<String>,
+    /// The commit.
+    #[serde(default)]
+    sha: Option<String>,
 }
 
 /// The project path of a clone URL: `https://gitlab-ci-token:…@host:port/group/app.git`
@@ -121,6 +124,16 @@ struct JobVars {
     ci_job_image: Option<String>,
 }
 
+/// The first value of `key` among the payload's variables.
+fn first_variable(response: Option<&JobResponse>, key: &str) -> Option<String> {
+    response?
+        .variables
+        .as_deref()?
+        .iter()
+        .find(|v| v.key == key)
+        .map(|v| v.value.clone())
+}
+
 /// One job as seen by a driver call.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
@@ -153,6 +166,13 @@ pub(crate) struct Job {
     /// `runnerx local`: it moves artifacts itself and has no use for gitlab-runner's
     /// helper binary.
     pub local_run: bool,
+    /// The commit (`git_info.sha`; a job's `CI_COMMIT_SHA` variable never changes it).
+    pub commit: Option<String>,
+    /// The pipeline id and GitLab's URL: the payload's first `CI_PIPELINE_ID` and
+    /// `CI_SERVER_URL` (GitLab lists its predefined variables before the job's own).
+    pub pipeline: Option<String>,
+    /// See `pipeline`.
+    pub server_url: Option<String>,
 }
 
 impl Job {
@@ -231,6 +251,12 @@ impl Job {
                     .map(|v| v.value.clone())
             }),
             local_run: false,
+            commit: response
+                .as_ref()
+                .and_then(|r| r.git_info.as_ref())
+                .and_then(|g| g.sha.clone()),
+            pipeline: first_variable(response.as_ref(), "CI_PIPELINE_ID"),
+            server_url: first_variable(response.as_ref(), "CI_SERVER_URL"),
             services: response.as_ref().map_or_else(Vec::new, |r| {
                 services::services(
                     r.services.as_deref().unwrap_or_default(),
@@ -256,6 +282,9 @@ impl Job {
             git_ref: None,
             default_branch: None,
             local_run: true,
+            commit: None,
+            pipeline: None,
+            server_url: None,
         }
     }
 

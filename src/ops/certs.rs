@@ -1,7 +1,8 @@
-//! `runnerx certs ca|server|client`: writes the files and says where each one goes.
+//! `runnerx certs ca|server|client|signing-key`: writes the files and says where each
+//! one goes.
 
 use crate::cli::CertsCommand;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::trust::ca::{self, OutFile};
 
 /// Runs a certs subcommand; prints each written file and its destination on stdout.
@@ -31,6 +32,26 @@ pub(crate) fn run(cmd: &CertsCommand) -> Result<()> {
                     goes: "keep it offline; only `runnerx certs server|client --ca` needs it".into(),
                 },
             ];
+            (out, files, *force)
+        }
+        CertsCommand::SigningKey { out, force } => {
+            let (key, pem) = crate::sign::SigningKey::generate().map_err(Error::Usage)?;
+            let public = key.public_pem();
+            let files = vec![
+                OutFile {
+                    name: "cosign.key".into(),
+                    content: pem,
+                    mode: 0o600,
+                    goes: "runner host only: [[registries]] (or [[registries.credentials]]) signing_key_file; never into a CI variable".into(),
+                },
+                OutFile {
+                    name: "cosign.pub".into(),
+                    content: public.clone(),
+                    mode: 0o644,
+                    goes: "deployers and `runnerx verify --key`; `cosign verify --key cosign.pub` reads it too".into(),
+                },
+            ];
+            print!("public key:\n{public}");
             (out, files, *force)
         }
         CertsCommand::Server {

@@ -86,6 +86,7 @@ pub(crate) fn registry_for(settings: &crate::settings::Settings, host: &str) -> 
             mirror_for: vec![],
             check_repository: None,
             cache_repository: None,
+            signing_key: None,
             credential_rules: vec![],
         })
 }

@@ -312,6 +312,55 @@ impl Session {
     }
 
     /// PUTs manifest bytes under `reference`; returns the registry's digest.
+    /// Uploads `bytes` as a blob of `repo` (monolithic: POST then PUT), unless the
+    /// registry has it already; returns its digest.
+    pub(crate) async fn upload_blob(
+        &mut self,
+        repo: &str,
+        bytes: &[u8],
+    ) -> Result<String, RegistryError> {
+        let digest = oci::digest(bytes);
+        if self.has_blob(repo, &digest).await? {
+            return Ok(digest);
+        }
+        let scopes = Self::push(repo);
+        let a = self
+            .call(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &scopes,
+                Extra::default(),
+            )
+            .await?;
+        let (202, Some(location)) = (a.status, a.location.clone()) else {
+            return Err(Refused(format!(
+                "open an upload to {}/{repo}: {}",
+                self.host,
+                registry_error(&a, &self.host, repo)
+            )));
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let a = self
+            .call(
+                Method::PUT,
+                &format!("{location}{sep}digest={digest}"),
+                &scopes,
+                Extra {
+                    accept: None,
+                    body: Some((bytes.to_vec(), "application/octet-stream")),
+                },
+            )
+            .await?;
+        if a.status != 201 {
+            return Err(Refused(format!(
+                "upload a blob to {}/{repo}: {}",
+                self.host,
+                registry_error(&a, &self.host, repo)
+            )));
+        }
+        Ok(digest)
+    }
+
     pub(crate) async fn put_manifest(
         &mut self,
         repo: &str,

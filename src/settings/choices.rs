@@ -119,3 +119,14 @@ pub(crate) enum Egress {
     /// Prepare fails unless the policy for these settings is installed on the host.
     Policy,
 }
+
+/// What a failure to sign a job's push is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum SigningMode {
+    /// One warning in the job log; the job goes on (the default).
+    #[default]
+    Warn,
+    /// A system failure of the stage that pushed.
+    Require,
+}

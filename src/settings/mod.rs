@@ -28,7 +28,7 @@ pub(crate) use builder::{
     has_tag_or_digest,
 };
 pub(crate) use cache::{BinfmtMode, BinfmtSettings, CacheMode, CacheSettings};
-pub(crate) use choices::NodeFallback;
+pub(crate) use choices::{NodeFallback, SigningMode};
 pub(crate) use network::{Egress, NetworkSettings, Target};
 pub(crate) use nodes::Node;
 use raw::{Origins, RawProxy, RawSettings};
@@ -57,6 +57,8 @@ pub(crate) struct Settings {
     pub nodes: Vec<Node>,
     /// `[network]`: the egress policy.
     pub network: NetworkSettings,
+    /// `[signing] mode`: what a failure to sign a push is.
+    pub signing: SigningMode,
 }
 
 impl Settings {
@@ -202,6 +204,7 @@ impl Settings {
             binfmt: cache::validate_binfmt(raw.binfmt, &origins)?,
             cache: cache::validate_cache(raw.cache, &origins)?,
             network: network::validate_network(raw.network, &origins.file)?,
+            signing: raw.signing.mode.unwrap_or_default(),
         })
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::choices::{
     BinfmtMode, CacheMode, Driver, Egress, Isolation, NodeFallback, Privileged, PublishPorts,
-    PullPolicy,
+    PullPolicy, SigningMode,
 };
 use super::values;
 use crate::env::Env;
@@ -48,6 +48,17 @@ pub(crate) struct RawSettings {
     /// `[network]`
     #[serde(default)]
     pub network: RawNetwork,
+    /// `[signing]`
+    #[serde(default)]
+    pub signing: RawSigning,
+}
+
+/// `[signing]` as written.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSigning {
+    /// What a signing failure is: a warning, or a system failure.
+    pub mode: Option<SigningMode>,
 }
 
 /// `[network]` as written.
@@ -172,6 +183,8 @@ pub(crate) struct RawRegistry {
     pub check_repository: Option<String>,
     /// Repository jobs keep their build cache in (with the top-level login).
     pub cache_repository: Option<String>,
+    /// ECDSA P-256 key (PEM) runnerx signs every project's pushes with.
+    pub signing_key_file: Option<PathBuf>,
     /// `[[registries.credentials]]`: logins per GitLab project.
     #[serde(default)]
     pub credentials: Vec<RawCredential>,
@@ -195,6 +208,8 @@ pub(crate) struct RawCredential {
     pub password_file: Option<PathBuf>,
     /// Repository these projects keep their build cache in (with this login).
     pub cache_repository: Option<String>,
+    /// ECDSA P-256 key (PEM) runnerx signs these projects' pushes with.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// One `[[nodes]]` entry as written: a remote BuildKit daemon (mTLS) for some platforms.

@@ -51,6 +51,35 @@ pub(crate) struct CredentialRule {
     pub credentials: Credentials,
     /// Where these projects keep their build cache, pushed with this login.
     pub cache_repository: Option<String>,
+    /// The key these projects' pushes are signed with.
+    pub signing_key: Option<KeyFile>,
+}
+
+/// A signing key read from its file at validation (so a bad file fails before any
+/// job); the PEM never prints.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyFile {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// The PKCS#8 PEM.
+    pub pem: Secret,
+}
+
+/// Reads and checks `signing_key_file`; `key` names the setting for messages.
+fn read_key(key: &str, path: Option<PathBuf>) -> Result<Option<KeyFile>> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Settings(format!(
+            "{key} {}: {e}; fix the path or the file's permissions (runnerx reads it, no job does)",
+            path.display()
+        ))
+    })?;
+    crate::sign::SigningKey::from_pem(&pem)
+        .map_err(|m| Error::Settings(format!("{key} {} {m}", path.display())))?;
+    Ok(Some(KeyFile {
+        path,
+        pem: Secret::new(pem),
+    }))
 }
 
 /// Which GitLab project a job belongs to, from what the job cannot change.
@@ -150,6 +179,9 @@ pub(crate) struct Registry {
     /// Where jobs keep their build cache (`--cache-to type=registry`): the top-level
     /// login's, or (after [`Registry::for_project`]) the matching entry's.
     pub cache_repository: Option<String>,
+    /// The key pushes to this registry are signed with: the top-level one, or (after
+    /// [`Registry::for_project`]) the matching entry's.
+    pub signing_key: Option<KeyFile>,
 }
 
 impl Registry {
@@ -165,6 +197,7 @@ impl Registry {
                 .find(|rule| rule.matches(project));
             r.credentials = rule.map(|rule| rule.credentials.clone());
             r.cache_repository = rule.and_then(|rule| rule.cache_repository.clone());
+            r.signing_key = rule.and_then(|rule| rule.signing_key.clone());
             r.credential_rules.clear();
         }
         r
@@ -378,6 +411,7 @@ pub(crate) fn validate_registry(
             project_ids: c.project_ids,
             credentials,
             cache_repository: c.cache_repository,
+            signing_key: read_key(&rule_key("signing_key_file"), c.signing_key_file)?,
         });
     }
     if credentials.is_some() && !rules.is_empty() {
@@ -400,6 +434,12 @@ pub(crate) fn validate_registry(
             repository_path(repo).map_err(|m| bad(k, format!("{repo:?} {m}")))?;
         }
     }
+    if r.signing_key_file.is_some() && !rules.is_empty() {
+        return Err(bad(
+            "signing_key_file",
+            "is for the top-level login, and this registry has [[registries.credentials]] instead: set signing_key_file on each entry (each project's pushes are signed with its entry's key)".into(),
+        ));
+    }
     if r.cache_repository.is_some() && !rules.is_empty() {
         return Err(bad(
             "cache_repository",
@@ -418,6 +458,7 @@ pub(crate) fn validate_registry(
         mirror_for: r.mirror_for,
         check_repository: r.check_repository,
         cache_repository: r.cache_repository,
+        signing_key: read_key(&key("signing_key_file"), r.signing_key_file)?,
     })
 }
 

@@ -19,6 +19,7 @@ mod network;
 mod nodes;
 mod pipelines;
 mod protocol;
+mod signing;
 mod structure;
 mod templates;
 mod trust;

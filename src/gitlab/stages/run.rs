@@ -8,6 +8,7 @@
 //! `$BUILD_EXIT_CODE_FILE`. SIGTERM signals the script's process group in the builder
 //! and returns within a few seconds.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -21,17 +22,20 @@ use crate::builder::engine::{Engine, ExecStream};
 use crate::error::{Error, Result};
 use crate::gitlab::job::Job;
 use crate::host::random_hex;
+use crate::settings::Settings;
 
 /// How long a cancelled script gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_millis(2500);
 
-/// Runs the stage.
+/// Runs the stage; `settings` loads the settings when a push needs signing (most
+/// stages never pay for that).
 pub(crate) async fn run(
     job: &Job,
     engine: &Engine,
     script: &Path,
     stage: &str,
     cancel: &CancellationToken,
+    settings: &dyn Fn() -> Result<Settings>,
 ) -> Result<()> {
     // The file is shared by all stages: a stale code from an earlier stage must not stick.
     if let Some(f) = &job.build_exit_code_file {
@@ -54,15 +58,20 @@ pub(crate) async fn run(
             Some(&bytes),
         )
         .await?;
+    let mut pushes = Pushes::default();
     tokio::select! {
         biased;
         () = cancel.cancelled() => {
             cancel_script(engine, &name, &token, &mut ex).await;
             return Err(Error::Cancelled("SIGTERM"));
         }
-        r = forward(&mut ex) => r?,
+        r = forward(&mut ex, &mut pushes) => r?,
     }
     let code = engine.exec_exit_code(&ex.id).await?;
+    // What the job pushed is in the registry whatever its exit code: sign it.
+    if !pushes.claims.is_empty() {
+        crate::sign::push::sign_claims(&settings()?, job, engine, &pushes.claims).await?;
+    }
     if code == 0 {
         return Ok(());
     }
@@ -103,10 +112,36 @@ async fn builder_fault(engine: &Engine, name: &str) -> Option<String> {
     }
 }
 
+/// The pushes a job's `docker` wrapper reported on stderr (`runnerx: pushed …`).
+#[derive(Default)]
+struct Pushes {
+    /// The unfinished last line of stderr.
+    partial: Vec<u8>,
+    /// `(repository, digest)` claims.
+    claims: BTreeSet<(String, String)>,
+}
+
+impl Pushes {
+    /// Looks at a chunk of stderr; only lines of the wrapper's form count.
+    fn scan(&mut self, chunk: &[u8]) {
+        self.partial.extend_from_slice(chunk);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            if let Some(c) = crate::sign::push::claim(&String::from_utf8_lossy(&line)) {
+                self.claims.insert(c);
+            }
+        }
+        // A claim line is short: a long unfinished line is none.
+        if self.partial.len() > 4096 {
+            self.partial.clear();
+        }
+    }
+}
+
 /// Copies the exec's output to our stdout/stderr until it ends: one `write` per chunk
 /// straight to fd 1/2 (std's stdout is line-buffered, which would split a chunk into a
 /// write plus a flush), so output stays unbuffered and nothing is reordered.
-async fn forward(ex: &mut ExecStream) -> Result<()> {
+async fn forward(ex: &mut ExecStream, pushes: &mut Pushes) -> Result<()> {
     use std::os::fd::FromRawFd;
     // SAFETY: fds 1 and 2 stay open for the life of the process; ManuallyDrop keeps
     // these handles from closing them.
@@ -117,7 +152,10 @@ async fn forward(ex: &mut ExecStream) -> Result<()> {
         // Write errors are ignored: if gitlab-runner stopped reading, there is no one
         // to tell, and the script must still finish and report its exit code.
         let _ = match chunk {
-            LogOutput::StdErr { message } => err.write_all(&message),
+            LogOutput::StdErr { message } => {
+                pushes.scan(&message);
+                err.write_all(&message)
+            }
             LogOutput::StdOut { message } | LogOutput::Console { message } => {
                 out.write_all(&message)
             }
@@ -137,7 +175,10 @@ async fn cancel_script(engine: &Engine, name: &str, token: &str, ex: &mut ExecSt
     {
         tracing::warn!("cannot signal the script: {e}");
     }
-    if tokio::time::timeout(TERM_GRACE, forward(ex)).await.is_err() {
+    if tokio::time::timeout(TERM_GRACE, forward(ex, &mut Pushes::default()))
+        .await
+        .is_err()
+    {
         let _ = engine
             .exec_capture(name, builder::kill_cmd(token, "KILL"))
             .await;

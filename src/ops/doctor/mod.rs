@@ -75,6 +75,7 @@ fn accounts(reg: &Registry, project: Option<&str>) -> Vec<(String, Registry)> {
             for_rule.credential_rules.clear();
             for_rule.credentials = Some(rule.credentials.clone());
             for_rule.cache_repository = rule.cache_repository.clone();
+            for_rule.signing_key = rule.signing_key.clone();
             let mut who: Vec<String> = rule.projects.clone();
             who.extend(rule.project_ids.iter().map(|id| format!("project id {id}")));
             (
@@ -398,6 +399,16 @@ async fn registry_checks(settings: &Settings, reg: &Registry, r: &mut Report) {
             "push",
             "not checked: set check_repository (e.g. \"ci/app\") for this registry",
         ),
+    }
+    match &reg.signing_key {
+        Some(k) => r.ok(
+            "signing",
+            format!(
+                "pushes are signed and attested with {} (runnerx verify --key <its .pub>)",
+                k.path.display()
+            ),
+        ),
+        None => r.note("signing", "pushes are not signed (set signing_key_file)"),
     }
     // The build cache is pushed with the same login (image-manifest form: Harbor
     // stores it like an image).

@@ -391,7 +391,8 @@ async fn run_decided(
                 let cd = (stage != "prepare_script").then_some(project_dir.as_str());
                 write_private(&path, &pipeline::bash_script(&vars, &files, cd, &commands))?;
                 section(stage);
-                crate::gitlab::stages::run::run(&job, &engine, &path, stage, cancel).await
+                let loaded = || Ok(settings.clone());
+                crate::gitlab::stages::run::run(&job, &engine, &path, stage, cancel, &loaded).await
             }
         };
         run(
