@@ -179,25 +179,22 @@ fn the_helper_is_read_only_for_the_job_and_a_missing_one_is_named_once() {
     let _ = docker(&["volume", "rm", "-f", "runnerx-cachedir-p4203-rootless"]);
 }
 
-#[test]
-fn a_dind_service_is_the_builder_itself_and_docker_host_tcp_reaches_it_inside_only() {
-    require_docker();
-    let mut job = Job::new().service(serde_json::json!({
-        "name": "docker:24.0.4-dind", "alias": "", "entrypoint": null, "command": null
-    }));
+/// Prepares `job` (whose services name a DinD image) and checks the builder serves it
+/// at `tcp://<alias>:2375` inside the job only.
+fn builder_serves_dind(mut job: Job, alias: &str) {
     let out = job.prepare();
     assert_code(&out, 0);
+    let (_, stderr) = text(&out);
     assert!(
-        text(&out)
-            .1
-            .contains("the builder is a Docker daemon already"),
-        "{}",
-        text(&out).1
+        stderr.contains("the builder is a Docker daemon already"),
+        "{stderr}"
     );
     // GitLab's documented DinD pattern, unchanged.
     let out = job.run(
         "build_script",
-        "export DOCKER_HOST=tcp://docker:2375\nexport DOCKER_TLS_CERTDIR=\ndocker version --format 'server {{.Server.Version}}'\ndocker buildx ls | head -n 3",
+        &format!(
+            "export DOCKER_HOST=tcp://{alias}:2375\nexport DOCKER_TLS_CERTDIR=\ndocker version --format 'server {{{{.Server.Version}}}}'\ndocker buildx ls | head -n 3"
+        ),
     );
     assert_code(&out, 0);
     assert!(text(&out).0.contains("server "), "{}", text(&out).0);
@@ -210,30 +207,24 @@ fn a_dind_service_is_the_builder_itself_and_docker_host_tcp_reaches_it_inside_on
 }
 
 #[test]
+fn a_dind_service_is_the_builder_itself_and_docker_host_tcp_reaches_it_inside_only() {
+    require_docker();
+    let job = Job::new().service(serde_json::json!({
+        "name": "docker:24.0.4-dind", "alias": "", "entrypoint": null, "command": null
+    }));
+    builder_serves_dind(job, "docker");
+}
+
+#[test]
 fn a_teams_own_dind_image_named_in_dind_images_is_served_by_the_builder_too() {
     require_docker();
     // Not pullable from here: were it started as an ordinary service, prepare would fail.
-    let mut job = Job::new()
+    let job = Job::new()
         .with_settings("dind_images = [\"**/ci/dind:*\"]\n")
         .service(serde_json::json!({
             "name": "harbor.example.com/ci/dind:1", "alias": "dind", "entrypoint": null, "command": null
         }));
-    let out = job.prepare();
-    assert_code(&out, 0);
-    assert!(
-        text(&out)
-            .1
-            .contains("the builder is a Docker daemon already"),
-        "{}",
-        text(&out).1
-    );
-    let out = job.run(
-        "build_script",
-        "export DOCKER_HOST=tcp://dind:2375\ndocker version --format 'server {{.Server.Version}}'",
-    );
-    assert_code(&out, 0);
-    assert!(text(&out).0.contains("server "), "{}", text(&out).0);
-    job.cleanup_leaves_nothing();
+    builder_serves_dind(job, "dind");
 }
 
 #[test]

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Expands `$VAR` and `${VAR}` from `known` (unknown ones become empty, `$$` is `$`),
-/// once, as gitlab-runner's `JobVariables.Expand` does (`os.Expand` over the raw
-/// values: a value that refers to another gets that one's value as written).
-pub fn expand(value: &str, known: &BTreeMap<String, String>) -> String {
+/// Walks `value`'s `$NAME` / `${NAME}` references: each is replaced by what `on_ref`
+/// makes of (name, the reference as written); `$$` becomes `$`, or stays `$$` with
+/// `keep_escapes`. A `$` starting no name stays.
+fn walk(value: &str, keep_escapes: bool, on_ref: &mut dyn FnMut(&str, &str) -> String) -> String {
     let chars: Vec<char> = value.chars().collect();
     let mut out = String::new();
     let mut i = 0;
@@ -17,7 +17,7 @@ pub fn expand(value: &str, known: &BTreeMap<String, String>) -> String {
             continue;
         }
         if chars.get(i + 1) == Some(&'$') {
-            out.push('$');
+            out.push_str(if keep_escapes { "$$" } else { "$" });
             i += 2;
             continue;
         }
@@ -40,62 +40,30 @@ pub fn expand(value: &str, known: &BTreeMap<String, String>) -> String {
             out.push('$');
             i += 1;
         } else {
-            out.push_str(known.get(&name).map_or("", String::as_str));
+            let written: String = chars[i..next].iter().collect();
+            out.push_str(&on_ref(&name, &written));
             i = next;
         }
     }
     out
 }
 
+/// Expands `$VAR` and `${VAR}` from `known` (unknown ones become empty, `$$` is `$`),
+/// once, as gitlab-runner's `JobVariables.Expand` does (`os.Expand` over the raw
+/// values: a value that refers to another gets that one's value as written).
+pub fn expand(value: &str, known: &BTreeMap<String, String>) -> String {
+    walk(value, false, &mut |name, _| {
+        known.get(name).cloned().unwrap_or_default()
+    })
+}
+
 /// Replaces each `$NAME` / `${NAME}` for which `lookup` answers; leaves the others
 /// (and `$$`) exactly as written: GitLab's server-side pass, which leaves unknown
 /// references and escapes to the runner.
 fn substitute(value: &str, lookup: &mut dyn FnMut(&str) -> Option<String>) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i] != '$' {
-            out.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        if chars.get(i + 1) == Some(&'$') {
-            out.push_str("$$");
-            i += 2;
-            continue;
-        }
-        let (name, next) = if chars.get(i + 1) == Some(&'{') {
-            match chars[i + 2..].iter().position(|c| *c == '}') {
-                Some(end) => (
-                    chars[i + 2..i + 2 + end].iter().collect::<String>(),
-                    i + 3 + end,
-                ),
-                None => (String::new(), i + 1),
-            }
-        } else {
-            let len = chars[i + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-                .count();
-            (chars[i + 1..i + 1 + len].iter().collect(), i + 1 + len)
-        };
-        match (name.is_empty(), lookup(&name)) {
-            (false, Some(v)) => {
-                out.push_str(&v);
-                i = next;
-            }
-            (false, None) => {
-                out.extend(&chars[i..next]);
-                i = next;
-            }
-            (true, _) => {
-                out.push('$');
-                i += 1;
-            }
-        }
-    }
-    out
+    walk(value, true, &mut |name, written| {
+        lookup(name).unwrap_or_else(|| written.to_string())
+    })
 }
 
 /// Variables as a job gets them: GitLab's nested expansion over the whole set (a

@@ -11,25 +11,32 @@ use crate::builder::engine::Engine;
 use crate::cli::BenchArgs;
 use crate::error::{Error, Result};
 
-/// One example build: how long the build step took (the template prints it).
+const BOTH: &str = "linux/amd64,linux/arm64";
+
+/// How the builds of a figure run.
+#[derive(Clone, Copy)]
+struct How<'a> {
+    /// `RUNNERX_PLATFORMS`.
+    platforms: &'a str,
+    /// `cache.mode`: `per-project` (kept volume) or `none` (a fresh builder each time).
+    cache_mode: &'a str,
+    /// Whether the registry build cache is used (else the job opts out).
+    registry: bool,
+}
+
+/// The example build of the benchmark.
 struct Example<'a> {
     me: &'a Path,
     args: &'a BenchArgs,
     base: &'a str,
     repo: &'a str,
+    /// runnerx's peak RSS seen (KiB).
+    rss: i64,
 }
 
 impl Example<'_> {
-    /// `registry`: whether the registry build cache is used (else the job opts out).
-    fn build(
-        &self,
-        tag: &str,
-        work: u64,
-        platforms: &str,
-        cache_mode: &str,
-        registry: bool,
-        rss: &mut i64,
-    ) -> Result<Duration> {
+    /// One build: how long its build step took (the template prints it).
+    fn build(&mut self, tag: &str, work: u64, how: How) -> Result<Duration> {
         let m = measure(
             self.me,
             &[
@@ -42,19 +49,19 @@ impl Example<'_> {
                 "--var",
                 &format!("RUNNERX_TAGS={tag}"),
                 "--var",
-                &format!("RUNNERX_PLATFORMS={platforms}"),
+                &format!("RUNNERX_PLATFORMS={}", how.platforms),
                 "--var",
                 &format!("RUNNERX_BUILD_ARGS=BASE_IMAGE={} WORK={work}", self.base),
                 "--var",
-                if registry {
+                if how.registry {
                     "RUNNERX_BUILD_CACHE=on"
                 } else {
                     "RUNNERX_BUILD_CACHE=off"
                 },
             ],
-            &[("RUNNERX_CACHE_MODE", cache_mode)],
+            &[("RUNNERX_CACHE_MODE", how.cache_mode)],
         )?;
-        *rss = (*rss).max(m.max_rss_kb);
+        self.rss = self.rss.max(m.max_rss_kb);
         m.stdout
             .lines()
             .find_map(|l| {
@@ -73,6 +80,28 @@ impl Example<'_> {
                 ))
             })
     }
+
+    /// A cold and a warm build with the same WORK; their medians over `pairs` and the
+    /// ratio; with `engine`, the local caches are dropped before each pair.
+    async fn pairs(
+        &mut self,
+        pairs: usize,
+        tag: &str,
+        work: impl Fn(usize) -> u64,
+        how: How<'_>,
+        engine: Option<&Engine>,
+    ) -> Result<(Duration, Duration, f64)> {
+        let (mut cold, mut warm) = (vec![], vec![]);
+        for i in 0..pairs {
+            if let Some(engine) = engine {
+                drop_local_caches(engine, &self.args.example).await?;
+            }
+            cold.push(self.build(&format!("bench-{tag}-{i}-0"), work(i), how)?);
+            warm.push(self.build(&format!("bench-{tag}-{i}-1"), work(i), how)?);
+        }
+        let (c, w) = (median(cold), median(warm));
+        Ok((c, w, w.as_secs_f64() / c.as_secs_f64().max(1e-9)))
+    }
 }
 
 /// Prints the build figures; returns runnerx's peak RSS seen (KiB).
@@ -83,45 +112,30 @@ pub(super) async fn figures(
     runs: usize,
     tag: &str,
 ) -> Result<i64> {
-    let mut rss = 0;
     let (Some(base), Some(repo)) = (&args.base_image, &args.push_to) else {
         println!(
             "example build                skipped: pass --base-image and --push-to (scripts/bench.sh does)"
         );
-        return Ok(rss);
+        return Ok(0);
     };
-    let ex = Example {
+    let mut ex = Example {
         me,
         args,
         base,
         repo,
+        rss: 0,
     };
     let pairs = runs.min(3);
-    let both = "linux/amd64,linux/arm64";
-    // The per-project cache: the same host's kept volume.
-    let (mut cold, mut warm) = (vec![], vec![]);
-    for i in 0..pairs {
-        drop_local_caches(engine, &args.example).await?;
-        cold.push(ex.build(
-            &format!("bench-{tag}-{i}-0"),
-            args.work,
-            both,
-            "per-project",
-            false,
-            &mut rss,
-        )?);
-        warm.push(ex.build(
-            &format!("bench-{tag}-{i}-1"),
-            args.work,
-            both,
-            "per-project",
-            false,
-            &mut rss,
-        )?);
-    }
+    // The per-project cache: the same host's kept volume, dropped before each pair.
+    let how = How {
+        platforms: BOTH,
+        cache_mode: "per-project",
+        registry: false,
+    };
+    let (c, w, ratio) = ex
+        .pairs(pairs, tag, |_| args.work, how, Some(engine))
+        .await?;
     drop_local_caches(engine, &args.example).await?;
-    let (c, w) = (median(cold), median(warm));
-    let ratio = w.as_secs_f64() / c.as_secs_f64().max(1e-9);
     println!(
         "example build (amd64+arm64)  first {}  second {}  ratio {ratio:.2}  (per-project cache, same host; target ≤ 0.20: {}; WORK={}, {pairs} pairs)",
         ms(c),
@@ -131,29 +145,16 @@ pub(super) async fn figures(
     );
     // The registry cache: every build in a fresh builder (no local cache); a WORK of
     // its own per pair, so the first build of a pair finds no cache anywhere.
-    for (label, platforms) in [("amd64+arm64", both), ("amd64", "linux/amd64")] {
-        let (mut cold, mut warm) = (vec![], vec![]);
-        for i in 0..pairs {
-            let work = args.work + 1 + (i as u64) + if platforms == both { 0 } else { 100 };
-            cold.push(ex.build(
-                &format!("bench-{tag}-r{i}-0"),
-                work,
-                platforms,
-                "none",
-                true,
-                &mut rss,
-            )?);
-            warm.push(ex.build(
-                &format!("bench-{tag}-r{i}-1"),
-                work,
-                platforms,
-                "none",
-                true,
-                &mut rss,
-            )?);
-        }
-        let (c, w) = (median(cold), median(warm));
-        let ratio = w.as_secs_f64() / c.as_secs_f64().max(1e-9);
+    for (label, platforms, offset) in [("amd64+arm64", BOTH, 1), ("amd64", "linux/amd64", 101)] {
+        let how = How {
+            platforms,
+            cache_mode: "none",
+            registry: true,
+        };
+        let work = |i: usize| args.work + offset + i as u64;
+        let (c, w, ratio) = ex
+            .pairs(pairs, &format!("{tag}-r{offset}"), work, how, None)
+            .await?;
         println!(
             "example build ({label:<11}) cold {}  fresh builder, registry cache {}  ratio {ratio:.2}  (target ≤ 0.30: {}; {pairs} pairs)",
             ms(c),
@@ -161,5 +162,5 @@ pub(super) async fn figures(
             check(ratio <= 0.3),
         );
     }
-    Ok(rss)
+    Ok(ex.rss)
 }
