@@ -32,6 +32,8 @@ struct Example<'a> {
     repo: &'a str,
     /// runnerx's peak RSS seen (KiB).
     rss: i64,
+    /// How long signing each push took (when the settings give a signing key).
+    signing: Vec<Duration>,
 }
 
 impl Example<'_> {
@@ -62,6 +64,20 @@ impl Example<'_> {
             &[("RUNNERX_CACHE_MODE", how.cache_mode)],
         )?;
         self.rss = self.rss.max(m.max_rss_kb);
+        // "runnerx: signed REPO@DIGEST and attested its provenance (key …, N ms)"
+        self.signing.extend(
+            m.stderr
+                .lines()
+                .filter(|l| l.starts_with("runnerx: signed "))
+                .filter_map(|l| {
+                    l.rsplit(", ")
+                        .next()?
+                        .strip_suffix(" ms)")?
+                        .parse::<u64>()
+                        .ok()
+                        .map(Duration::from_millis)
+                }),
+        );
         m.stdout
             .lines()
             .find_map(|l| {
