@@ -19,4 +19,7 @@ seed_base >/dev/null 2>&1
 # The registry build cache for the bench's fresh-builder figures (the [[registries]]
 # block is the settings file's last).
 echo 'cache_repository = "demo/cache"' >>"$RUNNERX_CONFIG"
+# A signing key: every example push is signed and attested (the signing figure).
+"$RUNNERX" certs signing-key --out "$work/signing" >/dev/null
+echo "signing_key_file = \"$work/signing/cosign.key\"" >>"$RUNNERX_CONFIG"
 "$RUNNERX" bench --base-image "$REG/base/busybox:1" --push-to "$REG/demo/hello" "$@"

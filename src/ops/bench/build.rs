@@ -140,6 +140,7 @@ pub(super) async fn figures(
         base,
         repo,
         rss: 0,
+        signing: vec![],
     };
     let pairs = runs.min(3);
     // The per-project cache: the same host's kept volume, dropped before each pair.
@@ -176,6 +177,17 @@ pub(super) async fn figures(
             ms(c),
             ms(w),
             check(ratio <= 0.3),
+        );
+    }
+    let n = ex.signing.len();
+    if n > 0 {
+        println!(
+            "signing a push               median {}  (signature + provenance, pushed by digest; {n} pushes)",
+            ms(median(ex.signing))
+        );
+    } else {
+        println!(
+            "signing a push               not measured: the settings give no signing_key_file"
         );
     }
     Ok(ex.rss)
