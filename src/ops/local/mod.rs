@@ -227,11 +227,12 @@ fn job_variables(
         ),
         None => (folder.clone(), format!("{builds}/local/{folder}")),
     };
-    // The registry build cache's refs: the checkout's branch (or tag), and the
-    // remote's default branch as the fallback cache.
+    // The registry build cache's refs: the checkout's branch (or tag), `local` outside
+    // git (as CI_COMMIT_REF_NAME), and the remote's default branch as the fallback.
     job.git_ref = git(&project, &["describe", "--tags", "--exact-match"])
         .or_else(|| git(&project, &["rev-parse", "--abbrev-ref", "HEAD"]))
-        .filter(|r| r != "HEAD");
+        .filter(|r| r != "HEAD")
+        .or_else(|| Some("local".into()));
     job.default_branch = git(
         &project,
         &["symbolic-ref", "--short", "refs/remotes/origin/HEAD"],
