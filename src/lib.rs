@@ -38,8 +38,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         }
         Command::Prepare(args) => {
             let settings = settings()?;
-            let mut job = Job::from_env(&env, args.job_id.as_deref(), true)?;
-            gitlab::services::mark_dind(&mut job.services, &settings.builder.dind_images);
+            let job = Job::from_env(&env, args.job_id.as_deref(), true)?;
             let engine = builder::engine::Engine::connect().await?;
             gitlab::stages::prepare::prepare(&settings, &job, &engine, &cancel).await
         }

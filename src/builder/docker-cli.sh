@@ -71,26 +71,23 @@ report() {
   fi
 }
 
-# The registry build cache flags for a build with arguments "$@" (after `build`), in
-# the array cache_args, and its refs in cache_ref / cache_default; nothing when the
-# job has no cache or the command names its own.
-cache_args=()
-cache_ref=""
-cache_default=""
-cache_flags() {
-  local env=/etc/runnerx/build-cache.env a prev="" file="" target="" context=""
-  [ -r "$env" ] || return 0
-  # A job may opt out (its own variable: it only gives up what runnerx adds).
-  [ "${RUNNERX_BUILD_CACHE:-}" = off ] && return 0
+# What a build's arguments "$@" (after `build`) say, read once: its Dockerfile,
+# target and context (the cache key), whether it names a cache of its own, whether it
+# pushes (--push, or an output with push=true), and its own metadata file.
+file="" target="" context="" own_cache="" pushes="" own_meta=""
+scan_build_args() {
+  local a prev=""
   for a in "$@"; do
-    case "$a" in
-    --cache-from | --cache-from=* | --cache-to | --cache-to=*) return 0 ;;
-    esac
     case "$prev" in
     -f | --file) file=$a ;;
     --target) target=$a ;;
+    --metadata-file) own_meta=$a ;;
+    --output | -o) case "$a" in *push=true*) pushes=1 ;; esac ;;
     esac
     case "$a" in
+    --cache-from | --cache-from=* | --cache-to | --cache-to=*) own_cache=1 ;;
+    --push | --output=*push=true* | -o=*push=true*) pushes=1 ;;
+    --metadata-file=*) own_meta=${a#--metadata-file=} ;;
     --file=*) file=${a#--file=} ;;
     --target=*) target=${a#--target=} ;;
     -*) ;;
@@ -98,6 +95,18 @@ cache_flags() {
     esac
     prev=$a
   done
+}
+
+# The registry build cache flags, in the array cache_args, and its refs in cache_ref /
+# cache_default; nothing when the job has no cache or the command names its own.
+cache_args=()
+cache_ref=""
+cache_default=""
+cache_flags() {
+  local env=/etc/runnerx/build-cache.env
+  [ -r "$env" ] && [ -z "$own_cache" ] || return 0
+  # A job may opt out (its own variable: it only gives up what runnerx adds).
+  [ "${RUNNERX_BUILD_CACHE:-}" = off ] && return 0
   # shellcheck source=/dev/null # written by runnerx into the builder at prepare
   . "$env"
   # One cache per Dockerfile, target and context: a project's images never evict
@@ -152,24 +161,10 @@ repository_of() {
   esac
 }
 
-# A build's metadata file (--metadata-file), in $meta: ours unless the command names
-# its own; $pushes says whether the build pushes (--push, or an output with push=true).
+# A pushing build's metadata file, where runnerx reads what it pushed: ours unless
+# the command names its own.
 meta=""
-own_meta=""
-pushes=""
 meta_flags() {
-  local a prev=""
-  for a in "$@"; do
-    case "$a" in
-    --push | --output=*push=true* | -o=*push=true*) pushes=1 ;;
-    --metadata-file=*) own_meta=${a#--metadata-file=} ;;
-    esac
-    case "$prev" in
-    --metadata-file) own_meta=$a ;;
-    --output | -o) case "$a" in *push=true*) pushes=1 ;; esac ;;
-    esac
-    prev=$a
-  done
   if [ -z "$own_meta" ] && [ -n "$pushes" ]; then
     meta=$(mktemp "${TMPDIR:-/tmp}/runnerx-meta.XXXXXX") || meta=""
   fi
@@ -196,8 +191,9 @@ is_build() {
 if is_build "$@"; then
   words=1
   [ "$1" = buildx ] && words=2
-  cache_flags "${@:words+1}"
-  meta_flags "${@:words+1}"
+  scan_build_args "${@:words+1}"
+  cache_flags
+  meta_flags
   extra=("${cache_args[@]}")
   [ -n "$meta" ] && extra+=(--metadata-file "$meta")
   set -- "${@:1:words}" "${extra[@]}" "${@:words+1}"

@@ -89,11 +89,15 @@ pub(crate) fn is_dind_for(image: &str, dind_images: &[String]) -> bool {
             .any(|g| g == image || crate::settings::glob(g, image))
 }
 
-/// Marks the services that `builder.dind_images` names as Docker-in-Docker.
-pub(crate) fn mark_dind(services: &mut [Service], dind_images: &[String]) {
-    for s in services {
-        s.dind = s.dind || is_dind_for(&s.image, dind_images);
-    }
+/// `services` with those `builder.dind_images` names marked Docker-in-Docker.
+pub(crate) fn with_dind_images(services: &[Service], dind_images: &[String]) -> Vec<Service> {
+    services
+        .iter()
+        .map(|s| Service {
+            dind: s.dind || is_dind_for(&s.image, dind_images),
+            ..s.clone()
+        })
+        .collect()
 }
 
 /// The services a builder starts for the job. `job_vars` (the payload's variables)

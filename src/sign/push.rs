@@ -8,6 +8,8 @@
 //! key. The provenance is made from the job payload, never from job variables.
 
 use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use super::provenance::Placement;
 use super::{Artifact, Provenance, SigningKey, attestation_artifact, signature_artifact, tag_for};
@@ -113,61 +115,116 @@ async fn provenance(settings: &Settings, job: &Job, engine: &Engine) -> Provenan
     }
 }
 
-/// Signs one claimed push: `Ok(Some(key path))` when signed, `Ok(None)` when this
-/// project has no key for that registry.
-async fn sign_one(
+/// A claim that this project's settings give a signing key for.
+struct Signable {
+    reference: Reference,
+    digest: String,
+    registry: Registry,
+}
+
+/// The claims this job's project has a key for (a claim naming no configured registry,
+/// or one without a key for the project, is not ours to sign).
+fn signable(
     settings: &Settings,
     job: &Job,
+    claims: &BTreeSet<(String, String)>,
+) -> Vec<std::result::Result<Signable, String>> {
+    let who = job.identity();
+    claims
+        .iter()
+        .filter_map(|(repo, digest)| {
+            let reference = match Reference::parse(repo) {
+                Ok(r) => r,
+                Err(e) => return Some(Err(format!("{repo}: {}", e.0))),
+            };
+            let registry = settings
+                .registries
+                .iter()
+                .find(|x| x.host == reference.registry)?
+                .for_project(&who);
+            registry.signing_key.as_ref()?;
+            Some(Ok(Signable {
+                reference,
+                digest: digest.clone(),
+                registry,
+            }))
+        })
+        .collect()
+}
+
+/// Signs one claimed push with `s` (a session with the project's login); returns the
+/// key's path.
+async fn sign_one(
+    s: &mut Session,
     prov: &Provenance,
-    repo_ref: &str,
-    digest: &str,
-) -> std::result::Result<Option<String>, String> {
-    let r = Reference::parse(repo_ref).map_err(|e| e.0)?;
-    let Some(reg) = settings.registries.iter().find(|x| x.host == r.registry) else {
-        return Ok(None);
-    };
-    let reg = reg.for_project(&job.identity());
-    let Some(key_file) = &reg.signing_key else {
-        return Ok(None);
-    };
+    x: &Signable,
+) -> std::result::Result<String, String> {
+    let key_file = x.registry.signing_key.as_ref().ok_or("no signing key")?;
     let key = SigningKey::from_pem(key_file.pem.expose())?;
-    let mut s = session(settings, &reg).await.map_err(|e| e.to_string())?;
+    let (r, digest) = (&x.reference, x.digest.as_str());
+    let name = format!("{}/{}", r.registry, r.repository);
     // The claim holds only if the project's own login finds that manifest there.
     s.get_manifest(&r.repository, digest).await.map_err(|e| {
-        format!("{repo_ref}@{digest} is not in the registry for this project's login: {e}")
+        format!("{name}@{digest} is not in the registry for this project's login: {e}")
     })?;
-    let name = format!("{}/{}", r.registry, r.repository);
     let sig = signature_artifact(&name, digest, &key)?;
-    push_artifact(&mut s, &r.repository, &tag_for(digest, "sig"), &sig)
+    push_artifact(s, &r.repository, &tag_for(digest, "sig"), &sig)
         .await
         .map_err(|e| e.to_string())?;
     let statement = prov.statement(&[(name, digest.to_string())]);
     let att = attestation_artifact(&statement, &key)?;
-    push_artifact(&mut s, &r.repository, &tag_for(digest, "att"), &att)
+    push_artifact(s, &r.repository, &tag_for(digest, "att"), &att)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Some(key_file.path.display().to_string()))
+    Ok(key_file.path.display().to_string())
 }
 
-/// Signs every push `claims` names; a failure is one warning, or with
-/// `[signing] mode = "require"` a system failure.
+/// Signs every push `claims` names that the project has a key for (nothing else is
+/// looked at when it has none); a failure is one warning, or with
+/// `[signing] mode = "require"` a system failure. One session per registry.
 pub(crate) async fn sign_claims(
     settings: &Settings,
     job: &Job,
     engine: &Engine,
     claims: &BTreeSet<(String, String)>,
 ) -> Result<()> {
+    let todo = signable(settings, job, claims);
+    if todo.is_empty() {
+        tracing::debug!("no signing key for what this job pushed");
+        return Ok(());
+    }
     let prov = provenance(settings, job, engine).await;
-    for (repo, digest) in claims {
+    let mut sessions: HashMap<String, Session> = HashMap::new();
+    for item in todo {
         let started = std::time::Instant::now();
-        match sign_one(settings, job, &prov, repo, digest).await {
-            Ok(Some(key)) => eprintln!(
-                "runnerx: signed {repo}@{digest} and attested its provenance (key {key}, {} ms)",
+        let outcome = match &item {
+            Err(why) => Err(why.clone()),
+            Ok(x) => {
+                let host = x.registry.host.clone();
+                let s = match sessions.entry(host) {
+                    Entry::Occupied(e) => Ok(e.into_mut()),
+                    Entry::Vacant(e) => session(settings, &x.registry).await.map(|s| e.insert(s)),
+                };
+                match s {
+                    Ok(s) => sign_one(s, &prov, x).await,
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        let what = match &item {
+            Ok(x) => format!(
+                "{}/{}@{}",
+                x.reference.registry, x.reference.repository, x.digest
+            ),
+            Err(_) => "a pushed image".into(),
+        };
+        match outcome {
+            Ok(key) => eprintln!(
+                "runnerx: signed {what} and attested its provenance (key {key}, {} ms)",
                 started.elapsed().as_millis()
             ),
-            Ok(None) => tracing::debug!("no signing key for {repo} for this project"),
             Err(why) => {
-                let line = format!("could not sign {repo}@{digest}: {why}");
+                let line = format!("could not sign {what}: {why}");
                 match settings.signing {
                     SigningMode::Warn => tracing::warn!("{line}"),
                     SigningMode::Require => return Err(Error::Signing(line)),

@@ -32,6 +32,23 @@ fn signing_key(dir: &Path) {
     assert!(text(&out).0.contains("-----BEGIN PUBLIC KEY-----"));
 }
 
+/// A registry, a fresh key pair in its own directory, and the registry's settings
+/// block naming that key (plus `extra` TOML after it).
+fn signing_registry(extra: &str) -> (TestRegistry, tempfile::TempDir, String) {
+    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
+    let keys = tempfile::tempdir().unwrap();
+    signing_key(keys.path());
+    let key = keys.path().join("cosign.key");
+    let settings = format!(
+        "{}{extra}",
+        reg.settings_block(
+            &reg.ca_file(),
+            &format!("signing_key_file = \"{}\"\n", key.display())
+        )
+    );
+    (reg, keys, settings)
+}
+
 fn verify(job: &Job, image: &str, key: &Path) -> std::process::Output {
     job.runnerx(&["verify", image, "--key", key.to_str().unwrap(), "--json"])
 }
@@ -39,14 +56,8 @@ fn verify(job: &Job, image: &str, key: &Path) -> std::process::Output {
 #[test]
 fn a_pushed_image_is_signed_and_attested_by_the_runner_and_verifies() {
     require_docker();
-    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
-    let keys = tempfile::tempdir().unwrap();
-    signing_key(keys.path());
+    let (reg, keys, settings) = signing_registry("");
     let key = keys.path().join("cosign.key");
-    let settings = reg.settings_block(
-        &reg.ca_file(),
-        &format!("signing_key_file = \"{}\"\n", key.display()),
-    );
     let mut job = Job::new()
         .with_settings(&settings)
         .env("REG_PW", PASSWORD)
@@ -170,19 +181,7 @@ fn a_pushed_image_is_signed_and_attested_by_the_runner_and_verifies() {
 #[test]
 fn with_signing_required_a_push_that_cannot_be_signed_fails_the_stage_as_ours() {
     require_docker();
-    let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
-    let keys = tempfile::tempdir().unwrap();
-    signing_key(keys.path());
-    let settings = format!(
-        "{}\n[signing]\nmode = \"require\"\n",
-        reg.settings_block(
-            &reg.ca_file(),
-            &format!(
-                "signing_key_file = \"{}\"\n",
-                keys.path().join("cosign.key").display()
-            ),
-        )
-    );
+    let (reg, _keys, settings) = signing_registry("\n[signing]\nmode = \"require\"\n");
     let mut job = Job::new().with_settings(&settings).env("REG_PW", PASSWORD);
     assert_code(&job.prepare(), 0);
     // A claim the registry cannot confirm (nothing was pushed).

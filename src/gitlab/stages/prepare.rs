@@ -118,6 +118,8 @@ pub(crate) async fn prepare(
     let register_at_boot =
         in_builder && matches!(settings.binfmt.mode, BinfmtMode::Auto | BinfmtMode::Builtin);
     let registries = registries_for(settings, job);
+    // DinD services are the builder itself: by GitLab's naming rule, or the operator's.
+    let services = crate::gitlab::services::with_dind_images(&job.services, &b.dind_images);
     let build_cache = builder::build_cache::for_job(
         &registries,
         job.project.as_deref(),
@@ -142,7 +144,7 @@ pub(crate) async fn prepare(
         build_cache,
         extra_hosts: b.extra_hosts.clone(),
         created,
-        registries: registries.clone(),
+        registries,
         proxy: settings.proxy.clone(),
         binfmt: if register_at_boot {
             needed.iter().map(|s| (*s).to_string()).collect()
@@ -163,8 +165,7 @@ pub(crate) async fn prepare(
             .ok()
             .map(|p| p.to_string_lossy().into_owned()),
         cache_dir: None,
-        dind_aliases: job
-            .services
+        dind_aliases: services
             .iter()
             .filter(|s| s.dind)
             .flat_map(|s| s.aliases.iter().cloned())
@@ -246,11 +247,11 @@ pub(crate) async fn prepare(
         "platforms {} ready",
         Platform::joined(&b.platforms, ",")
     ));
-    if !job.services.is_empty() {
+    if !services.is_empty() {
         builder::services::start(
             engine,
             &name,
-            &job.services,
+            &services,
             rootless,
             b.pull_policy,
             b.wait_for_services,

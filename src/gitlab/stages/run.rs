@@ -125,12 +125,19 @@ impl Pushes {
     /// Looks at a chunk of stderr; only lines of the wrapper's form count.
     fn scan(&mut self, chunk: &[u8]) {
         self.partial.extend_from_slice(chunk);
-        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            if let Some(c) = crate::sign::push::claim(&String::from_utf8_lossy(&line)) {
+        let prefix = crate::sign::push::PUSHED.as_bytes();
+        let mut start = 0;
+        while let Some(len) = self.partial[start..].iter().position(|b| *b == b'\n') {
+            let line = &self.partial[start..start + len];
+            // Most stderr is build progress: only a line with the prefix is decoded.
+            if line.starts_with(prefix)
+                && let Some(c) = crate::sign::push::claim(&String::from_utf8_lossy(line))
+            {
                 self.claims.insert(c);
             }
+            start += len + 1;
         }
+        self.partial.drain(..start);
         // A claim line is short: a long unfinished line is none.
         if self.partial.len() > 4096 {
             self.partial.clear();

@@ -95,6 +95,18 @@ fn nft(args: &[&str]) -> Result<std::process::Output> {
     })
 }
 
+/// The policy changes the host's firewall and /etc: say so before anything fails
+/// half-way (/proc/self belongs to the effective uid).
+fn must_be_root() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/self") {
+        Ok(m) if m.uid() != 0 => Err(Error::Usage(
+            "runnerx host network changes the host's nftables and /etc/runnerx: run it as root (--dry-run prints the ruleset as any user)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn write(path: &str, text: &str) -> Result<()> {
     if let Some(dir) = Path::new(path).parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
@@ -117,6 +129,7 @@ pub(crate) fn install(settings: &Settings, dry_run: bool) -> Result<()> {
         print!("{rules}");
         return Ok(());
     }
+    must_be_root()?;
     write(RULES, &rules)?;
     let out = nft(&["-f", RULES])?;
     if !out.status.success() {
@@ -177,6 +190,7 @@ pub(crate) fn remove(dry_run: bool) -> Result<()> {
         );
         return Ok(());
     }
+    must_be_root()?;
     if Path::new(UNIT).exists() {
         let _ = Command::new("systemctl")
             .args(["disable", "--quiet", "runnerx-network.service"])
@@ -190,8 +204,8 @@ pub(crate) fn remove(dry_run: bool) -> Result<()> {
             _ => {}
         }
     }
-    let listed = nft(&["list", "table", "inet", TABLE])?;
-    if listed.status.success() {
+    // Without nft there is no table to delete.
+    if table_loaded() == Some(true) {
         let out = nft(&["delete", "table", "inet", TABLE])?;
         if !out.status.success() {
             return Err(Error::Usage(format!(

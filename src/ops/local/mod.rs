@@ -353,16 +353,21 @@ async fn run_decided(
         project_dir,
     } = job_variables(settings, args, env, &def)?;
     let mut job = job;
+    let file_keys: std::collections::BTreeSet<String> = args
+        .file_vars
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    // File-type variables never reach services (as under GitLab).
     let job_vars: Vec<ResponseVariable> = vars
         .iter()
         .map(|(key, value)| ResponseVariable {
             key: key.clone(),
             value: value.clone(),
-            file: false,
+            file: file_keys.contains(key),
         })
         .collect();
     job.services = crate::gitlab::services::services(&def.services, &job_vars);
-    crate::gitlab::services::mark_dind(&mut job.services, &settings.builder.dind_images);
     let engine = Engine::connect().await?;
     let tmp = tempdir()?;
 
@@ -374,11 +379,6 @@ async fn run_decided(
         config.driver.name,
         config.driver.version
     );
-    let file_keys: std::collections::BTreeSet<String> = args
-        .file_vars
-        .iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
-        .collect();
     let result = async {
         crate::gitlab::stages::prepare::prepare(settings, &job, &engine, cancel).await?;
         let run = |stage: &'static str, commands: Vec<String>, vars: Vec<(String, String)>| {
