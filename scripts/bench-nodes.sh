@@ -111,6 +111,9 @@ username = "ci"
 password_env = "REGISTRY_PASSWORD"
 TOML
 export RUNNERX_CONFIG="$base_toml"
+# The egress policy builders run under by default; the nodes and the registry are on
+# loopback (host_loopback), so every settings file below makes this same policy.
+"$RUNNERX" host network >/dev/null
 # The same with the registry build cache (the [[registries]] block is last).
 cache_toml="$work/cache.toml"
 cp "$base_toml" "$cache_toml"

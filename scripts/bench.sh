@@ -15,6 +15,8 @@ work="$(mktemp -d /tmp/runnerx-bench.XXXXXX)"
 REG_PID=""
 trap '[ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; rm -rf "$work"' EXIT
 start_registry "$work"
+# The egress policy builders run under by default (README: Runner hosts).
+"$RUNNERX" host network >/dev/null
 seed_base >/dev/null 2>&1
 # The registry build cache for the bench's fresh-builder figures (the [[registries]]
 # block is the settings file's last).

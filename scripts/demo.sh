@@ -40,6 +40,9 @@ if [[ "$(printf '%s\n6.7\n' "${release%%-*}" | sort -V | head -n1)" != 6.7 ]]; t
 else
   echo "Linux $release (>= 6.7): each rootless builder registers its own QEMU handlers"
 fi
+# The egress policy (network.egress = "policy", the default): jobs reach what the
+# settings name, never this host's own addresses or link-local ones.
+"$RUNNERX" host network
 
 say "runnerx doctor"
 "$RUNNERX" doctor

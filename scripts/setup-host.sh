@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes this machine ready for runnerx's tests and demo, idempotently:
 #   1. apt packages: docker.io (engine), debootstrap (builder image), iproute2, git and
-#      python3 (the GitLab stand-in of the tests),
+#      python3 (the GitLab stand-in of the tests), nftables (`runnerx host network`,
+#      the egress policy every builder runs under by default),
 #      docker-registry + apache2-utils (TLS registry stand-in), curl, jq;
 #   2. a running Docker engine (started by hand: these machines have no systemd);
 #   3. the DinD builder image runnerx-builder:local (docker/build-builder-image.sh:
@@ -9,7 +10,7 @@
 #   4. with --tests only: what the tests need beyond the demo — the BuildKit image
 #      runnerx-buildkit:local (docker/build-buildkit-image.sh: nodes and the
 #      docker-container driver), apparmor_parser (the builder profile compiles),
-#      nftables (`runnerx host network`, the egress policy) and
+#      dnsmasq-base (a resolver the egress policy's DNS test makes) and
 #      qemu-user-static (`runnerx host binfmt` for privileged builders), and the VM
 #      tier's runner-host guest (scripts/vm/build-guest.sh).
 # Images are skipped when the image for the current recipe already exists.
@@ -22,7 +23,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 
-packages=(docker.io debootstrap iproute2 iptables docker-registry apache2-utils curl jq ca-certificates shellcheck git python3)
+packages=(docker.io debootstrap iproute2 iptables nftables docker-registry apache2-utils curl jq ca-certificates shellcheck git python3)
 # The runner-host steps' tools (README "Runner hosts"): apparmor_parser where AppArmor
 # is on, the host's QEMU emulators where builders need the host's handlers (Linux < 6.7).
 kernel="$(uname -r)"
@@ -35,7 +36,7 @@ if ((tests || old_kernel)); then
   packages+=(qemu-user-static)
 fi
 # The VM tier's emulator (scripts/vm/run-guest.sh would install it too, later).
-((tests)) && packages+=(qemu-system-x86 nftables)
+((tests)) && packages+=(qemu-system-x86 dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

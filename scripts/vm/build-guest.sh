@@ -21,7 +21,7 @@ SUITE=trixie
 PACKAGES=(
   docker.io docker-cli containerd runc iptables iproute2 ca-certificates kmod apparmor
   docker-registry apache2-utils git python3 curl jq procps util-linux busybox-static openssl
-  qemu-user-static nftables
+  qemu-user-static nftables dnsmasq-base
 )
 # Loaded by the initramfs (with their dependencies, in order): the root disk and 9p.
 INITRAMFS_MODULES=(virtio_pci virtio_blk crc32c_generic ext4 9p 9pnet_virtio)

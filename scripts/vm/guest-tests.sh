@@ -3,8 +3,10 @@
 # 6.1, cgroup v2, AppArmor enforced, trixie's docker engine with real --privileged),
 # started by scripts/test-vm.sh with the repository mounted at its host path.
 #   1. what a new runner host does before its host steps: prepare fails with one
-#      line naming `runnerx host apparmor`, then (Linux < 6.7) `runnerx host binfmt`;
-#   2. the README's host steps, checked (idempotent, profile enforced, handlers with F);
+#      line naming `runnerx host apparmor`, then `runnerx host network` (the egress
+#      policy is the default), then (Linux < 6.7) `runnerx host binfmt`;
+#   2. the README's host steps, checked (idempotent, profile enforced, policy loaded,
+#      handlers with F);
 #   3. the integration tests that depend on the host, from the same test binary the
 #      development host ran: AppArmor confinement and the profile, a rootless
 #      multi-arch build and push to a TLS registry with an arm64 run, the escape
@@ -55,6 +57,14 @@ phase "runnerx host apparmor (twice: idempotent)"
 "$RUNNERX" host apparmor
 grep -qx 'runnerx-builder (enforce)' /sys/kernel/security/apparmor/profiles || fail "runnerx-builder is not enforced"
 [[ -f /etc/apparmor.d/runnerx-builder ]] || fail "the profile is not kept in /etc/apparmor.d"
+
+phase "before runnerx host network: the egress policy is the default"
+prepare_fails vm-network "runnerx host network"
+
+phase "runnerx host network (twice: idempotent)"
+"$RUNNERX" host network
+"$RUNNERX" host network
+nft list table inet runnerx >/dev/null || fail "the egress policy's table is not loaded"
 
 phase "Linux < 6.7 before runnerx host binfmt: multi-arch needs the host's handlers"
 prepare_fails vm-binfmt "runnerx host binfmt"

@@ -30,9 +30,10 @@ if [ -z "$home" ]; then
 fi
 # RootlessKit and slirp4netns run in the host's network namespace with the user's
 # primary group (real, effective and saved: nothing can drop it), which the host's
-# egress policy matches.
-if [ "$RUNNERX_EGRESS_POLICY" = 1 ] && [ "$gid" != "$RUNNERX_NET_GID" ]; then
-  echo "runnerx: network.egress = \"policy\" needs the builder image's user $user in primary group $RUNNERX_NET_GID (runnerx-net), not $gid; build the image from docker/Dockerfile" >&2
+# egress policy matches. Whatever this runner's network.egress says: a builder
+# without the group would pass by a policy loaded on this host.
+if [ "$gid" != "$RUNNERX_NET_GID" ]; then
+  echo "runnerx: the builder image's user $user has primary group $gid, not runnerx-net (gid $RUNNERX_NET_GID), which the image contract (docker/builder-setup.sh) requires and the host's egress policy matches; build the image from docker/Dockerfile" >&2
   exit 1
 fi
 run=/run/user/$uid

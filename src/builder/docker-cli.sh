@@ -30,38 +30,11 @@ if [ -z "$real" ]; then
   exit 127
 fi
 # The report of a finished build whose plain progress is in $1; $2: its exit code.
+# build-report.awk reads the steps (and what the build reused) and the registry cache.
 report() {
   local log=$1 code=$2
-  awk -v placement=/etc/runnerx/placement '
-    BEGIN {
-      while ((getline line < placement) > 0) {
-        split(line, f, " "); p = f[1]; sub(/^[^ ]+ /, "", line); where[p] = line
-      }
-    }
-    /^#[0-9]+ \[linux\// {
-      id = $1; plat = substr($2, 2)
-      if (!(id in step)) { step[id] = plat; seen[plat] = 1; steps[plat]++ }
-      next
-    }
-    # A node building one platform names its steps without the platform.
-    /^#[0-9]+ \[[^]]*[0-9]+\/[0-9]+\]/ && $2 !~ /^\[(internal|auth)/ {
-      if (!($1 in step)) { step[$1] = "other"; steps["other"]++ }
-      next
-    }
-    /^#[0-9]+ DONE [0-9.]+s$/ { if ($1 in step) { t = $3; sub(/s$/, "", t); secs[step[$1]] += t } next }
-    /^#[0-9]+ CACHED$/ { if ($1 in step) cached[step[$1]]++; next }
-    END {
-      n = 0
-      for (p in seen) n++
-      if (n == 0 && !("other" in steps)) exit
-      print "runnerx build report:"
-      for (p in seen) {
-        w = (p in where) ? where[p] : "this builder"
-        printf "  %-14s %-40s steps %d, %d cached, %.1fs of step time\n", p, w, steps[p], cached[p] + 0, secs[p] + 0
-      }
-      if ("other" in steps)
-        printf "  %-14s %-40s steps %d, %d cached, %.1fs of step time\n", "(unnamed)", "steps named without their platform", steps["other"], cached["other"] + 0, secs["other"] + 0
-    }' "$log" >&2
+  awk -v placement=/etc/runnerx/placement -v ref="$cache_ref" -v def="$cache_default" \
+    -f /etc/runnerx/build-report.awk "$log" >&2
   if [ "$code" != 0 ]; then
     if grep -q 'uncaught target signal' "$log"; then
       echo "runnerx: a step crashed under QEMU emulation (uncaught target signal): build that platform on a native BuildKit node ([[nodes]] in the runner's settings), cross-compile it (FROM --platform=\$BUILDPLATFORM), or pin another emulator (binfmt.image)" >&2
@@ -123,34 +96,6 @@ cache_flags() {
   cache_args+=(--cache-to "type=registry,ref=$cache_ref,mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true")
 }
 
-# What became of the registry cache in the build whose plain progress is in $1.
-cache_report() {
-  local log=$1
-  [ -n "$cache_ref" ] || return 0
-  awk -v ref="$cache_ref" -v def="$cache_default" '
-    /^#[0-9]+ importing cache manifest from / { imp[$1] = $NF; next }
-    /^#[0-9]+ exporting cache to registry/ { exp_id = $1; next }
-    /^#[0-9]+ DONE / { if ($1 in imp) got[imp[$1]] = 1; if ($1 == exp_id) written = 1; next }
-    /^#[0-9]+ ERROR: / {
-      msg = $0; sub(/^#[0-9]+ ERROR: /, "", msg)
-      if ($1 in imp) why[imp[$1]] = msg
-      if ($1 == exp_id) werr = msg
-      next
-    }
-    /^#[0-9]+ CACHED$/ { cached++ }
-    END {
-      n = split(ref " " def, refs, " ")
-      for (i = 1; i <= n; i++) {
-        r = refs[i]
-        if (r in got) printf "  registry cache: read %s (%d steps cached)\n", r, cached + 0
-        else if (r in why && why[r] ~ /not found/) printf "  registry cache: nothing read from %s: no cache there yet\n", r
-        else if (r in why) printf "  registry cache: nothing read from %s: %s\n", r, why[r]
-      }
-      if (written) printf "  registry cache: written to %s\n", ref
-      else if (werr != "") printf "  registry cache: not written to %s: %s\n", ref, werr
-    }' "$log" >&2
-}
-
 # REF without its tag (the registry's port stays).
 repository_of() {
   local ref=${1%@*} last
@@ -203,7 +148,6 @@ if is_build "$@"; then
   { "$real" "$@" 2>&1 1>&3 3>&- | tee "$log" 1>&2 3>&-; } 3>&1
   code=$?
   report "$log" "$code"
-  cache_report "$log"
   report_pushes
   [ -n "$meta" ] && rm -f "$meta"
   rm -f "$log"

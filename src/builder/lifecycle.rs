@@ -271,6 +271,16 @@ pub(crate) async fn dockerd_answers(engine: &Engine, name: &str, secs: u64) -> b
     )
 }
 
+/// The boot script's refusal of a builder image that breaks the image contract
+/// (`runnerx: the builder image …`, naming what it lacks and the fix), if it gave one.
+fn boot_refusal(log_tail: &str) -> Option<&str> {
+    log_tail.lines().find_map(|l| {
+        let l = l.trim();
+        l.starts_with("runnerx: the builder image")
+            .then(|| &l["runnerx: ".len()..])
+    })
+}
+
 pub(crate) async fn wait_ready(
     engine: &Engine,
     name: &str,
@@ -300,10 +310,34 @@ pub(crate) async fn wait_ready(
                     timeout.as_secs()
                 )
             } else {
-                format!(
-                    "builder {name} exited while booting (log tail above); check the builder image (docker/Dockerfile) and builder.isolation"
-                )
+                match boot_refusal(&tail) {
+                    Some(why) => format!("builder {name} did not boot: {why}"),
+                    None => format!(
+                        "builder {name} exited while booting (log tail above); check the builder image (docker/Dockerfile) and builder.isolation"
+                    ),
+                }
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boot_refusal;
+
+    #[test]
+    fn a_boot_refusal_is_the_image_contract_line_of_the_log() {
+        let tail = "runnerx: this kernel has no binfmt_misc per user namespace; using the host's handlers\n\
+                    runnerx: the builder image's user rootless has primary group 1000, not runnerx-net (gid 65530), which …\n";
+        assert_eq!(
+            boot_refusal(tail),
+            Some(
+                "the builder image's user rootless has primary group 1000, not runnerx-net (gid 65530), which …"
+            )
+        );
+        assert_eq!(
+            boot_refusal("runnerx: rootlesskit (and the inner dockerd) exited\n"),
+            None
+        );
     }
 }

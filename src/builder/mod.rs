@@ -16,6 +16,8 @@ pub(crate) mod spec;
 pub(crate) mod tarball;
 
 #[cfg(test)]
+mod build_report_tests;
+#[cfg(test)]
 mod snapshots;
 
 pub(crate) use commands::*;

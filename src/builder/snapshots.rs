@@ -50,7 +50,6 @@ fn spec() -> BuilderSpec {
         image: "runnerx-builder:local".into(),
         host_loopback: true,
         publish_on_host: false,
-        egress_policy: false,
         build_cache: None,
         extra_hosts: vec!["harbor.example.com:10.0.0.5".into()],
         created: 1_700_000_000,

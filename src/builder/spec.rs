@@ -111,6 +111,9 @@ pub(crate) const EXEC_SCRIPT: &str = include_str!("exec.sh");
 /// every platform of `builder.platforms`, so a pulled multi-arch image can be retagged
 /// and pushed whole.
 pub(crate) const DOCKER_CLI: &str = include_str!("docker-cli.sh");
+/// The wrapper's build report (steps per platform, what the build reused, the
+/// registry cache), from BuildKit's plain progress.
+pub(crate) const BUILD_REPORT: &str = include_str!("build-report.awk");
 /// The seccomp profile of rootless builders: Docker's default profile plus the calls
 /// that create and enter user namespaces and mount inside them (clone/unshare with
 /// namespace flags, setns, mount, pivot_root, the new mount API), with the keyring
@@ -162,8 +165,6 @@ pub(crate) struct BuilderSpec {
     /// Rootless: whether ports a job publishes also listen on the host (RootlessKit's
     /// builtin port driver); otherwise only in the namespace.
     pub publish_on_host: bool,
-    /// `network.egress = "policy"`: the boot insists on the network helper's group.
-    pub egress_policy: bool,
     /// The project's registry build cache, if its registry names one.
     pub build_cache: Option<BuildCache>,
     /// `host:ip` entries.
@@ -549,10 +550,7 @@ pub(crate) fn boot_env(spec: &BuilderSpec, rights: Rights) -> String {
         spec.platforms.join(" ")
     );
     // The group the network helper runs with, which the host's egress policy matches.
-    env.push_str(&format!(
-        "RUNNERX_NET_GID={NET_GID}\nRUNNERX_EGRESS_POLICY={}\n",
-        u8::from(spec.egress_policy)
-    ));
+    env.push_str(&format!("RUNNERX_NET_GID={NET_GID}\n"));
     if !spec.dind_aliases.is_empty() {
         env.push_str(&format!(
             "RUNNERX_DIND_ALIASES=\"{}\"\n",
@@ -619,6 +617,11 @@ pub(crate) fn bundle(spec: &BuilderSpec, rights: Rights) -> Vec<u8> {
             DOCKER_CLI.as_bytes().to_vec(),
             0o755,
         ),
+        (
+            "etc/runnerx/build-report.awk".into(),
+            BUILD_REPORT.as_bytes().to_vec(),
+            0o644,
+        ),
     ];
     if let Some(c) = &spec.build_cache {
         files.push((
@@ -662,7 +665,6 @@ mod tests {
             image: "runnerx-builder:local".into(),
             host_loopback: false,
             publish_on_host: false,
-            egress_policy: false,
             build_cache: None,
             extra_hosts: vec!["registry.test:127.0.0.1".into()],
             created: 1_700_000_000,
@@ -760,14 +762,11 @@ mod tests {
     }
 
     #[test]
-    fn boot_env_names_the_network_group_and_whether_the_policy_is_asked_for() {
-        let mut s = spec();
-        assert!(
-            boot_env(&s, Rights::Rootless)
-                .contains("RUNNERX_NET_GID=65530\nRUNNERX_EGRESS_POLICY=0\n")
-        );
-        s.egress_policy = true;
-        assert!(boot_env(&s, Rights::Privileged).contains("RUNNERX_EGRESS_POLICY=1\n"));
+    fn boot_env_names_the_network_group_in_every_isolation() {
+        let s = spec();
+        for rights in [Rights::Rootless, Rights::Privileged] {
+            assert!(boot_env(&s, rights).contains("RUNNERX_NET_GID=65530\n"));
+        }
     }
 
     #[test]

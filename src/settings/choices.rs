@@ -113,10 +113,12 @@ pub(crate) enum NodeFallback {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Egress {
-    /// No policy asked for: jobs reach whatever the runner host reaches (the default).
-    #[default]
+    /// The operator's opt-out: jobs reach whatever the runner host reaches (each job's
+    /// log says so).
     Open,
-    /// Prepare fails unless the policy for these settings is installed on the host.
+    /// Prepare fails unless the policy for these settings is installed on the host
+    /// (the default).
+    #[default]
     Policy,
 }
 

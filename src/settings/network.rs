@@ -159,9 +159,9 @@ mod tests {
     }
 
     #[test]
-    fn the_default_is_open_with_nothing_listed() {
+    fn the_default_is_the_policy_with_nothing_listed() {
         let n = validate_network(RawNetwork::default(), "defaults").unwrap();
         assert_eq!(n, NetworkSettings::default());
-        assert_eq!(n.egress, Egress::Open);
+        assert_eq!(n.egress, Egress::Policy);
     }
 }

@@ -7,9 +7,12 @@ use std::process::Command;
 use crate::registry::{AuthMode, PASSWORD, TestRegistry, Tls, USER};
 use crate::support::{Job, assert_code, require_docker, text};
 
-/// A build whose RUN step takes a while and leaves a mark that differs per run.
+/// A build whose RUN step stamps the image with a fresh UUID.
 const BUILD: &str = "mkdir -p ctx && cp /bin/busybox ctx/ && \
-    printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox sleep 2; /bin/busybox date +%%s%%N > /stamp\"]\\n' > ctx/Dockerfile\n";
+    printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox cat /proc/sys/kernel/random/uuid > /stamp\"]\\n' > ctx/Dockerfile\n";
+
+/// Prints the stamp of the image `local/app` the job built.
+const STAMP: &str = "echo \"stamp $(docker run --rm local/app /bin/busybox cat /stamp)\"\n";
 
 fn job(reg: &TestRegistry, extra: &str, project: u64) -> Job {
     Job::new()
@@ -18,25 +21,44 @@ fn job(reg: &TestRegistry, extra: &str, project: u64) -> Job {
         .project(project)
 }
 
-/// Runs `commands` after [`BUILD`]'s set-up in a fresh builder; (stdout, stderr).
-fn build(job: Job, commands: &str) -> (String, String) {
+/// A build in a fresh builder: [`BUILD`]'s set-up, `commands`, then [`STAMP`].
+struct Built {
+    stderr: String,
+    /// The RUN step's UUID: the same in two builds means the second reused the step.
+    stamp: String,
+}
+
+fn build(job: Job, commands: &str) -> Built {
     let mut job = job;
     assert_code(&job.prepare(), 0);
-    let out = job.run("build_script", &format!("{BUILD}{commands}"));
+    let out = job.run("build_script", &format!("{BUILD}{commands}{STAMP}"));
     let (stdout, stderr) = text(&out);
     assert_code(&out, 0);
     assert_code(&job.cleanup(), 0);
-    (stdout, stderr)
+    let stamp = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stamp "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| panic!("no stamp in\n{stdout}\n{stderr}"))
+        .to_string();
+    Built { stderr, stamp }
 }
 
-/// The RUN step's progress lines, to tell a cache hit from a run.
-fn run_step_cached(stderr: &str) -> bool {
-    let id = stderr
-        .lines()
-        .find(|l| l.contains("RUN [\"/bin/busybox\""))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no RUN step in\n{stderr}"));
-    stderr.lines().any(|l| l == format!("{id} CACHED"))
+/// (steps, cached steps) in runnerx's build report.
+fn report(stderr: &str) -> (u32, u32) {
+    let mut total = (0, 0);
+    for l in stderr.lines().filter(|l| l.contains(" cached, ")) {
+        let counts = l
+            .rsplit_once("steps ")
+            .and_then(|(_, rest)| rest.split_once(" cached"))
+            .and_then(|(c, _)| c.split_once(", "))
+            .unwrap_or_else(|| panic!("a report line without counts: {l}"));
+        total.0 += counts.0.parse::<u32>().unwrap();
+        total.1 += counts.1.parse::<u32>().unwrap();
+    }
+    assert!(total.0 > 0, "no build report in\n{stderr}");
+    total
 }
 
 fn written_ref(stderr: &str) -> String {
@@ -71,12 +93,14 @@ fn a_projects_next_job_on_a_fresh_builder_reads_its_registry_cache() {
     require_docker();
     let reg = TestRegistry::start(Tls::Good, AuthMode::Htpasswd);
     let cached = "cache_repository = \"ci/cache\"\n";
-    let (_, first) = build(job(&reg, cached, 7), "docker build -t local/app ctx\n");
-    assert!(
-        !run_step_cached(&first),
-        "a cold build found a cache:\n{first}"
+    let first = build(job(&reg, cached, 7), "docker build -t local/app ctx\n");
+    assert_eq!(
+        report(&first.stderr),
+        (2, 0),
+        "a cold build:\n{}",
+        first.stderr
     );
-    let reference = written_ref(&first);
+    let reference = written_ref(&first.stderr);
     assert!(reference.contains("/ci/cache:p7-main-"), "{reference}");
 
     // Stored as an OCI image manifest whose config is BuildKit's cache config (the
@@ -91,37 +115,52 @@ fn a_projects_next_job_on_a_fresh_builder_reads_its_registry_cache() {
         "{m}"
     );
 
-    let (_, second) = build(job(&reg, cached, 7), "docker build -t local/app ctx\n");
-    assert!(
-        run_step_cached(&second),
-        "the second job rebuilt the step:\n{second}"
+    // The next job, on a fresh builder, does not run the step: its image holds the
+    // first job's stamp, and the report counts both steps as reused (BuildKit prints
+    // such a hit as CACHED or as the layer it pulls from the cache).
+    let second = build(job(&reg, cached, 7), "docker build -t local/app ctx\n");
+    assert_eq!(
+        second.stamp, first.stamp,
+        "the second job ran the step again:\n{}",
+        second.stderr
     );
+    assert_eq!(report(&second.stderr), (2, 2), "{}", second.stderr);
     assert!(
-        second.contains(&format!("registry cache: read {reference}")),
-        "{second}"
+        second.stderr.contains(&format!(
+            "registry cache: read {reference} (2 steps cached)"
+        )),
+        "{}",
+        second.stderr
     );
 
     // Another project (same login, same repository) reads its own tags only; a
     // project whose registry names no cache gets none, and builds.
-    let (_, other) = build(job(&reg, cached, 8), "docker build -t local/app ctx\n");
-    assert!(
-        !run_step_cached(&other),
-        "project 8 hit project 7's cache:\n{other}"
+    let other = build(job(&reg, cached, 8), "docker build -t local/app ctx\n");
+    assert_ne!(
+        other.stamp, first.stamp,
+        "project 8 took project 7's step:\n{}",
+        other.stderr
     );
-    let (_, plain) = build(job(&reg, "", 7), "docker build -t local/app ctx\n");
-    assert!(!run_step_cached(&plain), "{plain}");
-    assert!(!plain.contains("registry cache:"), "{plain}");
+    assert_eq!(report(&other.stderr).1, 0, "{}", other.stderr);
+    let plain = build(job(&reg, "", 7), "docker build -t local/app ctx\n");
+    assert_ne!(plain.stamp, first.stamp, "{}", plain.stderr);
+    assert!(
+        !plain.stderr.contains("registry cache:"),
+        "{}",
+        plain.stderr
+    );
 
     // A command with its own cache flags keeps exactly them.
-    let (_, own) = build(
+    let own = build(
         job(&reg, cached, 7),
         "docker buildx build --cache-to type=local,dest=/tmp/own-cache -t local/app ctx\nls /tmp/own-cache/index.json\n",
     );
-    assert!(
-        !run_step_cached(&own),
-        "its own flags were not kept:\n{own}"
+    assert_ne!(
+        own.stamp, first.stamp,
+        "its own flags were not kept:\n{}",
+        own.stderr
     );
-    assert!(!own.contains("registry cache:"), "{own}");
+    assert!(!own.stderr.contains("registry cache:"), "{}", own.stderr);
 }
 
 #[test]
@@ -133,10 +172,11 @@ fn a_registry_that_refuses_the_cache_never_fails_the_build() {
         .with_settings(&reg.settings_block(&reg.ca_file(), "cache_repository = \"ci/cache\"\n"))
         .env("REG_PW", "not-the-password")
         .project(9);
-    let (_, stderr) = build(job, "docker build -t local/app ctx\n");
+    let built = build(job, "docker build -t local/app ctx\n");
     assert!(
-        stderr.contains("registry cache: not written to"),
-        "{stderr}"
+        built.stderr.contains("registry cache: not written to"),
+        "{}",
+        built.stderr
     );
-    assert!(!run_step_cached(&stderr), "{stderr}");
+    assert_eq!(report(&built.stderr), (2, 0), "{}", built.stderr);
 }

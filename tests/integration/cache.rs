@@ -8,9 +8,12 @@ use crate::support::{Job, assert_code, docker, labelled_objects, require_docker,
 /// tests that evict caches host-wide (the budget is the host's, not a test's).
 pub(crate) static CACHES: Mutex<()> = Mutex::new(());
 
+/// A build whose RUN step stamps its image with a fresh UUID, then prints
+/// `stamp <uuid>`: the same stamp in two jobs means the second reused the step.
 const BUILD: &str = r#"
-mkdir -p ctx && cp /bin/busybox ctx/ && printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "sh", "-c", "/bin/busybox sleep 2; /bin/busybox date > /built"]\n' > ctx/Dockerfile
-docker build --progress plain -t local/cached:1 ctx 2>&1 | /bin/busybox grep -E 'RUN|CACHED|DONE' || true
+mkdir -p ctx && cp /bin/busybox ctx/ && printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "sh", "-c", "/bin/busybox cat /proc/sys/kernel/random/uuid > /built"]\n' > ctx/Dockerfile
+docker build -q -t local/cached:1 ctx >/dev/null
+echo "stamp $(docker run --rm local/cached:1 /bin/busybox cat /built)"
 "#;
 
 fn settings(extra: &str) -> String {
@@ -20,11 +23,15 @@ fn settings(extra: &str) -> String {
     )
 }
 
-/// Whether BuildKit reported a cached step (`#5 CACHED`).
-fn cached(stdout: &str) -> bool {
+/// The RUN step's stamp a [`BUILD`] printed.
+fn stamp(stdout: &str) -> String {
     stdout
         .lines()
-        .any(|l| l.starts_with('#') && l.trim_end().ends_with("CACHED"))
+        .find_map(|l| l.strip_prefix("stamp "))
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| panic!("no stamp in\n{stdout}"))
+        .trim()
+        .to_string()
 }
 
 fn mounted_volume(builder: &str) -> String {
@@ -64,11 +71,7 @@ fn second_job_of_a_project_reuses_layers_and_gc_prunes_old_caches() {
     );
     let out = first.run("build_script", BUILD);
     assert_code(&out, 0);
-    assert!(
-        !cached(&text(&out).0),
-        "first build must be cold: {}",
-        text(&out).0
-    );
+    let first_stamp = stamp(&text(&out).0);
     assert_code(&first.cleanup(), 0);
     // The cache volume survives the job's cleanup (it has no job label).
     assert!(
@@ -101,7 +104,11 @@ fn second_job_of_a_project_reuses_layers_and_gc_prunes_old_caches() {
         stdout.contains("local/cached:1"),
         "image from the first job is missing: {stdout}"
     );
-    assert!(cached(&stdout), "the RUN step was not cached: {stdout}");
+    assert_eq!(
+        stamp(&stdout),
+        first_stamp,
+        "the RUN step ran again: {stdout}"
+    );
     assert_code(&second.cleanup(), 0);
 
     // gc drops caches past cache.max_age once no builder mounts them.
@@ -163,7 +170,9 @@ fn a_cache_filled_by_a_privileged_builder_starts_afresh_for_a_rootless_one() {
     );
     let mut first = Job::new().settings(&privileged).project(project);
     assert_code(&first.prepare(), 0);
-    assert_code(&first.run("build_script", BUILD), 0);
+    let out = first.run("build_script", BUILD);
+    assert_code(&out, 0);
+    let first_stamp = stamp(&text(&out).0);
     assert_code(&first.cleanup(), 0);
 
     let mut second = Job::new().settings(&settings("")).project(project);
@@ -178,7 +187,7 @@ fn a_cache_filled_by_a_privileged_builder_starts_afresh_for_a_rootless_one() {
     // The fresh cache works for the rootless builder (a root-owned one would not).
     let out = second.run("build_script", BUILD);
     assert_code(&out, 0);
-    assert!(!cached(&text(&out).0), "{}", text(&out).0);
+    assert_ne!(stamp(&text(&out).0), first_stamp, "{}", text(&out).0);
     assert_code(&second.cleanup(), 0);
     remove_project_caches(project);
 }

@@ -237,6 +237,7 @@ fn manual_prepare_prints_how_to_use_and_remove_the_builder() {
             .output()
             .unwrap()
     };
+    let _policy = crate::policy::lease(manual);
     let out = manual(&["prepare"]);
     assert_code(&out, 0);
     let (stdout, stderr) = text(&out);

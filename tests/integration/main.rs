@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives `runnerx` like gitlab-runner does, against
 //! the real Docker engine and the real DinD builder image (no mocks).
 
+mod policy;
 mod registry;
 mod support;
 

@@ -370,12 +370,9 @@ fn a_multi_arch_image_is_pulled_retagged_and_pushed_whole() {
         "build_script",
         &format!("docker pull {base}\ndocker tag {base} {target}\ndocker push {target}"),
     );
-    let (stdout, stderr) = text(&out);
+    // The push of the retagged image succeeds (a pull of one platform only would
+    // refuse it); the manifest below shows it went whole.
     assert_code(&out, 0);
-    assert!(
-        !stdout.contains("not all of them are available"),
-        "{stdout}{stderr}"
-    );
     job.cleanup_leaves_nothing();
     let out = job.runnerx(&["manifest", "inspect", &target]);
     assert_code(&out, 0);

@@ -76,6 +76,8 @@ pub(crate) struct Job {
     project_path: String,
     services: Vec<serde_json::Value>,
     cleaned: bool,
+    /// The egress policy this job's builder runs under, held from prepare to drop.
+    policy: std::sync::Mutex<Option<crate::policy::Lease>>,
 }
 
 impl Job {
@@ -101,6 +103,7 @@ impl Job {
             project_path: "group/demo".into(),
             services: vec![],
             cleaned: false,
+            policy: std::sync::Mutex::new(None),
         };
         job.with_settings("")
     }
@@ -208,14 +211,28 @@ impl Job {
         self.command(&["config"]).output().unwrap()
     }
 
+    /// Holds the egress policy for this job's settings (loading it first if need be)
+    /// until the job is dropped; prepare, `local` and `doctor` take it themselves. A
+    /// test that compares the host's state takes it before the first look.
+    pub(crate) fn hold_policy(&self) {
+        let mut held = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            *held = Some(crate::policy::lease(|args| {
+                self.command(args).output().unwrap()
+            }));
+        }
+    }
+
     /// `runnerx prepare`.
     pub(crate) fn prepare(&self) -> Output {
+        self.hold_policy();
         self.command(&["prepare"]).output().unwrap()
     }
 
     /// `runnerx prepare` from a shell that exits right after: the builder's lease
     /// holder is gone, as when gitlab-runner died.
     pub(crate) fn prepare_orphaned(&self) -> Output {
+        self.hold_policy();
         self.command_via("sh", &["-c", "\"$0\" prepare; rc=$?; exit $rc", bin()])
             .output()
             .unwrap()
@@ -223,6 +240,7 @@ impl Job {
 
     /// `runnerx prepare`, spawned (to be signalled).
     pub(crate) fn spawn_prepare(&self) -> Child {
+        self.hold_policy();
         self.command(&["prepare"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -359,13 +377,31 @@ impl Job {
         );
     }
 
+    /// Commands that start builders or check the host's policy hold it first.
+    fn hold_policy_for(&self, args: &[&str]) {
+        if matches!(args.first(), Some(&("prepare" | "local" | "doctor"))) {
+            self.hold_policy();
+        }
+    }
+
+    /// `runnerx args` run as `program prefix… runnerx args` (e.g. in another mount
+    /// namespace), in this job's environment.
+    pub(crate) fn runnerx_via(&self, program: &str, prefix: &[&str], args: &[&str]) -> Output {
+        let mut all: Vec<&str> = prefix.to_vec();
+        all.push(bin());
+        all.extend_from_slice(args);
+        self.command_via(program, &all).output().unwrap()
+    }
+
     /// Runs the runnerx binary with extra args in this job's environment.
     pub(crate) fn runnerx(&self, args: &[&str]) -> Output {
+        self.hold_policy_for(args);
         self.command(args).output().unwrap()
     }
 
     /// Like [`Job::runnerx`], from the directory `dir` (as an operator in a project).
     pub(crate) fn runnerx_in(&self, dir: &std::path::Path, args: &[&str]) -> Output {
+        self.hold_policy_for(args);
         self.command(args).current_dir(dir).output().unwrap()
     }
 

@@ -76,6 +76,11 @@ pub(crate) async fn prepare(
     let apparmor = host::apparmor::security_opt(&host::apparmor::host_state(info.apparmor))?;
     // ... and, when the settings ask for it, the egress policy made for them.
     host::network::install::check(settings)?;
+    if settings.network.egress == Egress::Open {
+        tracing::warn!(
+            "network.egress = \"open\" on this runner: this job can reach the runner host's own addresses and link-local ones such as a cloud metadata service (the operator opted out of runnerx's egress policy)"
+        );
+    }
     tracing::info!(
         "preparing builder {name} from {image} (engine {}, {} isolation)",
         info.version,
@@ -140,7 +145,6 @@ pub(crate) async fn prepare(
         image,
         host_loopback: b.host_loopback,
         publish_on_host: b.publish_ports == PublishPorts::All,
-        egress_policy: settings.network.egress == Egress::Policy,
         build_cache,
         extra_hosts: b.extra_hosts.clone(),
         created,

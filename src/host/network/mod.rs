@@ -77,8 +77,31 @@ fn host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     }
 }
 
-/// The policy's inputs from the settings.
+/// Whether `host` is the runner host's loopback: a loopback literal, `localhost`, or a
+/// name `builder.extra_hosts` maps to loopback addresses only.
+fn on_loopback(host: &str, extra_hosts: &[String]) -> bool {
+    let loopback = |text: &str| {
+        text.trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
+    if host.eq_ignore_ascii_case("localhost") || loopback(host) {
+        return true;
+    }
+    let mut mapped = extra_hosts
+        .iter()
+        .filter_map(|e| e.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case(host))
+        .peekable();
+    mapped.peek().is_some() && mapped.all(|(_, ip)| loopback(ip))
+}
+
+/// The policy's inputs from the settings. Endpoints on the host's loopback are left
+/// out: loopback is one decision, `builder.host_loopback` (with it, the policy opens
+/// 127.0.0.0/8; without it, RootlessKit's network helper cannot reach the host's
+/// loopback at all), so a loopback registry or node adds no rule of its own.
 pub(crate) fn inputs(settings: &Settings) -> Inputs {
+    let extra_hosts = &settings.builder.extra_hosts;
     let mut endpoints = Vec::new();
     for (i, r) in settings.registries.iter().enumerate() {
         let default = if r.http { 80 } else { 443 };
@@ -98,6 +121,7 @@ pub(crate) fn inputs(settings: &Settings) -> Inputs {
             endpoints.push((key.to_string(), h, p));
         }
     }
+    endpoints.retain(|(_, h, _)| !on_loopback(h, extra_hosts));
     Inputs {
         endpoints,
         host_loopback: settings.builder.host_loopback,

@@ -49,6 +49,28 @@ fn the_digest_follows_what_the_policy_is_made_of() {
     );
 }
 
+#[test]
+fn loopback_endpoints_add_nothing_host_loopback_decides_them() {
+    // Two jobs' settings that differ only in where their loopback registry listens
+    // make the same policy; a registry elsewhere does not.
+    let with = |registry: &str| {
+        digest(&inputs(
+            &Settings::from_toml(&format!(
+                "[builder]\nhost_loopback = true\nextra_hosts = [\"registry.test:127.0.0.1\", \"both.test:127.0.0.1\", \"both.test:192.0.2.5\"]\n\n\
+                 [[registries]]\nhost = \"{registry}\"\n"
+            ))
+            .unwrap(),
+        ))
+    };
+    let none = with("registry.test:5000");
+    for same in ["registry.test:6000", "127.0.0.1:5000", "localhost:5000"] {
+        assert_eq!(none, with(same), "{same}");
+    }
+    for other in ["both.test:5000", "harbor.example.com", "192.0.2.5:5000"] {
+        assert_ne!(none, with(other), "{other}");
+    }
+}
+
 fn resolved() -> Resolved {
     Resolved {
         allow_tcp: vec![("registries[0]".into(), "192.0.2.10".parse().unwrap(), 443)],
@@ -114,11 +136,11 @@ fn nameservers_come_from_resolv_conf() {
 }
 
 #[test]
-fn prepare_needs_the_policy_for_these_settings_only_when_asked() {
+fn prepare_needs_the_policy_for_these_settings_unless_the_operator_opts_out() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("network.digest");
-    let open = settings("");
-    let policy = settings("[network]\negress = \"policy\"\n");
+    let open = settings("[network]\negress = \"open\"\n");
+    let policy = settings("");
     assert!(check_at(&open, &marker).is_ok());
     let e = check_at(&policy, &marker).unwrap_err().to_string();
     assert!(e.contains("run `runnerx host network`"), "{e}");

@@ -39,7 +39,7 @@ pub(super) fn check(settings: &Settings, r: &mut Report) {
         ),
         (Status::Missing, true) => r.fail(
             "egress policy",
-            "network.egress = \"policy\" but no policy is loaded: prepare refuses to start builders",
+            "not loaded (network.egress = \"policy\", the default): prepare refuses to start builders",
             fix,
         ),
         (Status::Stale, false) => r.note(
@@ -48,7 +48,7 @@ pub(super) fn check(settings: &Settings, r: &mut Report) {
         ),
         (Status::Missing, false) => r.note(
             "egress policy",
-            "none (network.egress = \"open\"): jobs can reach this host's services and link-local addresses such as a cloud metadata service; set network.egress = \"policy\" and run `runnerx host network`",
+            "none (network.egress = \"open\", an opt-out): jobs can reach this host's services and link-local addresses such as a cloud metadata service; remove it (the default is \"policy\") and run `runnerx host network`",
         ),
     }
 }
