@@ -73,6 +73,20 @@ fn a_cold_build_reused_nothing_found_no_cache_and_wrote_one() {
 }
 
 #[test]
+fn a_step_taken_lazily_from_the_imported_cache_is_reused_without_cached() {
+    // The shape that fooled the report: the RUN step printed no CACHED, only the
+    // blobs of its layer (pulled from the registry cache for the export) and DONE 0.1s.
+    let progress = fixture("pulled-from-cache.progress");
+    assert!(!progress.contains("#7 CACHED"));
+    let r = report(&progress, "", true);
+    assert_eq!(counts(&r), (2, 2), "{r}");
+    assert!(
+        r.contains(&format!("registry cache: read {REF} (2 steps cached)")),
+        "{r}"
+    );
+}
+
+#[test]
 fn steps_printed_cached_and_then_pulled_count_once_as_reused() {
     // BuildKit printed both steps CACHED, then the RUN step again with the blobs of
     // its layer, pulled from the imported cache when the image was exported.
