@@ -139,7 +139,9 @@ pub enum HostCommand {
     /// keeps jobs from the runner host's own addresses, link-local addresses (cloud
     /// metadata) and `[network] deny`, while what the settings name stays reachable.
     /// Made from the settings (run it again when registries, nodes, proxy or
-    /// `[network]` change), kept across reboots by runnerx-network.service. Idempotent.
+    /// `[network]` change), kept across reboots by runnerx-network.service. Needed on
+    /// every runner host: prepare refuses to start builders without it unless
+    /// `network.egress = "open"`. Idempotent.
     Network {
         /// Print the ruleset (or, with --remove, what would go), change nothing.
         #[arg(long)]

@@ -140,7 +140,7 @@ impl Targets {
         // DNS: "200" when the resolver's answer came back.
         for (name, server) in [("resolver", RESOLVER), ("other-resolver", LINK_LOCAL)] {
             s.push_str(&format!(
-                "if timeout 8 busybox nslookup {DNS_NAME} {server} 2>&1 | grep -qF {DNS_ANSWER}; then echo '{name} 200'; else echo '{name} none'; fi\n"
+                "a=$(timeout 8 busybox nslookup -type=a {DNS_NAME} {server} 2>&1 || :); case \"$a\" in *{DNS_ANSWER}*) echo '{name} 200' ;; *) echo '{name} none' ;; esac\n"
             ));
         }
         s
