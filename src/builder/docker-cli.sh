@@ -47,7 +47,7 @@ report() {
 # What a build's arguments "$@" (after `build`) say, read once: its Dockerfile,
 # target and context (the cache key), whether it names a cache of its own, whether it
 # pushes (--push, or an output with push=true), and its own metadata file.
-file="" target="" context="" own_cache="" pushes="" own_meta=""
+file="" target="" context="" own_cache="" pushes="" own_meta="" plain_push="" outputs=""
 scan_build_args() {
   local a prev=""
   for a in "$@"; do
@@ -59,7 +59,11 @@ scan_build_args() {
     esac
     case "$a" in
     --cache-from | --cache-from=* | --cache-to | --cache-to=*) own_cache=1 ;;
-    --push | --output=*push=true* | -o=*push=true*) pushes=1 ;;
+    --push) pushes=1 plain_push=1 ;;
+    --output | --output=* | -o | -o=* | --load) outputs=1 ;;
+    esac
+    case "$a" in
+    --output=*push=true* | -o=*push=true*) pushes=1 ;;
     --metadata-file=*) own_meta=${a#--metadata-file=} ;;
     --file=*) file=${a#--file=} ;;
     --target=*) target=${a#--target=} ;;
@@ -141,7 +145,21 @@ if is_build "$@"; then
   meta_flags
   extra=("${cache_args[@]}")
   [ -n "$meta" ] && extra+=(--metadata-file "$meta")
-  set -- "${@:1:words}" "${extra[@]}" "${@:words+1}"
+  args=("${@:words+1}")
+  if [ -n "$plain_push" ] && [ -z "$outputs" ]; then
+    # A plain --push, as one push: buildx before 0.21 on the docker driver with the
+    # containerd image store pushes twice (BuildKit's exporter pushes, then buildx asks
+    # dockerd to push the same tag again, which PUTs every platform's manifest under
+    # the tag concurrently: against a registry that writes tags non-atomically, such
+    # as distribution's filesystem storage under Harbor, that second push fails with
+    # HTTP 500 "invalid checksum digest format" now and then, and can leave the tag on
+    # one platform). An image output whose push is given empty is a push to BuildKit
+    # and not to buildx's second push (it checks for a non-empty value).
+    for i in "${!args[@]}"; do
+      [ "${args[$i]}" = --push ] && args[i]="--output=type=image,push="
+    done
+  fi
+  set -- "${@:1:words}" "${extra[@]}" "${args[@]}"
   log=$(mktemp "${TMPDIR:-/tmp}/runnerx-build.XXXXXX") || exec "$real" "$@"
   # stdout goes straight through (fd 3); stderr (the progress) is copied to $log.
   set -o pipefail

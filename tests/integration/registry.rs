@@ -212,6 +212,17 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the registry refused (its log keeps warnings
+        // and errors only, each with the request and the reason).
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- registry {} log (last 20 lines)", self.host());
+            for l in &lines[lines.len().saturating_sub(20)..] {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
