@@ -18,7 +18,7 @@ echo "stamp $(docker run --rm local/cached:1 /bin/busybox cat /built)"
 
 fn settings(extra: &str) -> String {
     format!(
-        "[builder]\nimage = \"{}\"\npull_policy = \"never\"\n[cache]\nmode = \"per-project\"\n{extra}",
+        "[builder]\nimage = \"{}\"\npull_policy = \"never\"\nhost_loopback = true\n[cache]\nmode = \"per-project\"\n{extra}",
         crate::support::BUILDER_IMAGE
     )
 }

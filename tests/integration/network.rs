@@ -140,7 +140,7 @@ impl Targets {
         // DNS: "200" when the resolver's answer came back.
         for (name, server) in [("resolver", RESOLVER), ("other-resolver", LINK_LOCAL)] {
             s.push_str(&format!(
-                "a=$(timeout 8 busybox nslookup -type=a {DNS_NAME} {server} 2>&1 || :); case \"$a\" in *{DNS_ANSWER}*) echo '{name} 200' ;; *) echo '{name} none' ;; esac\n"
+                "a=$(timeout 4 busybox nslookup -type=a {DNS_NAME} {server} 2>&1 || :); case \"$a\" in *{DNS_ANSWER}*) echo '{name} 200' ;; *) echo '{name} none' ;; esac\n"
             ));
         }
         s
@@ -311,7 +311,7 @@ fn a_builder_image_without_the_network_group_fails_prepare_in_one_line() {
     assert!(made.status.success(), "{made:?}");
     for egress in ["policy", "open"] {
         let mut job = Job::new().settings(&format!(
-            "[builder]\nimage = \"{image}\"\npull_policy = \"never\"\n[network]\negress = \"{egress}\"\n"
+            "[builder]\nimage = \"{image}\"\npull_policy = \"never\"\nhost_loopback = true\n[network]\negress = \"{egress}\"\n"
         ));
         let out = job.prepare();
         assert_code(&out, 2);
