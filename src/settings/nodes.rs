@@ -45,11 +45,7 @@ impl Node {
     /// `::1`, `localhost`): inside a rootless builder's namespace that address is the
     /// namespace itself.
     pub(crate) fn on_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost")
-            || self
-                .host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        super::values::is_loopback_host(&self.host)
     }
 
     /// Whether jobs of `project` build on this node: a node shares its build cache

@@ -80,6 +80,16 @@ pub(crate) fn non_empty(v: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// Whether a host as written names the runner host's own loopback: `localhost`, an
+/// address in `127.0.0.0/8`, or `::1` (brackets allowed).
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::Command;
 
-use super::{Inputs, Resolved, TABLE, digest, inputs, nameservers, render};
+use super::{Inputs, Resolved, TABLE, digest, inputs, mapped, nameservers, render};
 use crate::error::{Error, Result};
 use crate::settings::{Egress, Settings, Target};
 
@@ -31,12 +31,7 @@ fn resolve(host: &str, port: u16, extra_hosts: &[String]) -> Vec<IpAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return vec![ip];
     }
-    let mapped: Vec<IpAddr> = extra_hosts
-        .iter()
-        .filter_map(|e| e.split_once(':'))
-        .filter(|(name, _)| name.eq_ignore_ascii_case(host))
-        .filter_map(|(_, ip)| ip.trim_matches(['[', ']']).parse().ok())
-        .collect();
+    let mapped = mapped(host, extra_hosts);
     if !mapped.is_empty() {
         return mapped;
     }

@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+use crate::settings::values::is_loopback_host;
 use crate::settings::{Settings, Target};
 
 pub(crate) mod install;
@@ -77,23 +78,21 @@ fn host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     }
 }
 
-/// Whether `host` is the runner host's loopback: a loopback literal, `localhost`, or a
-/// name `builder.extra_hosts` maps to loopback addresses only.
-fn on_loopback(host: &str, extra_hosts: &[String]) -> bool {
-    let loopback = |text: &str| {
-        text.trim_matches(['[', ']'])
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-    };
-    if host.eq_ignore_ascii_case("localhost") || loopback(host) {
-        return true;
-    }
-    let mut mapped = extra_hosts
+/// The addresses `builder.extra_hosts` maps `host` to (what builders resolve it to).
+pub(crate) fn mapped(host: &str, extra_hosts: &[String]) -> Vec<IpAddr> {
+    extra_hosts
         .iter()
         .filter_map(|e| e.split_once(':'))
         .filter(|(name, _)| name.eq_ignore_ascii_case(host))
-        .peekable();
-    mapped.peek().is_some() && mapped.all(|(_, ip)| loopback(ip))
+        .filter_map(|(_, ip)| ip.trim_matches(['[', ']']).parse().ok())
+        .collect()
+}
+
+/// Whether `host` is the runner host's loopback: as written, or a name
+/// `builder.extra_hosts` maps to loopback addresses only.
+fn on_loopback(host: &str, extra_hosts: &[String]) -> bool {
+    let ips = mapped(host, extra_hosts);
+    is_loopback_host(host) || (!ips.is_empty() && ips.iter().all(IpAddr::is_loopback))
 }
 
 /// The policy's inputs from the settings. Endpoints on the host's loopback are left
