@@ -74,7 +74,8 @@ pub(crate) async fn prepare(
     let rootless = wanted == Rights::Rootless;
     // Before anything is made: a host that enforces AppArmor needs runnerx's profile.
     let apparmor = host::apparmor::security_opt(&host::apparmor::host_state(info.apparmor))?;
-    // ... and, when the settings ask for it, the egress policy made for them.
+    // ... and, unless the operator opted out (network.egress = "open"), the egress
+    // policy made for these settings.
     host::network::install::check(settings)?;
     if settings.network.egress == Egress::Open {
         tracing::warn!(
