@@ -197,7 +197,10 @@ fn the_egress_policy_keeps_jobs_from_the_host_and_link_local_but_not_from_what_i
     assert_code(&out, 2);
     let (_, stderr) = text(&out);
     assert!(stderr.contains("run `runnerx host network`"), "{stderr}");
-    let mut open = Job::new().with_settings(&POLICY.replace("\"policy\"", "\"open\""));
+    // A rootless job under the operator's opt-out, kept for after the install.
+    let mut open = Job::new()
+        .with_settings(&POLICY.replace("\"policy\"", "\"open\""))
+        .env("RUNNERX_BUILDER_ISOLATION", "rootless");
     let out = open.prepare();
     assert_code(&out, 0);
     // The operator's opt-out shows in the job's log, in one line.
@@ -226,7 +229,6 @@ fn the_egress_policy_keeps_jobs_from_the_host_and_link_local_but_not_from_what_i
             "without the policy, {name}:\n{stdout}\n{stderr}"
         );
     }
-    assert_code(&open.cleanup(), 0);
 
     // Installed twice: the same table.
     assert_code(&install(), 0);
@@ -236,22 +238,17 @@ fn the_egress_policy_keeps_jobs_from_the_host_and_link_local_but_not_from_what_i
     assert_code(&install(), 0);
     assert_eq!(sh("nft list table inet runnerx").1, first);
 
-    for isolation in ["rootless", "privileged"] {
-        let mut job = Job::new()
-            .with_settings(POLICY)
-            .env("RUNNERX_BUILDER_ISOLATION", isolation);
-        assert_code(&job.prepare(), 0);
-        // The job's own tools, then an inner container on the namespace's host network
-        // with every privilege the inner dockerd gives.
-        let script = format!(
-            "{}\nmkdir -p ctx && cp /bin/busybox ctx/ && printf 'FROM scratch\\nCOPY busybox /bin/busybox\\n' > ctx/Dockerfile\n\
-             docker build -q -t local/bb ctx >/dev/null\n\
-             echo \"inner $(docker run --rm --privileged --net=host local/bb /bin/busybox wget -q -T 5 -O /dev/null http://{LINK_LOCAL}:8080/ 2>&1 && echo 200 || echo refused)\"\n",
-            targets.probe()
-        );
-        let out = job.run("build_script", &script);
-        assert_code(&out, 0);
-        let (stdout, stderr) = text(&out);
+    // The job's own tools, then an inner container on the namespace's host network
+    // with every privilege the inner dockerd gives.
+    let script = format!(
+        "{}\nmkdir -p ctx && cp /bin/busybox ctx/ && printf 'FROM scratch\\nCOPY busybox /bin/busybox\\n' > ctx/Dockerfile\n\
+         docker build -q -t local/bb ctx >/dev/null\n\
+         echo \"inner $(docker run --rm --privileged --net=host local/bb /bin/busybox wget -q -T 5 -O /dev/null http://{LINK_LOCAL}:8080/ 2>&1 && echo 200 || echo refused)\"\n",
+        targets.probe()
+    );
+    let held = |isolation: &str, out: &std::process::Output| {
+        assert_code(out, 0);
+        let (stdout, stderr) = text(out);
         let why = format!("{isolation}:\n{stdout}\n{stderr}");
         assert!(!reached(&stdout, "link-local"), "{why}");
         assert!(!reached(&stdout, "host-address"), "{why}");
@@ -265,8 +262,23 @@ fn the_egress_policy_keeps_jobs_from_the_host_and_link_local_but_not_from_what_i
             reached(&stdout, "host-loopback"),
             "builder.host_loopback: {why}"
         );
-        assert_code(&job.cleanup(), 0);
-    }
+    };
+    // The policy holds from the moment it is loaded, for the rootless builder that
+    // booted before it (its network helper carries the group whatever the settings
+    // say: "open" only skips prepare's check) and for a privileged job prepared under
+    // it. The two run at once: the guest of the VM tier runs this test alone.
+    let mut privileged = Job::new()
+        .with_settings(POLICY)
+        .env("RUNNERX_BUILDER_ISOLATION", "privileged");
+    let rootless_out = std::thread::scope(|scope| {
+        let rootless = scope.spawn(|| open.run("build_script", &script));
+        assert_code(&privileged.prepare(), 0);
+        held("privileged", &privileged.run("build_script", &script));
+        rootless.join().unwrap()
+    });
+    held("rootless, booted before the policy", &rootless_out);
+    assert_code(&open.cleanup(), 0);
+    assert_code(&privileged.cleanup(), 0);
 
     let (doctor, _) = text(&probe_job.runnerx(&["doctor"]));
     assert!(

@@ -35,6 +35,28 @@ thread_local! {
     static EXCLUSIVE: Cell<bool> = const { Cell::new(false) };
 }
 
+/// With `RUNNERX_TEST_TIMELINE` naming a file, each lease appends a line: when it was
+/// asked for, how long it waited and whether it loaded the policy (the VM tier prints
+/// the file, to show where its time goes).
+fn timeline(event: &str, asked: std::time::Instant) {
+    static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+    let Some(path) = std::env::var_os("RUNNERX_TEST_TIMELINE") else {
+        return;
+    };
+    let at = asked.saturating_duration_since(*START).as_secs();
+    let waited = asked.elapsed().as_secs();
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("+{at}s waited {waited}s {event}: {name}\n");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        use std::io::Write;
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -48,6 +70,7 @@ pub(crate) struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let Some(t) = self.holder else { return };
+        timeline("released", std::time::Instant::now());
         let mut s = state();
         if let Some(n) = s.holders.get_mut(&t) {
             *n -= 1;
@@ -89,6 +112,7 @@ pub(crate) fn lease(runnerx: impl Fn(&[&str]) -> Output) -> Lease {
         return Lease { holder: None };
     }
     let want = digest_of(&dry_run);
+    let asked = std::time::Instant::now();
     let mut s = state();
     if s.holders.contains_key(&me) {
         assert_eq!(
@@ -114,7 +138,10 @@ pub(crate) fn lease(runnerx: impl Fn(&[&str]) -> Output) -> Lease {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+            timeline(&format!("loaded {}", &want[..12.min(want.len())]), asked);
             s.digest = want;
+        } else {
+            timeline(&format!("shared {}", &want[..12.min(want.len())]), asked);
         }
         s.serving += 1;
     }
@@ -132,6 +159,7 @@ pub(crate) struct Exclusive {
 
 pub(crate) fn exclusive() -> Exclusive {
     let me = std::thread::current().id();
+    let asked = std::time::Instant::now();
     let mut s = state();
     let ticket = s.next;
     s.next += 1;
@@ -140,6 +168,7 @@ pub(crate) fn exclusive() -> Exclusive {
     }
     s.serving += 1;
     s.digest = "(managed by a test)".into();
+    timeline("exclusive", asked);
     *s.holders.entry(me).or_default() += 1;
     EXCLUSIVE.set(true);
     Exclusive {
