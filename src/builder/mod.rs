@@ -10,6 +10,7 @@ pub(crate) mod buildx;
 pub(crate) mod caches;
 pub(crate) mod commands;
 pub(crate) mod engine;
+pub(crate) mod labels;
 pub(crate) mod lifecycle;
 pub(crate) mod services;
 pub(crate) mod spec;
@@ -21,5 +22,6 @@ mod build_report_tests;
 mod snapshots;
 
 pub(crate) use commands::*;
+pub(crate) use labels::*;
 pub(crate) use spec::*;
 pub(crate) use tarball::*;
