@@ -194,6 +194,18 @@ impl Invalid {
     }
 }
 
+impl From<&str> for Invalid {
+    fn from(message: &str) -> Invalid {
+        Invalid::new(message)
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Invalid {
+        Invalid(message)
+    }
+}
+
 impl Error {
     /// Whose failure this is.
     pub fn fault(&self) -> Fault {

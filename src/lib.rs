@@ -11,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod gitlab;
 pub(crate) mod host;
+pub(crate) mod keys;
 pub mod logging;
 pub(crate) mod ops;
 pub(crate) mod registry;

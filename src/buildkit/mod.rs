@@ -98,13 +98,36 @@ async fn call(client: &reqwest::Client, base: &str, method: &str) -> Result<Vec<
     Ok(messages.first().map(|m| m.to_vec()).unwrap_or_default())
 }
 
+/// Why a node did not answer a probe: one line with the likely fix (a node that is
+/// down is data for the plan, not yet a failure: its fallback decides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeDown(pub(crate) String);
+
+impl From<&str> for NodeDown {
+    fn from(m: &str) -> NodeDown {
+        NodeDown(m.to_string())
+    }
+}
+
+impl AsRef<str> for NodeDown {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NodeDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Asks `node` for its workers and version over mTLS, resolving its host as builders
 /// do (`extra_hosts` first). Errors are one line with the likely fix.
 pub(crate) async fn probe(
     node: &Node,
     extra_hosts: &[String],
     timeout: Duration,
-) -> Result<NodeInfo, String> {
+) -> Result<NodeInfo, NodeDown> {
     probe_as(node, extra_hosts, timeout, true).await
 }
 
@@ -115,7 +138,18 @@ pub(crate) async fn probe_as(
     extra_hosts: &[String],
     timeout: Duration,
     with_cert: bool,
-) -> Result<NodeInfo, String> {
+) -> Result<NodeInfo, NodeDown> {
+    ask(node, extra_hosts, timeout, with_cert)
+        .await
+        .map_err(NodeDown)
+}
+
+async fn ask(
+    node: &Node,
+    extra_hosts: &[String],
+    timeout: Duration,
+    with_cert: bool,
+) -> std::result::Result<NodeInfo, String> {
     crate::registry::tls::install_crypto();
     let (addr, _) = crate::registry::resolve(extra_hosts, &node.host, node.port)
         .await
@@ -164,7 +198,7 @@ pub(crate) async fn probe_all(
     nodes: &[Node],
     extra_hosts: &[String],
     timeout: Duration,
-) -> Vec<Result<NodeInfo, String>> {
+) -> Vec<Result<NodeInfo, NodeDown>> {
     futures_util::future::join_all(nodes.iter().map(|n| probe(n, extra_hosts, timeout))).await
 }
 
@@ -193,7 +227,7 @@ pub(crate) struct Plan<'a> {
 /// a node that did not answer with `fallback = "fail"` fails the job (ours).
 pub(crate) fn plan<'a>(
     nodes: &'a [Node],
-    answers: &[Result<NodeInfo, String>],
+    answers: &[Result<NodeInfo, NodeDown>],
     platforms: &[Platform],
 ) -> Result<Plan<'a>> {
     let mut remote = Vec::new();
@@ -284,7 +318,7 @@ mod tests {
         }
     }
 
-    fn info(platforms: &[&str]) -> Result<NodeInfo, String> {
+    fn info(platforms: &[&str]) -> Result<NodeInfo, NodeDown> {
         Ok(NodeInfo {
             version: Some("v0.13.2".into()),
             platforms: platforms.iter().map(|s| (*s).to_string()).collect(),

@@ -97,7 +97,7 @@ fn platform(buf: &[u8]) -> Result<String, String> {
 
 /// `ListWorkersResponse { repeated WorkerRecord record = 1 }`, with
 /// `WorkerRecord { platforms = 3, BuildkitVersion = 5 }`.
-pub(crate) fn list_workers(buf: &[u8]) -> Result<Vec<Worker>, String> {
+pub(super) fn list_workers(buf: &[u8]) -> Result<Vec<Worker>, String> {
     let mut workers = Vec::new();
     for (n, record) in fields(buf)? {
         if n != 1 {
@@ -117,7 +117,7 @@ pub(crate) fn list_workers(buf: &[u8]) -> Result<Vec<Worker>, String> {
 }
 
 /// `InfoResponse { BuildkitVersion buildkitVersion = 1 }`.
-pub(crate) fn info_version(buf: &[u8]) -> Result<Option<String>, String> {
+pub(super) fn info_version(buf: &[u8]) -> Result<Option<String>, String> {
     for (n, b) in fields(buf)? {
         if n == 1 {
             return version(b);
@@ -127,7 +127,7 @@ pub(crate) fn info_version(buf: &[u8]) -> Result<Option<String>, String> {
 }
 
 /// The messages of a gRPC body: 1-byte compressed flag, 4-byte big-endian length.
-pub(crate) fn grpc_messages(body: &[u8]) -> Result<Vec<&[u8]>, String> {
+pub(super) fn grpc_messages(body: &[u8]) -> Result<Vec<&[u8]>, String> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < body.len() {

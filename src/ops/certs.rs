@@ -35,7 +35,7 @@ pub(crate) fn run(cmd: &CertsCommand) -> Result<()> {
             (out, files, *force)
         }
         CertsCommand::SigningKey { out, force } => {
-            let (key, pem) = crate::sign::SigningKey::generate().map_err(Error::Usage)?;
+            let (key, pem) = crate::keys::SigningKey::generate().map_err(|e| Error::Usage(e.0))?;
             let public = key.public_pem();
             let files = vec![
                 OutFile {

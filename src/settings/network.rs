@@ -43,7 +43,7 @@ pub(crate) struct NetworkSettings {
 }
 
 /// `10.0.0.0/8`, `192.0.2.7`, `harbor.example.com:443`, `[fd00::1]:5000`.
-pub(crate) fn parse_target(text: &str) -> std::result::Result<Target, String> {
+fn parse_target(text: &str) -> std::result::Result<Target, crate::error::Invalid> {
     let t = text.trim();
     if let Ok(net) = t.parse::<IpNet>() {
         return Ok(Target::Net(net.trunc()));
@@ -69,7 +69,7 @@ pub(crate) fn parse_target(text: &str) -> std::result::Result<Target, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
     if !name_ok {
-        return Err(format!("{text:?} has no valid host name or address"));
+        return Err(format!("{text:?} has no valid host name or address").into());
     }
     Ok(Target::HostPort(host.to_ascii_lowercase(), port))
 }

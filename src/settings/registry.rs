@@ -74,7 +74,7 @@ fn read_key(key: &str, path: Option<PathBuf>) -> Result<Option<KeyFile>> {
             path.display()
         ))
     })?;
-    crate::sign::SigningKey::from_pem(&pem)
+    crate::keys::SigningKey::from_pem(&pem)
         .map_err(|m| Error::Settings(format!("{key} {} {m}", path.display())))?;
     Ok(Some(KeyFile {
         path,
@@ -463,7 +463,7 @@ pub(crate) fn validate_registry(
 }
 
 /// `ci/app`: lower-case path components of letters, digits, `.`, `_` and `-`.
-pub(crate) fn repository_path(repo: &str) -> std::result::Result<(), String> {
+fn repository_path(repo: &str) -> std::result::Result<(), Invalid> {
     let ok = !repo.is_empty()
         && repo.split('/').all(|p| {
             !p.is_empty()

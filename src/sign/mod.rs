@@ -15,10 +15,9 @@
 //! a job variable.
 
 use base64::Engine as _;
-use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
 
+pub(crate) use crate::keys::{PublicKey, SignError, SigningKey};
 use crate::registry::oci;
 
 pub(crate) mod provenance;
@@ -41,112 +40,6 @@ pub(crate) const SLSA_V1: &str = "https://slsa.dev/provenance/v1";
 /// `sha256:abc…` → `sha256-abc….sig` (`suffix` = `sig` or `att`).
 pub(crate) fn tag_for(digest: &str, suffix: &str) -> String {
     format!("{}.{suffix}", digest.replacen(':', "-", 1))
-}
-
-/// A signing key (PKCS#8 PEM, ECDSA P-256).
-pub(crate) struct SigningKey {
-    pair: EcdsaKeyPair,
-}
-
-impl std::fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SigningKey(***)")
-    }
-}
-
-fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)? + begin.len();
-    let stop = pem[start..].find(&end)? + start;
-    let b64: String = pem[start..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-/// The DER prefix of a P-256 SubjectPublicKeyInfo before its 65-byte point.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
-
-impl SigningKey {
-    /// Reads a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) holding an ECDSA P-256 key.
-    pub(crate) fn from_pem(text: &str) -> Result<SigningKey, String> {
-        let der = pem_body(text, "PRIVATE KEY")
-            .ok_or("holds no PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----)")?;
-        let pair = EcdsaKeyPair::from_pkcs8(
-            &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            &der,
-            &SystemRandom::new(),
-        )
-        .map_err(|_| "is not an ECDSA P-256 key (make one with `runnerx certs signing-key`)")?;
-        Ok(SigningKey { pair })
-    }
-
-    /// A new key and its PKCS#8 PEM.
-    pub(crate) fn generate() -> Result<(SigningKey, String), String> {
-        let rng = SystemRandom::new();
-        let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map_err(|_| "the system's random source failed")?;
-        let text = pem("PRIVATE KEY", doc.as_ref());
-        Ok((SigningKey::from_pem(&text)?, text))
-    }
-
-    /// The public key as a PEM SubjectPublicKeyInfo (what cosign, openssl and Harbor read).
-    pub(crate) fn public_pem(&self) -> String {
-        let mut der = P256_SPKI_PREFIX.to_vec();
-        der.extend_from_slice(self.pair.public_key().as_ref());
-        pem("PUBLIC KEY", &der)
-    }
-
-    /// ECDSA P-256 / SHA-256 signature of `message`, ASN.1 DER.
-    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        self.pair
-            .sign(&SystemRandom::new(), message)
-            .map(|s| s.as_ref().to_vec())
-            .map_err(|_| "ECDSA signing failed".to_string())
-    }
-}
-
-/// A public key for verification (PEM SubjectPublicKeyInfo, P-256).
-pub(crate) struct PublicKey {
-    point: Vec<u8>,
-}
-
-impl PublicKey {
-    /// Reads `-----BEGIN PUBLIC KEY-----` (P-256).
-    pub(crate) fn from_pem(text: &str) -> Result<PublicKey, String> {
-        let der = pem_body(text, "PUBLIC KEY").ok_or("holds no PEM public key")?;
-        match der.strip_prefix(&P256_SPKI_PREFIX[..]) {
-            Some(point) if point.len() == 65 => Ok(PublicKey {
-                point: point.to_vec(),
-            }),
-            _ => Err("is not an ECDSA P-256 public key".into()),
-        }
-    }
-
-    /// Whether `sig` (ASN.1 DER) signs `message`.
-    pub(crate) fn verifies(&self, message: &[u8], sig: &[u8]) -> bool {
-        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &self.point)
-            .verify(message, sig)
-            .is_ok()
-    }
 }
 
 /// cosign's simple-signing payload for `repository` at `digest`.
@@ -176,7 +69,7 @@ pub(crate) fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
 }
 
 /// A DSSE envelope of an in-toto statement, signed with `key`.
-pub(crate) fn envelope(statement: &[u8], key: &SigningKey) -> Result<Vec<u8>, String> {
+pub(crate) fn envelope(statement: &[u8], key: &SigningKey) -> Result<Vec<u8>, SignError> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let sig = key.sign(&pae(IN_TOTO, statement))?;
     let v = json!({
@@ -238,7 +131,7 @@ pub(crate) fn signature_artifact(
     repository: &str,
     digest: &str,
     key: &SigningKey,
-) -> Result<Artifact, String> {
+) -> Result<Artifact, SignError> {
     let payload = simple_signing(repository, digest);
     let sig = key.sign(&payload)?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(sig);
@@ -250,7 +143,10 @@ pub(crate) fn signature_artifact(
 }
 
 /// The `.att` artifact: `statement` in a signed DSSE envelope.
-pub(crate) fn attestation_artifact(statement: &[u8], key: &SigningKey) -> Result<Artifact, String> {
+pub(crate) fn attestation_artifact(
+    statement: &[u8],
+    key: &SigningKey,
+) -> Result<Artifact, SignError> {
     let env = envelope(statement, key)?;
     Ok(artifact(env, DSSE, json!({ "predicateType": SLSA_V1 })))
 }
@@ -260,7 +156,7 @@ pub(crate) fn check_signature(
     payload: &[u8],
     sig_b64: &str,
     key: &PublicKey,
-) -> Result<String, String> {
+) -> Result<String, SignError> {
     let sig = base64::engine::general_purpose::STANDARD
         .decode(sig_b64.trim())
         .map_err(|_| "the signature annotation is not base64")?;
@@ -275,7 +171,7 @@ pub(crate) fn check_signature(
 }
 
 /// The statement inside a DSSE envelope, checked against `key`.
-pub(crate) fn check_envelope(env: &[u8], key: &PublicKey) -> Result<Value, String> {
+pub(crate) fn check_envelope(env: &[u8], key: &PublicKey) -> Result<Value, SignError> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let v: Value =
         serde_json::from_slice(env).map_err(|_| "the attestation is not a DSSE envelope")?;

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use super::provenance::Placement;
-use super::{Artifact, Provenance, SigningKey, attestation_artifact, signature_artifact, tag_for};
+use super::{
+    Artifact, Provenance, SignError, SigningKey, attestation_artifact, signature_artifact, tag_for,
+};
 use crate::builder::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gitlab::job::Job;
@@ -158,7 +160,7 @@ async fn sign_one(
     s: &mut Session,
     prov: &Provenance,
     x: &Signable,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, SignError> {
     let key_file = x.registry.signing_key.as_ref().ok_or("no signing key")?;
     let key = SigningKey::from_pem(key_file.pem.expose())?;
     let (r, digest) = (&x.reference, x.digest.as_str());
@@ -206,7 +208,7 @@ pub(crate) async fn sign_claims(
                     Entry::Vacant(e) => session(settings, &x.registry).await.map(|s| e.insert(s)),
                 };
                 match s {
-                    Ok(s) => sign_one(s, &prov, x).await,
+                    Ok(s) => sign_one(s, &prov, x).await.map_err(|e| e.0),
                     Err(e) => Err(e.to_string()),
                 }
             }

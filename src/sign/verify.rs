@@ -62,7 +62,7 @@ pub(crate) async fn verify(settings: &Settings, args: &VerifyArgs) -> Result<()>
     let sig = annotations[SIGNATURE_ANNOTATION]
         .as_str()
         .unwrap_or_default();
-    let signed = check_signature(&payload, sig, &key).map_err(fail)?;
+    let signed = check_signature(&payload, sig, &key).map_err(|e| fail(e.0))?;
     if signed != digest {
         return Err(fail(format!(
             "the signature is for {signed}, not this image"
@@ -71,7 +71,7 @@ pub(crate) async fn verify(settings: &Settings, args: &VerifyArgs) -> Result<()>
     let (envelope, _) = single_layer(&mut s, &r.repository, &tag_for(&digest, "att"))
         .await
         .map_err(fail)?;
-    let statement = check_envelope(&envelope, &key).map_err(fail)?;
+    let statement = check_envelope(&envelope, &key).map_err(|e| fail(e.0))?;
     let subject_ok = statement["subject"]
         .as_array()
         .into_iter()

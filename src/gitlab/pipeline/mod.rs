@@ -99,7 +99,7 @@ pub enum AllowFailure {
 
 impl AllowFailure {
     /// Reads `true`/`false` or `{exit_codes: N | [N, …]}`.
-    pub fn parse(v: &Value) -> Result<AllowFailure, String> {
+    pub fn parse(v: &Value) -> Result<AllowFailure, crate::error::Invalid> {
         match v {
             Value::Bool(true) => Ok(AllowFailure::Yes),
             Value::Bool(false) => Ok(AllowFailure::No),
