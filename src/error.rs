@@ -77,6 +77,11 @@ pub enum Error {
     #[error("emulation: {0}")]
     Emulation(String),
 
+    /// The job's `image:` could not be pulled or its container made: the job's
+    /// failure, as GitLab classifies an image pull failure.
+    #[error("job image: {0}")]
+    JobImage(String),
+
     /// A job's service could not be pulled or started.
     #[error("service: {0}")]
     Service(String),
@@ -210,7 +215,7 @@ impl Error {
     /// Whose failure this is.
     pub fn fault(&self) -> Fault {
         match self {
-            Error::Script { .. } | Error::JobInput { .. } => Fault::Build,
+            Error::Script { .. } | Error::JobInput { .. } | Error::JobImage(_) => Fault::Build,
             // No wildcard: a new variant must be given its fault here.
             Error::Settings(_)
             | Error::Protocol(_)

@@ -165,8 +165,11 @@ pub(crate) fn binfmt_check_cmd(names: &[&str]) -> Vec<String> {
 /// to the container's filesystem. Job control (`set -m`) gives the script its own process group so
 /// cancellation can signal the whole tree, as gitlab-runner does with `kill(-pid)`;
 /// its pid goes to `/run/runnerx/<token>.pid`. The script's own stdin is /dev/null.
-pub(crate) fn exec_wrapper(script_len: usize, token: &str) -> Vec<String> {
-    wrapped("run", [script_len.to_string(), token.to_string()])
+/// `in_job_image`: the stage carries the user's script, so it runs in the job's own
+/// container when prepare made one.
+pub(crate) fn exec_wrapper(script_len: usize, token: &str, in_job_image: bool) -> Vec<String> {
+    let cmd = if in_job_image { "job" } else { "run" };
+    wrapped(cmd, [script_len.to_string(), token.to_string()])
 }
 
 /// Sends `signal` to the process group of the script started with `token`.
@@ -279,8 +282,10 @@ mod tests {
 
     #[test]
     fn exec_wrapper_never_puts_the_script_in_argv() {
-        let cmd = exec_wrapper(1234, "tok");
+        let cmd = exec_wrapper(1234, "tok", false);
         assert_eq!(cmd, ["bash", EXEC_PATH, "run", "1234", "tok"]);
+        let cmd = exec_wrapper(1234, "tok", true);
+        assert_eq!(cmd, ["bash", EXEC_PATH, "job", "1234", "tok"]);
         assert!(EXEC_SCRIPT.contains("head -c \"$len\""));
         assert!(EXEC_SCRIPT.contains("set -m"));
         // Rootless: the wrapper drops to the user for good before anything else.

@@ -2,6 +2,9 @@
 # runnerx exec wrapper: every command runnerx runs in a builder goes through here.
 #
 #   exec.sh run LEN TOKEN   a stage script: LEN bytes on stdin, never written to disk
+#   exec.sh job LEN TOKEN   the same for a stage that carries the user's script: in the
+#                           job's own container when prepare made one
+#                           (/etc/runnerx/job-container), else as run
 #   exec.sh kill TOKEN SIG  signal that script's process group
 #   exec.sh ready SECS      succeed once the inner dockerd answers (one exec, many polls)
 #   exec.sh binfmt NAME...  print "<name> ok|missing|disabled|nof" per QEMU handler
@@ -98,8 +101,12 @@ piddir=/run/runnerx
 cmd=${1:-}
 shift || :
 case "$cmd" in
-run)
+run | job)
   len=$1 token=$2
+  ctr=""
+  if [ "$cmd" = job ] && [ -r /etc/runnerx/job-container ]; then
+    read -r ctr </etc/runnerx/job-container
+  fi
   mkdir -p "$piddir"
   pidf=$piddir/$token.pid
   # Proxy variables for job scripts.
@@ -119,7 +126,14 @@ run)
   count_oom_kills
   before=$ooms
   set -m
-  bash /dev/fd/3 </dev/null &
+  if [ -n "$ctr" ]; then
+    # As gitlab-runner's docker executor: the container starts again with the script
+    # on its stdin (its entrypoint, then the detected shell); its exit code is the
+    # script's, and signals to this process group reach it (docker start -a proxies).
+    docker start --attach --interactive "$ctr" <&3 &
+  else
+    bash /dev/fd/3 </dev/null &
+  fi
   pid=$!
   echo "$pid" >"$pidf"
   wait "$pid"

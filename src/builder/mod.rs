@@ -10,6 +10,7 @@ pub(crate) mod buildx;
 pub(crate) mod caches;
 pub(crate) mod commands;
 pub(crate) mod engine;
+pub(crate) mod job_image;
 pub(crate) mod labels;
 pub(crate) mod lifecycle;
 pub(crate) mod services;

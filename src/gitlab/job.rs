@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::builder::job_image::{JobImage, PullPolicy};
 use crate::builder::services::Service;
 use crate::env::Env;
 use crate::error::{Error, Invalid, Result};
@@ -115,6 +116,62 @@ struct JobInfo {
 struct ResponseImage {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pull_policy: Option<Vec<String>>,
+    #[serde(default)]
+    executor_opts: Option<ExecutorOpts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ExecutorOpts {
+    #[serde(default)]
+    docker: Option<DockerOpts>,
+}
+
+/// `image: docker:` options (gitlab-runner's ImageDockerOptions; `user` is a string
+/// or a number there).
+#[derive(Debug, Default, Deserialize)]
+struct DockerOpts {
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    user: Option<serde_json::Value>,
+}
+
+impl ResponseImage {
+    /// The job's image as runnerx uses it; an unknown pull policy is the job's error.
+    fn job_image(&self) -> Result<JobImage> {
+        let pull_policy = self
+            .pull_policy
+            .iter()
+            .flatten()
+            .map(|p| {
+                PullPolicy::parse(p).ok_or_else(|| Error::JobInput {
+                    name: "image:pull_policy".into(),
+                    message: format!(
+                        "{p:?} is not a pull policy; use always, if-not-present or never"
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let docker = self.executor_opts.as_ref().and_then(|o| o.docker.as_ref());
+        let user = docker.and_then(|d| d.user.as_ref()).and_then(|u| match u {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        Ok(JobImage {
+            name: self.name.trim().to_string(),
+            entrypoint: self.entrypoint.clone().filter(|e| !e.is_empty()),
+            pull_policy,
+            platform: docker
+                .and_then(|d| d.platform.clone())
+                .filter(|p| !p.is_empty()),
+            user,
+        })
+    }
 }
 
 /// Untrusted job variables runnerx looks at (`CUSTOM_ENV_` stripped, lower-cased).
@@ -145,8 +202,8 @@ pub(crate) struct Job {
     pub under_gitlab: bool,
     /// `$BUILD_EXIT_CODE_FILE`.
     pub build_exit_code_file: Option<PathBuf>,
-    /// The job's `image:` (untrusted), if any.
-    pub image: Option<String>,
+    /// The job's `image:` with its options (untrusted), if any.
+    pub job_image: Option<JobImage>,
     /// The project, for the per-project cache; only from trusted input (the job
     /// response file, or `runnerx local`), so no job can reach another project's cache.
     pub project: Option<String>,
@@ -217,6 +274,13 @@ impl Job {
             .map(|i| i.name.clone())
             .or(vars.ci_job_image)
             .filter(|s| !s.trim().is_empty());
+        let job_image = match response.as_ref().and_then(|r| r.image.as_ref()) {
+            Some(i) if !i.name.trim().is_empty() => Some(i.job_image()?),
+            _ => image.clone().map(|name| JobImage {
+                name,
+                ..JobImage::default()
+            }),
+        };
 
         let project = response
             .as_ref()
@@ -229,7 +293,7 @@ impl Job {
             project,
             under_gitlab,
             build_exit_code_file: env.non_empty("BUILD_EXIT_CODE_FILE").map(PathBuf::from),
-            image,
+            job_image,
             runner_path: env.non_empty("PATH").map(String::from),
             project_path: response
                 .as_ref()
@@ -275,7 +339,10 @@ impl Job {
             id_source: IdSource::Generated,
             under_gitlab: true,
             build_exit_code_file: None,
-            image,
+            job_image: image.clone().map(|name| JobImage {
+                name,
+                ..JobImage::default()
+            }),
             runner_path: env.non_empty("PATH").map(String::from),
             services: vec![],
             project_path: None,
@@ -301,23 +368,59 @@ impl Job {
         format!("runnerx-{}", self.id)
     }
 
-    /// The builder image for this job: the settings' image, or the job's `image:` when
-    /// the settings allow it. A job image that is not allowed is ignored with a
-    /// warning: many pipelines set a global `image:` meant for other executors.
-    pub(crate) fn builder_image(&self, builder: &BuilderSettings) -> (String, Option<String>) {
-        match &self.image {
-            Some(img) if *img == builder.image => (img.clone(), None),
-            Some(img) if builder.allowed_images.iter().any(|a| a == img) => (img.clone(), None),
-            Some(img) => (
-                builder.image.clone(),
-                Some(format!(
-                    "job image {img:?} is not in builder.allowed_images; using {}",
-                    builder.image
-                )),
-            ),
-            None => (builder.image.clone(), None),
+    /// Where this job's script runs: the builder image (the settings' image, or the
+    /// job's `image:` where `builder.builder_images` lets it pick the builder), and
+    /// the job's own image as a container of the builder's daemon unless the builder
+    /// is already a superset of it (Docker's own `docker` images: the CLI and DinD
+    /// that docker+dind pipelines name, and `builder.images_in_builder`).
+    pub(crate) fn placement(&self, builder: &BuilderSettings) -> Placement {
+        let Some(img) = self.job_image.as_ref() else {
+            return Placement {
+                builder_image: builder.image.clone(),
+                job_image: None,
+            };
+        };
+        let name = img.name.as_str();
+        if name == builder.image || builder.builder_images.iter().any(|a| a == name) {
+            return Placement {
+                builder_image: name.to_string(),
+                job_image: None,
+            };
+        }
+        let job_image = if runs_in_builder(name, &builder.images_in_builder) {
+            tracing::info!(
+                "job image {name:?} is Docker's own (or in builder.images_in_builder): the script runs in the builder, which has its docker CLI, buildx and daemon"
+            );
+            None
+        } else {
+            Some(img.clone())
+        };
+        Placement {
+            builder_image: builder.image.clone(),
+            job_image,
         }
     }
+}
+
+/// Where a job's script runs ([`Job::placement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub builder_image: String,
+    /// The job's image, when its user-script stages run in a container of it.
+    pub job_image: Option<JobImage>,
+}
+
+/// Docker's own images (`docker`, `docker:<tag>`, in any registry or mirror path)
+/// and the operator's `builder.images_in_builder` (names or globs).
+pub(crate) fn runs_in_builder(image: &str, globs: &[String]) -> bool {
+    let image = image.trim();
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let repo = last.split(':').next().unwrap_or(last);
+    repo == "docker"
+        || globs
+            .iter()
+            .any(|g| g == image || crate::settings::glob(g, image))
 }
 
 fn read_response(path: &str) -> Result<JobResponse> {
@@ -399,8 +502,58 @@ mod tests {
         assert_eq!(job.id, "4242");
         assert_eq!(job.id_source, IdSource::ResponseFile);
         assert!(job.under_gitlab);
-        assert_eq!(job.image.as_deref(), Some("docker:28-dind"));
+        assert_eq!(job.job_image.unwrap().name, "docker:28-dind");
         assert_eq!(job.project.as_deref(), Some("77"));
+    }
+
+    fn job_with_image(image: &str) -> Result<Job> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        write!(f, r#"{{"id": 7, "image": {image}}}"#).unwrap();
+        let env = Env::from_pairs([("JOB_RESPONSE_FILE", f.path().to_str().unwrap())]);
+        Job::from_env(&env, None, false)
+    }
+
+    #[test]
+    fn the_payloads_image_options_are_read_as_gitlab_runner_writes_them() {
+        let job = job_with_image(
+            r#"{"name": "reg.test/tools:1", "entrypoint": [""], "pull_policy": ["always", "if-not-present"], "executor_opts": {"docker": {"platform": "linux/arm64", "user": 1000}}}"#,
+        )
+        .unwrap();
+        let img = job.job_image.unwrap();
+        assert_eq!(img.name, "reg.test/tools:1");
+        assert_eq!(img.entrypoint, Some(vec![String::new()]));
+        assert_eq!(
+            img.pull_policy,
+            [PullPolicy::Always, PullPolicy::IfNotPresent]
+        );
+        assert_eq!(img.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(img.user.as_deref(), Some("1000"));
+        let err = job_with_image(r#"{"name": "a:1", "pull_policy": ["sometimes"]}"#).unwrap_err();
+        assert_eq!(err.fault(), crate::error::Fault::Build);
+        assert!(err.to_string().contains("if-not-present"), "{err}");
+    }
+
+    #[test]
+    fn docker_images_run_in_the_builder_and_other_images_in_their_own_container() {
+        let settings = crate::settings::Settings::from_toml("").unwrap().builder;
+        for (image, own) in [
+            ("docker:28-dind", false),
+            ("docker", false),
+            ("harbor.test/mirror/library/docker:27-cli", false),
+            ("reg.test/devops/my-builder:v0.0.1", true),
+            ("golang:1.23", true),
+        ] {
+            let job = job_with_image(&format!(r#"{{"name": "{image}"}}"#)).unwrap();
+            let p = job.placement(&settings);
+            assert_eq!(p.builder_image, settings.image, "{image}");
+            assert_eq!(p.job_image.is_some(), own, "{image}");
+        }
+        let job = job_with_image(r#"{"name": "golang:1.23"}"#).unwrap();
+        let mut settings = settings;
+        settings.images_in_builder = vec!["golang:*".into()];
+        assert!(job.placement(&settings).job_image.is_none());
+        settings.builder_images = vec!["golang:1.23".into()];
+        assert_eq!(job.placement(&settings).builder_image, "golang:1.23");
     }
 
     #[test]

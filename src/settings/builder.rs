@@ -129,8 +129,10 @@ pub(crate) struct BuilderSettings {
     pub subnet_pool: Ipv4Net,
     /// Host-wide lock file.
     pub lock_file: PathBuf,
-    /// Images a job may select.
-    pub allowed_images: Vec<String>,
+    /// Images a job's `image:` may select as its builder.
+    pub builder_images: Vec<String>,
+    /// Job images whose scripts run in the builder (globs), besides `…/docker[:tag]`.
+    pub images_in_builder: Vec<String>,
     /// Further service images that are Docker-in-Docker (names or globs), besides
     /// `…/docker:*dind*`.
     pub dind_images: Vec<String>,
@@ -217,9 +219,24 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
         ));
     }
 
-    let allowed_images = values::non_empty(b.allowed_images.unwrap_or_default());
-    for i in &allowed_images {
-        validate_image(i).map_err(|m| bad("allowed_images", &format!("entry {m}")))?;
+    if b.allowed_images.is_some() {
+        return Err(bad(
+            "allowed_images",
+            &"is now builder.builder_images (images a job's `image:` may pick as its builder); any other job image runs as the job's own container (README: Job images)",
+        ));
+    }
+    let builder_images = values::non_empty(b.builder_images.unwrap_or_default());
+    for i in &builder_images {
+        validate_image(i).map_err(|m| bad("builder_images", &format!("entry {m}")))?;
+    }
+    let images_in_builder = values::non_empty(b.images_in_builder.unwrap_or_default());
+    for i in &images_in_builder {
+        if i.trim().is_empty() || i.contains(char::is_whitespace) {
+            return Err(bad(
+                "images_in_builder",
+                &format!("entry {i:?} is not an image name or glob such as \"ci/docker-tools:*\""),
+            ));
+        }
     }
 
     let dind_images = values::non_empty(b.dind_images.unwrap_or_default());
@@ -267,7 +284,8 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
         lock_file: b
             .lock_file
             .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_FILE)),
-        allowed_images,
+        builder_images,
+        images_in_builder,
         dind_images,
         limits: Limits {
             memory,

@@ -7,7 +7,7 @@
 //! where its value came from (`(in FILE)` or `(from RUNNERX_…)`), and the fix.
 //!
 //! Job variables are *not* read here: they are untrusted and only reach the settings
-//! through the allow-list in `gitlab::job` (e.g. `builder.allowed_images`).
+//! through the allow-list in `gitlab::job` (e.g. `builder.builder_images`).
 
 use std::path::{Path, PathBuf};
 

@@ -101,8 +101,13 @@ pub(crate) struct RawBuilder {
     pub subnet_pool: Option<String>,
     /// Host-wide lock file.
     pub lock_file: Option<PathBuf>,
-    /// Images a job's `image:` may select instead of `image`.
+    /// The old name of `builder_images` (its meaning changed: one error naming it).
     pub allowed_images: Option<Vec<String>>,
+    /// Images a job's `image:` may select as its builder instead of `image`.
+    pub builder_images: Option<Vec<String>>,
+    /// Job images whose scripts run in the builder itself (globs), besides Docker's
+    /// own `docker` images.
+    pub images_in_builder: Option<Vec<String>>,
     /// Service images that are Docker-in-Docker besides `…/docker:*dind*`.
     pub dind_images: Option<Vec<String>>,
     /// Memory limit of a builder (jobs and their containers), e.g. `8GiB`.

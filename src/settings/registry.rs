@@ -221,6 +221,25 @@ pub(crate) struct Proxy {
     pub no_proxy: Option<String>,
 }
 
+impl Proxy {
+    /// The variables jobs get, upper- and lower-case as tools read either.
+    pub(crate) fn variables(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        for (names, v) in [
+            (["HTTP_PROXY", "http_proxy"], &self.http_proxy),
+            (["HTTPS_PROXY", "https_proxy"], &self.https_proxy),
+            (["NO_PROXY", "no_proxy"], &self.no_proxy),
+        ] {
+            if let Some(v) = v {
+                for n in names {
+                    out.push((n.to_string(), v.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// `http://user:pass@proxy:3128` → `http://***@proxy:3128`.
 pub(crate) fn mask_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

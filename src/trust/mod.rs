@@ -189,16 +189,8 @@ fn sh_quote(s: &str) -> String {
 /// Proxy variables (both cases, as tools disagree) for job scripts.
 pub(crate) fn job_env(proxy: &Proxy) -> String {
     let mut out = String::new();
-    for (names, v) in [
-        (["HTTP_PROXY", "http_proxy"], &proxy.http_proxy),
-        (["HTTPS_PROXY", "https_proxy"], &proxy.https_proxy),
-        (["NO_PROXY", "no_proxy"], &proxy.no_proxy),
-    ] {
-        if let Some(v) = v {
-            for n in names {
-                out.push_str(&format!("{n}={}\n", sh_quote(v)));
-            }
-        }
+    for (n, v) in proxy.variables() {
+        out.push_str(&format!("{n}={}\n", sh_quote(&v)));
     }
     out
 }

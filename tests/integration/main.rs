@@ -14,6 +14,7 @@ mod faults;
 mod gitlab;
 mod hosts;
 mod isolation;
+mod job_images;
 mod local;
 mod multiarch;
 mod network;

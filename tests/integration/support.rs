@@ -75,6 +75,7 @@ pub(crate) struct Job {
     project: u64,
     project_path: String,
     services: Vec<serde_json::Value>,
+    image: Option<serde_json::Value>,
     cleaned: bool,
     /// The egress policy this job's builder runs under, held from prepare to drop.
     policy: std::sync::Mutex<Option<crate::policy::Lease>>,
@@ -102,6 +103,7 @@ impl Job {
             project: 1,
             project_path: "group/demo".into(),
             services: vec![],
+            image: None,
             cleaned: false,
             policy: std::sync::Mutex::new(None),
         };
@@ -131,6 +133,12 @@ impl Job {
     /// Adds a `services:` entry to the job payload, as gitlab-runner writes it.
     pub(crate) fn service(mut self, entry: serde_json::Value) -> Job {
         self.services.push(entry);
+        self
+    }
+
+    /// Sets the job payload's `image:` entry, as gitlab-runner writes it.
+    pub(crate) fn image(mut self, entry: serde_json::Value) -> Job {
+        self.image = Some(entry);
         self
     }
 
@@ -175,6 +183,8 @@ impl Job {
                          "ref_type": "branch", "refspecs": ["+refs/heads/main:refs/remotes/origin/main"], "depth": 20},
             "variables": [{"key": "CI_JOB_TOKEN", "value": JOB_TOKEN, "masked": true, "public": false}],
             "services": self.services,
+            // gitlab-runner always writes the job's image; its name is empty without one.
+            "image": self.image.clone().unwrap_or_else(|| serde_json::json!({"name": ""})),
         });
         std::fs::write(tmp.join("response.json"), response.to_string()).unwrap();
         let mut c = Command::new(program);

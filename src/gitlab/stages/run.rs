@@ -1,7 +1,9 @@
 //! `run SCRIPT STAGE`: run one stage script inside the job's builder.
 //!
-//! Every stage (prepare_script, get_sources, build_script, step_*, after_script, …)
-//! runs the same way: the builder image is the job environment. The script goes in on
+//! Stages that carry the user's script (step_script, build_script, after_script,
+//! step_*) run in the job's own image when prepare made a container of it
+//! (`builder::job_image`); every other stage, and every stage of a job without one,
+//! runs in the builder. The script goes in on
 //! stdin and never touches the builder's filesystem (it holds the job token); output is
 //! copied to our stdout/stderr chunk by chunk as it arrives, bytes untouched (ANSI and
 //! `\r` kept). A non-zero script exit is the job's failure: its code goes to
@@ -54,7 +56,11 @@ pub(crate) async fn run(
     let mut ex = engine
         .exec(
             &name,
-            builder::exec_wrapper(bytes.len(), &token),
+            builder::exec_wrapper(
+                bytes.len(),
+                &token,
+                builder::job_image::runs_in_job_image(stage),
+            ),
             Some(&bytes),
         )
         .await?;

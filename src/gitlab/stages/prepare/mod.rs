@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builder::buildx;
 use crate::builder::engine::{Engine, EngineInfo};
+use crate::builder::job_image::{self, JobImage};
 use crate::builder::lifecycle::{self, Held};
 use crate::builder::services::Service;
 use crate::builder::{self, BuilderSpec, DataRoot, InnerNet, Rights};
@@ -77,6 +78,7 @@ pub(crate) async fn prepare(
     p.setup_platforms(cancel).await?;
     p.start_services(cancel).await?;
     p.setup_buildx(cancel).await?;
+    p.start_job_container(cancel).await?;
     p.finish();
     Ok(())
 }
@@ -105,6 +107,8 @@ struct Preparation<'a> {
     /// They are registered in the builder's own user namespace (rootless, Linux ≥ 6.7).
     in_builder: bool,
     services: Vec<Service>,
+    /// The job's image, when its script runs in a container of it.
+    job_image: Option<JobImage>,
 }
 
 impl<'a> Preparation<'a> {
@@ -123,10 +127,8 @@ impl<'a> Preparation<'a> {
         let steps = Steps::new();
         let b = &settings.builder;
         let name = job.builder_name();
-        let (image, warning) = job.builder_image(b);
-        if let Some(w) = warning {
-            tracing::warn!("{w}");
-        }
+        let placement = job.placement(b);
+        let image = placement.builder_image;
         let info = engine.info().await?;
         let facts = host::facts(Path::new("/proc"));
         let wanted = choose_isolation(b.isolation, &facts)?;
@@ -165,6 +167,7 @@ impl<'a> Preparation<'a> {
             needed,
             in_builder,
             services,
+            job_image: placement.job_image,
         })
     }
 
@@ -426,6 +429,59 @@ impl<'a> Preparation<'a> {
         };
         let file = [(buildx::PLACEMENT, placement.as_bytes(), 0o644)];
         engine.upload(name, builder::tar_owned(&file, None)).await?;
+        Ok(())
+    }
+
+    /// The job's own image, pulled by the builder's daemon with the project's login
+    /// (GitLab's pull policies, in order), and its container created: the stages that
+    /// carry the user's script run there (`builder::job_image`).
+    async fn start_job_container(&mut self, cancel: &CancellationToken) -> Result<()> {
+        let Some(image) = self.job_image.clone() else {
+            return Ok(());
+        };
+        let (engine, name) = (self.engine, self.name.as_str());
+        let mut answer = String::new();
+        let mut pulled = false;
+        for policy in job_image::pull_order(&image.pull_policy) {
+            let pull = builder::user_cmd(job_image::pull_cmd(&image, policy));
+            let (code, out) = tokio::select! {
+                () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
+                r = engine.exec_capture(name, pull) => r?,
+            };
+            if code == 0 {
+                pulled = true;
+                break;
+            }
+            answer = format!("{} ({})", builder::last_line(&out), policy.as_str());
+        }
+        if !pulled {
+            return Err(Error::JobImage(format!(
+                "{} could not be pulled: {answer}; check the name and the project's registry login, or the job's pull_policy",
+                image.name
+            )));
+        }
+        self.steps.done(&format!("job image {} ready", image.name));
+        let paths = job_image::DaemonPaths::of(self.rootless());
+        let env = job_image::env_file(&paths, &self.settings.proxy.variables());
+        let marker = format!("{}\n", job_image::JOB_CONTAINER);
+        let files = [
+            (job_image::JOB_CONTAINER_ENV, env.as_bytes(), 0o644),
+            (job_image::JOB_CONTAINER_FILE, marker.as_bytes(), 0o644),
+        ];
+        engine
+            .upload(name, builder::tar_owned(&files, None))
+            .await?;
+        let create = job_image::create_cmd(&image, &self.job.id, &paths);
+        let (code, out) = engine.exec_capture(name, builder::user_cmd(create)).await?;
+        if code != 0 {
+            return Err(Error::JobImage(format!(
+                "{}: its container could not be created: {}",
+                image.name,
+                builder::last_line(&out)
+            )));
+        }
+        self.steps
+            .done(&format!("job container of {} created", image.name));
         Ok(())
     }
 
