@@ -178,7 +178,12 @@ impl<'a> Preparation<'a> {
         let Some(running) = self.engine.running(name).await? else {
             return Ok(Flow::Continue);
         };
-        if running && lifecycle::dockerd_answers(self.engine, name, 1).await {
+        // A job image's container is made last: a builder left by a failed attempt
+        // may lack it, so such a job's builder is made afresh.
+        if running
+            && self.job_image.is_none()
+            && lifecycle::dockerd_answers(self.engine, name, 1).await
+        {
             tracing::info!(
                 "builder {name} from an earlier attempt is running and ready; reusing it"
             );
