@@ -229,25 +229,26 @@ pub(crate) fn validate(b: RawBuilder, origins: &Origins) -> Result<BuilderSettin
     for i in &builder_images {
         validate_image(i).map_err(|m| bad("builder_images", &format!("entry {m}")))?;
     }
-    let images_in_builder = values::non_empty(b.images_in_builder.unwrap_or_default());
-    for i in &images_in_builder {
-        if i.trim().is_empty() || i.contains(char::is_whitespace) {
-            return Err(bad(
-                "images_in_builder",
-                &format!("entry {i:?} is not an image name or glob such as \"ci/docker-tools:*\""),
-            ));
+    // Image names or globs (`*` within a path segment, `**` across segments).
+    let globs = |k: &str, list: Option<Vec<String>>, example: &str| {
+        let list = values::non_empty(list.unwrap_or_default());
+        match list
+            .iter()
+            .find(|i| i.trim().is_empty() || i.contains(char::is_whitespace))
+        {
+            Some(i) => Err(bad(
+                k,
+                &format!("entry {i:?} is not an image name or glob such as \"{example}\""),
+            )),
+            None => Ok(list),
         }
-    }
-
-    let dind_images = values::non_empty(b.dind_images.unwrap_or_default());
-    for i in &dind_images {
-        if i.trim().is_empty() || i.contains(char::is_whitespace) {
-            return Err(bad(
-                "dind_images",
-                &format!("entry {i:?} is not an image name or glob such as \"ci/dind:*\""),
-            ));
-        }
-    }
+    };
+    let images_in_builder = globs(
+        "images_in_builder",
+        b.images_in_builder,
+        "ci/docker-tools:*",
+    )?;
+    let dind_images = globs("dind_images", b.dind_images, "ci/dind:*")?;
 
     let buildkit_image = b
         .buildkit_image

@@ -450,3 +450,22 @@ fn missing_explicit_file_is_an_error_missing_default_is_not() {
         .to_string();
     assert!(e.contains("--config"), "{e}");
 }
+
+#[test]
+fn the_old_allowed_images_key_names_its_new_name_and_image_globs_are_checked() {
+    let e = load("[builder]\nallowed_images = [\"x:1\"]\n", &[]).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("builder.allowed_images") && m.contains("builder.builder_images"),
+        "{m}"
+    );
+    let s = load(
+        "[builder]\nbuilder_images = [\"reg.test/ci/builder:2\"]\nimages_in_builder = [\"reg.test/**/docker-tools:*\"]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.builder.builder_images, ["reg.test/ci/builder:2"]);
+    assert_eq!(s.builder.images_in_builder, ["reg.test/**/docker-tools:*"]);
+    let e = load("[builder]\nimages_in_builder = [\"a b\"]\n", &[]).unwrap_err();
+    assert!(e.to_string().contains("images_in_builder"), "{e}");
+}
