@@ -94,7 +94,7 @@ fn a_jobs_image_runs_its_script_stages_and_the_builder_the_rest_on_the_same_file
     // The script's exit code is the job's, as in the builder.
     let out = job.run("build_script", "exit 3");
     assert_code(&out, 1);
-    assert_eq!(job.build_exit_code().as_deref(), Some("3"));
+    assert_eq!(job.build_exit_code().as_deref(), Some("3\n"));
     job.cleanup_leaves_nothing();
 }
 
