@@ -487,6 +487,9 @@ impl<'a> Preparation<'a> {
         }
         self.steps
             .done(&format!("job container of {} created", image.name));
+        tracing::info!(
+            "in the job image, `docker` is the image's own CLI on the builder's daemon (DOCKER_HOST): runnerx's build report, registry build cache and push signing apply where the script runs in the builder"
+        );
         Ok(())
     }
 
