@@ -13,6 +13,7 @@
 //! is made before the host checks pass. A boot failure is a system failure with the
 //! tail of the dockerd log; a cancelled prepare removes its builder.
 
+mod job_container;
 mod platforms;
 mod volumes;
 
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builder::buildx;
 use crate::builder::engine::{Engine, EngineInfo};
-use crate::builder::job_image::{self, JobImage};
+use crate::builder::job_image::JobImage;
 use crate::builder::lifecycle::{self, Held};
 use crate::builder::services::Service;
 use crate::builder::{self, BuilderSpec, DataRoot, InnerNet, Rights};
@@ -52,7 +53,7 @@ impl Steps {
         }
     }
 
-    fn done(&mut self, what: &str) {
+    pub(super) fn done(&mut self, what: &str) {
         tracing::info!("{what} ({})", human(self.last.elapsed()));
         self.last = Instant::now();
     }
@@ -437,60 +438,19 @@ impl<'a> Preparation<'a> {
         Ok(())
     }
 
-    /// The job's own image, pulled by the builder's daemon with the project's login
-    /// (GitLab's pull policies, in order), and its container created: the stages that
-    /// carry the user's script run there (`builder::job_image`).
+    /// The job's own image and its container, where the user's script runs.
     async fn start_job_container(&mut self, cancel: &CancellationToken) -> Result<()> {
         let Some(image) = self.job_image.clone() else {
             return Ok(());
         };
-        let (engine, name) = (self.engine, self.name.as_str());
-        let mut answer = String::new();
-        let mut pulled = false;
-        for policy in job_image::pull_order(&image.pull_policy) {
-            let pull = builder::user_cmd(job_image::pull_cmd(&image, policy));
-            let (code, out) = tokio::select! {
-                () = cancel.cancelled() => return Err(Error::Cancelled("signal")),
-                r = engine.exec_capture(name, pull) => r?,
-            };
-            if code == 0 {
-                pulled = true;
-                break;
-            }
-            answer = format!("{} ({})", builder::last_line(&out), policy.as_str());
-        }
-        if !pulled {
-            return Err(Error::JobImage(format!(
-                "{} could not be pulled: {answer}; check the name and the project's registry login, or the job's pull_policy",
-                image.name
-            )));
-        }
-        self.steps.done(&format!("job image {} ready", image.name));
-        let paths = job_image::DaemonPaths::of(self.rootless());
-        let env = job_image::env_file(&paths, &self.settings.proxy.variables());
-        let marker = format!("{}\n", job_image::JOB_CONTAINER);
-        let files = [
-            (job_image::JOB_CONTAINER_ENV, env.as_bytes(), 0o644),
-            (job_image::JOB_CONTAINER_FILE, marker.as_bytes(), 0o644),
-        ];
-        engine
-            .upload(name, builder::tar_owned(&files, None))
-            .await?;
-        let create = job_image::create_cmd(&image, &self.job.id, &paths);
-        let (code, out) = engine.exec_capture(name, builder::user_cmd(create)).await?;
-        if code != 0 {
-            return Err(Error::JobImage(format!(
-                "{}: its container could not be created: {}",
-                image.name,
-                builder::last_line(&out)
-            )));
-        }
-        self.steps
-            .done(&format!("job container of {} created", image.name));
-        tracing::info!(
-            "in the job image, `docker` is the image's own CLI on the builder's daemon (DOCKER_HOST): runnerx's build report, registry build cache and push signing apply where the script runs in the builder"
-        );
-        Ok(())
+        let builder = job_container::Builder {
+            engine: self.engine,
+            name: &self.name,
+            job_id: &self.job.id,
+            rootless: self.rootless(),
+            proxy: &self.settings.proxy,
+        };
+        job_container::start(&builder, &image, &mut self.steps, cancel).await
     }
 
     fn finish(&self) {
