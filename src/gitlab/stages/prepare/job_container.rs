@@ -52,9 +52,11 @@ pub(super) async fn start(
     let paths = job_image::DaemonPaths::of(b.rootless);
     let env = job_image::env_file(&paths, &b.proxy.variables());
     let marker = format!("{}\n", job_image::JOB_CONTAINER);
+    // Tar entries are relative to the builder's root.
+    let rel = |p: &'static str| p.trim_start_matches('/');
     let files = [
-        (job_image::JOB_CONTAINER_ENV, env.as_bytes(), 0o644),
-        (job_image::JOB_CONTAINER_FILE, marker.as_bytes(), 0o644),
+        (rel(job_image::JOB_CONTAINER_ENV), env.as_bytes(), 0o644),
+        (rel(job_image::JOB_CONTAINER_FILE), marker.as_bytes(), 0o644),
     ];
     engine
         .upload(name, builder::tar_owned(&files, None))
