@@ -57,33 +57,8 @@ pub(crate) fn runs_in_job_image(stage: &str) -> bool {
     !PREDEFINED_STAGES.contains(&stage)
 }
 
-/// GitLab's image pull policies (`image: pull_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PullPolicy {
-    Always,
-    IfNotPresent,
-    Never,
-}
-
-impl PullPolicy {
-    /// GitLab's spelling; `None` for anything else.
-    pub(crate) fn parse(text: &str) -> Option<PullPolicy> {
-        match text {
-            "always" => Some(PullPolicy::Always),
-            "if-not-present" => Some(PullPolicy::IfNotPresent),
-            "never" => Some(PullPolicy::Never),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            PullPolicy::Always => "always",
-            PullPolicy::IfNotPresent => "if-not-present",
-            PullPolicy::Never => "never",
-        }
-    }
-}
+/// GitLab's image pull policies (`image: pull_policy`): the settings' own type.
+pub(crate) use crate::settings::PullPolicy;
 
 /// The job's `image:` as the job payload gives it (untrusted values: the job chose
 /// them; they only ever become argv elements of the builder's own docker CLI).

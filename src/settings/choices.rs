@@ -17,6 +17,25 @@ pub(crate) enum PullPolicy {
 }
 
 impl PullPolicy {
+    /// GitLab's spelling (a job's `image: pull_policy`); `None` for anything else.
+    pub(crate) fn parse(text: &str) -> Option<PullPolicy> {
+        match text {
+            "always" => Some(PullPolicy::Always),
+            "if-not-present" => Some(PullPolicy::IfNotPresent),
+            "never" => Some(PullPolicy::Never),
+            _ => None,
+        }
+    }
+
+    /// GitLab's spelling, as in the settings.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::Never => "never",
+        }
+    }
+
     /// Whether to pull an image that is (`present`) or is not in the engine; `None`
     /// when it is missing and the policy forbids pulling (the caller names the fix).
     pub(crate) fn wants_pull(self, present: bool) -> Option<bool> {
